@@ -1,0 +1,28 @@
+// Realize: plan.json -> emitted sources -> parallel nvcc (content-addressed
+// cache) -> verify + time every candidate in a worker process -> registry ->
+// realized.json (docs/CONTRACTS.md §3-§6).
+#pragma once
+
+#include <optional>
+#include <string>
+
+namespace fact {
+
+struct RealizeOptions {
+  std::string plan_path;           // input plan.json
+  std::string output_path;         // realized.json to write
+  std::optional<double> tolerance; // overrides the plan's tolerance
+  int jobs = 0;                    // 0 = memory- and core-aware default (FACT_JOBS)
+  bool compile_only = false;       // emit + compile into the cache, no verification (no GPU needed)
+  bool use_registry = true;        // reuse a recorded winner when its library is cached
+  std::string variant_set = "default";  // "default" | "all" (FACT_VARIANTS)
+  std::string filter;              // substring filter on variant names ("" = all)
+  std::string registry_path;       // "" = Registry::default_path()
+};
+
+// Returns 0 on success (patterns that could not be realized fall back, which is
+// success); non-zero only when nothing could be attempted (bad plan, no nvcc,
+// no CUTLASS), after printing what is missing and how to get it.
+int run_realize(const RealizeOptions& options);
+
+}  // namespace fact

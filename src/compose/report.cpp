@@ -1,0 +1,102 @@
+#include "report.hpp"
+
+#include <fmt/format.h>
+
+#include <map>
+#include <string>
+
+namespace fact {
+namespace {
+
+using nlohmann::json;
+
+std::string number_or_dash(const json& object, const char* key, const char* format) {
+  if (!object.contains(key) || !object[key].is_number()) return "–";
+  return fmt::format(fmt::runtime(format), object[key].get<double>());
+}
+
+std::string speedup(const json& outcome) {
+  if (!outcome.contains("median_ms") || !outcome.contains("baseline_median_ms")) return "–";
+  const json& fast = outcome["median_ms"];
+  const json& base = outcome["baseline_median_ms"];
+  if (!fast.is_number() || !base.is_number() || fast.get<double>() <= 0.0) return "–";
+  return fmt::format("{:.2f}×", base.get<double>() / fast.get<double>());
+}
+
+std::string problem_text(const json& pattern) {
+  if (!pattern.contains("gemm")) return pattern.value("rule", "");
+  const json& g = pattern["gemm"];
+  return fmt::format("{}×{}×{}{} (A {}, B {}, epilogue {})", g.value("m", 0), g.value("n", 0), g.value("k", 0),
+                     g.value("batch", 1) > 1 ? fmt::format(", batch {}", g.value("batch", 1)) : std::string(),
+                     g["a"].value("layout", "?"), g["b"].value("layout", "?"),
+                     g.contains("epilogue") ? g["epilogue"].value("kind", "none") : std::string("none"));
+}
+
+// Markdown table cells may not hold '|' or newlines.
+std::string cell(std::string text) {
+  for (char& c : text)
+    if (c == '|' || c == '\n') c = ' ';
+  return text;
+}
+
+}  // namespace
+
+std::string compose_report(const json& ir, const json& plan, const json& realized) {
+  std::map<std::string, json> plan_patterns;
+  for (const json& pattern : plan.value("patterns", json::array()))
+    plan_patterns[pattern.value("id", "")] = pattern;
+
+  std::string md = fmt::format("# FACT report: {} ({})\n\n", ir.value("module", "Model"), ir.value("source", ""));
+  md += fmt::format("Tolerance: {} (atol = rtol; DESIGN.md's definition of passing). Arch: {}.\n\n",
+                    realized.value("tolerance", plan.value("tolerance", 0.0)), plan.value("arch", "?"));
+
+  md += "## Patterns\n\n";
+  md += "| pattern | rule | problem | status | variant | math mode | max abs err | fail frac | FACT ms | eager ms | speedup |\n";
+  md += "|---|---|---|---|---|---|---|---|---|---|---|\n";
+  for (const json& outcome : realized.value("patterns", json::array())) {
+    const std::string id = outcome.value("id", "");
+    const json& pattern = plan_patterns.count(id) ? plan_patterns[id] : json::object();
+    const bool realized_ok = outcome.value("status", "") == "realized";
+    md += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n", id, pattern.value("rule", "?"),
+                      cell(problem_text(pattern)),
+                      realized_ok ? "realized" : "fallback to PyTorch",
+                      realized_ok ? outcome.value("variant", "") : "–",
+                      realized_ok ? outcome.value("math", "") : "–", number_or_dash(outcome, "max_abs_err", "{:.2e}"),
+                      number_or_dash(outcome, "fail_frac", "{:.2e}"), number_or_dash(outcome, "median_ms", "{:.3f}"),
+                      number_or_dash(outcome, "baseline_median_ms", "{:.3f}"), speedup(outcome));
+  }
+
+  md += "\n## Candidates\n\n";
+  for (const json& outcome : realized.value("patterns", json::array())) {
+    md += fmt::format("### {}\n\n", outcome.value("id", ""));
+    if (outcome.value("status", "") != "realized")
+      md += fmt::format("Fallback reason: {}\n\n", outcome.value("reason", "(none given)"));
+    if (outcome.value("from_registry", false)) md += "Winner reused from the registry (verified again, not re-tuned).\n\n";
+    const json candidates = outcome.value("candidates", json::array());
+    if (candidates.empty()) {
+      md += "No candidates were tried.\n\n";
+      continue;
+    }
+    md += "| candidate | status | median ms | reason |\n|---|---|---|---|\n";
+    for (const json& candidate : candidates)
+      md += fmt::format("| {} | {} | {} | {} |\n", candidate.value("name", ""), candidate.value("status", ""),
+                        number_or_dash(candidate, "median_ms", "{:.3f}"), cell(candidate.value("reason", "")));
+    md += "\n";
+  }
+
+  md += "## Left to PyTorch\n\n";
+  const json unmatched = plan.value("unmatched", json::array());
+  if (unmatched.empty()) md += "Every op is covered by a pattern.\n";
+  for (const json& entry : unmatched)
+    md += fmt::format("- `{}` ({}): {}\n", entry.value("node", ""), entry.value("op", ""), entry.value("reason", ""));
+  const json rejections = plan.value("rejections", json::array());
+  if (!rejections.empty()) {
+    md += "\n### Rule guards that rejected a match\n\n";
+    for (const json& entry : rejections)
+      md += fmt::format("- `{}` by rule `{}`: {}\n", entry.value("node", ""), entry.value("rule", ""),
+                        entry.value("reason", ""));
+  }
+  return md;
+}
+
+}  // namespace fact
