@@ -25,6 +25,7 @@ struct CandidateOutcome {
   std::string reason;
   std::optional<double> median_ms, mean_ms, baseline_ms, max_abs_err, fail_frac;
   std::string toolchain;  // CUTLASS commit + nvcc version: a winner is only valid for its toolchain
+  std::string created_at;  // filled when read back (UTC, "YYYY-MM-DD HH:MM:SS"); ignored on write
 };
 
 struct Winner {
@@ -32,6 +33,8 @@ struct Winner {
   double tolerance = 0.0;
   std::string variant, math;
   double median_ms = 0.0, baseline_ms = 0.0;
+  std::string toolchain;   // optional; "" when unknown
+  std::string updated_at;  // filled when read back; ignored on write
 };
 
 class Registry {
@@ -60,9 +63,17 @@ class Registry {
   std::vector<CandidateOutcome> outcomes_for(const std::string& problem_key) const;
   int schema_version() const;
 
+  // For `fact registry show`: winners (all, or of one problem_key), newest first, and
+  // the most recent outcomes of all problems.
+  std::vector<Winner> winners(const std::string& problem_key = "") const;
+  std::vector<CandidateOutcome> recent_outcomes(int limit) const;
+  const std::string& path() const { return path_; }
+
  private:
+  struct Statements;  // prepared statements, finalized before the database closes
   sqlite3* db_ = nullptr;
   std::string path_;
+  std::unique_ptr<Statements> stmts_;
 };
 
 }  // namespace fact
