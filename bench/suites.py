@@ -1,0 +1,41 @@
+"""Benchmark suites: suite name -> ordered {workload name: example file}.
+
+Workload names are DESIGN.md's; example paths are relative to the repository
+root and must be KernelBench-format files (`class Model`, `get_inputs()`,
+`get_init_inputs()`). tests/python/test_bench_schema.py checks every entry.
+This module is plain data: importing it loads neither torch nor CUDA.
+"""
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SUITES = {
+    # Issue 2's GEMM workloads: fp32 inputs from torch.rand.
+    "l1-gemm": {
+        "l1-square-4096": "examples/l1_square_4096.py",
+        "l1-bmm-128x512x1024x2048": "examples/l1_bmm_128x512x1024x2048.py",
+        "l1-largek-256x256x524288": "examples/l1_largek_256x256x524288.py",
+    },
+    # Small models (a few MB of inputs) for quick end-to-end checks of the
+    # harness and of composed modules with fallback ops.
+    "small": {
+        "small-linear-gelu-mlp": "examples/small/linear_gelu_mlp.py",
+        "small-transposed-matmul": "examples/small/transposed_matmul.py",
+        "small-addmm-bias": "examples/small/addmm_bias.py",
+    },
+}
+
+
+def suite(name):
+    """The {workload: absolute Path} table of suite `name`; KeyError names the known suites."""
+    if name not in SUITES:
+        raise KeyError(f"unknown suite '{name}'; known suites: {', '.join(sorted(SUITES))}")
+    return {w: ROOT / p for w, p in SUITES[name].items()}
+
+
+def find_workload(workload):
+    """(suite name, absolute example Path) of `workload` in any suite, or None."""
+    for sname, table in SUITES.items():
+        if workload in table:
+            return sname, ROOT / table[workload]
+    return None
