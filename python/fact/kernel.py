@@ -1,0 +1,301 @@
+"""ctypes access to one realized kernel library (include/fact/kernel_abi.h, ABI 1)
+and the ONE function that turns a plan pattern's "gemm" binding
+(docs/CONTRACTS.md §2) plus torch tensors into a FactGemmProblem; the worker
+and the runtime both use `problem_from_binding`.
+
+Hazard: FactGemmProblem below mirrors the C struct field by field; the CPU
+test tests/python/test_kernel_abi.py parses the header and compares.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+from typing import Mapping
+
+ABI_VERSION = 1
+
+EPILOGUE_KINDS = {"none": 0, "bias": 1, "c": 2}
+
+
+class FactGemmProblem(ctypes.Structure):
+    _fields_ = [
+        ("batch", ctypes.c_int64),
+        ("m", ctypes.c_int64),
+        ("n", ctypes.c_int64),
+        ("k", ctypes.c_int64),
+        ("a", ctypes.c_void_p),
+        ("ld_a", ctypes.c_int64),
+        ("batch_stride_a", ctypes.c_int64),
+        ("b", ctypes.c_void_p),
+        ("ld_b", ctypes.c_int64),
+        ("batch_stride_b", ctypes.c_int64),
+        ("d", ctypes.c_void_p),
+        ("ld_d", ctypes.c_int64),
+        ("batch_stride_d", ctypes.c_int64),
+        ("e", ctypes.c_void_p),
+        ("ld_e", ctypes.c_int64),
+        ("batch_stride_e", ctypes.c_int64),
+        ("alpha", ctypes.c_float),
+        ("beta", ctypes.c_float),
+    ]
+
+    def describe(self) -> str:
+        return (f"batch={self.batch} m={self.m} n={self.n} k={self.k} ld_a={self.ld_a} "
+                f"ld_b={self.ld_b} ld_d={self.ld_d} ld_e={self.ld_e} alpha={self.alpha} beta={self.beta}")
+
+
+class KernelError(RuntimeError):
+    """A kernel library failure: `code` from the ABI call, text from fact_last_error()."""
+
+    def __init__(self, message: str, code: int = -1):
+        super().__init__(message)
+        self.code = code
+
+
+class BindingError(ValueError):
+    """Run-time tensors do not fit a pattern's gemm binding (shape, stride, dtype, device)."""
+
+
+class GemmKernel:
+    """One variant library. `device_type` is what its pointers must live on.
+
+    The runtime accepts any object with this interface (see
+    fact.runtime.set_kernel_loader): can_implement(problem) -> None | reason,
+    workspace_size(problem) -> int, run(problem, workspace_ptr, workspace_bytes,
+    stream_ptr) raising KernelError, attributes `name` and `device_type`."""
+
+    device_type = "cuda"
+
+    def __init__(self, library_path: str):
+        self.path = os.path.abspath(library_path)
+        if not os.path.isfile(self.path):
+            raise KernelError(f"{self.path}: no such kernel library")
+        try:
+            self._lib = ctypes.CDLL(self.path, mode=getattr(os, "RTLD_LOCAL", 0) | getattr(os, "RTLD_NOW", 0))
+        except OSError as exc:
+            raise KernelError(f"cannot load {self.path}: {exc}") from exc
+        lib = self._lib
+        try:
+            lib.fact_abi_version.restype = ctypes.c_int
+            lib.fact_abi_version.argtypes = []
+            lib.fact_variant_name.restype = ctypes.c_char_p
+            lib.fact_variant_name.argtypes = []
+            lib.fact_last_error.restype = ctypes.c_char_p
+            lib.fact_last_error.argtypes = []
+            lib.fact_gemm_can_implement.restype = ctypes.c_int
+            lib.fact_gemm_can_implement.argtypes = [ctypes.POINTER(FactGemmProblem)]
+            lib.fact_gemm_workspace_size.restype = ctypes.c_size_t
+            lib.fact_gemm_workspace_size.argtypes = [ctypes.POINTER(FactGemmProblem)]
+            lib.fact_gemm_run.restype = ctypes.c_int
+            lib.fact_gemm_run.argtypes = [ctypes.POINTER(FactGemmProblem), ctypes.c_void_p,
+                                          ctypes.c_size_t, ctypes.c_void_p]
+        except AttributeError as exc:
+            raise KernelError(f"{self.path} does not export the FACT kernel ABI: {exc}") from exc
+        version = lib.fact_abi_version()
+        if version != ABI_VERSION:
+            raise KernelError(f"{self.path}: kernel ABI version {version}, this FACT expects {ABI_VERSION}")
+        self.name = (lib.fact_variant_name() or b"").decode(errors="replace")
+
+    def last_error(self) -> str:
+        text = self._lib.fact_last_error()
+        return text.decode(errors="replace") if text else ""
+
+    def can_implement(self, problem: FactGemmProblem) -> str | None:
+        """None when the variant can run `problem`, else the library's reason."""
+        code = self._lib.fact_gemm_can_implement(ctypes.byref(problem))
+        if code == 0:
+            return None
+        return self.last_error() or f"can_implement returned {code}"
+
+    def workspace_size(self, problem: FactGemmProblem) -> int:
+        return int(self._lib.fact_gemm_workspace_size(ctypes.byref(problem)))
+
+    def run(self, problem: FactGemmProblem, workspace_ptr: int, workspace_bytes: int, stream_ptr: int) -> None:
+        code = self._lib.fact_gemm_run(ctypes.byref(problem), ctypes.c_void_p(workspace_ptr or None),
+                                       ctypes.c_size_t(workspace_bytes), ctypes.c_void_p(stream_ptr or None))
+        if code != 0:
+            raise KernelError(f"{self.name}: run failed ({code}): {self.last_error()}", code)
+
+
+# ---------------------------------------------------------------------------
+# Binding -> problem
+
+def torch_dtype(name: str):
+    import torch
+
+    table = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+             "float64": torch.float64, "int64": torch.int64, "int32": torch.int32, "bool": torch.bool,
+             "int8": torch.int8, "uint8": torch.uint8}
+    if name not in table:
+        raise BindingError(f"unknown dtype {name!r}")
+    return table[name]
+
+
+def strides_match(tensor, logical) -> bool:
+    """True when `tensor`'s elements sit where `logical` says.
+
+    `logical` lists (size, stride) per logical dimension, innermost first; a
+    logical dimension may span several tensor dimensions (a 3-D operand whose
+    batch is folded into M). Size-1 dimensions carry no addressing."""
+    tdims = [(int(s), int(st)) for s, st in zip(tensor.shape, tensor.stride()) if s != 1][::-1]
+    i = 0
+    for size, stride in logical:
+        if size == 1:
+            continue
+        covered = 1
+        while covered < size:
+            if i >= len(tdims):
+                return False
+            tsize, tstride = tdims[i]
+            if tstride != stride * covered:
+                return False
+            covered *= tsize
+            i += 1
+        if covered != size:
+            return False
+    return i == len(tdims)
+
+
+def operand_layout(gemm: Mapping, role: str):
+    """Logical (size, stride) dims, innermost first, of operand `role` (a, b, d, e)."""
+    batch, m, n, k = (int(gemm[key]) for key in ("batch", "m", "n", "k"))
+    if role == "e":
+        spec = gemm["epilogue"]
+        if spec["kind"] == "bias":
+            return [(n, 1)]
+        dims = [(n, 1), (m, int(spec["ld"]))]
+    else:
+        spec = gemm[role]
+        ld = int(spec["ld"])
+        layout = spec.get("layout", "row")
+        rows, cols = {"a": (m, k), "b": (k, n), "d": (m, n)}[role]
+        dims = [(cols, 1), (rows, ld)] if layout == "row" else [(rows, 1), (cols, ld)]
+    batch_stride = int(spec.get("batch_stride", 0))
+    if batch > 1 and batch_stride != 0:
+        dims.append((batch, batch_stride))
+    return dims
+
+
+def binding_tensor_ids(gemm: Mapping) -> dict[str, str]:
+    """{role: tensor id} of the operands a binding reads (a, b, and e when used)."""
+    ids = {"a": gemm["a"]["tensor"], "b": gemm["b"]["tensor"]}
+    epilogue = gemm.get("epilogue") or {"kind": "none"}
+    if epilogue.get("kind", "none") != "none":
+        ids["e"] = epilogue["tensor"]
+    return ids
+
+
+def check_operand(gemm: Mapping, role: str, tensor) -> None:
+    if not strides_match(tensor, operand_layout(gemm, role)):
+        raise BindingError(f"operand {role} (shape {list(tensor.shape)}, strides {list(tensor.stride())}) "
+                           f"does not match the binding's layout {operand_layout(gemm, role)}")
+
+
+def problem_from_binding(gemm: Mapping, tensors: Mapping[str, object], out, check: bool = True,
+                         skeleton: FactGemmProblem | None = None) -> FactGemmProblem:
+    """FactGemmProblem for `gemm` (a plan pattern's "gemm" object) reading
+    operands from `tensors` (tensor id -> torch.Tensor) and writing `out`.
+
+    Raises BindingError when a tensor's dtype, device, shape or strides do not
+    fit the binding: the caller then makes the operand contiguous or falls
+    back. Pointers are taken from the tensors, so keep them alive while the
+    kernel runs. check=False skips the dtype/device/layout checks: only for a
+    caller that already checked tensors of exactly these shapes, strides,
+    dtypes and device (the runtime caches that per input signature);
+    `skeleton` is problem_skeleton(gemm) computed earlier (copied, not
+    modified)."""
+    epilogue = gemm.get("epilogue") or {"kind": "none"}
+    kind = epilogue.get("kind", "none")
+    if kind not in EPILOGUE_KINDS:
+        raise BindingError(f"unknown epilogue kind {kind!r}")
+    ids = binding_tensor_ids(gemm)
+    operands = {}
+    for role, ident in ids.items():
+        if ident not in tensors:
+            raise BindingError(f"operand {role} names tensor {ident!r}, which was not provided")
+        operands[role] = tensors[ident]
+    operands["d"] = out
+    element = {"a": gemm.get("element_a"), "b": gemm.get("element_b"), "d": gemm.get("element_d"),
+               "e": gemm.get("element_d")}
+    device = out.device
+    for role, tensor in operands.items() if check else ():
+        if element[role] and tensor.dtype != torch_dtype(element[role]):
+            raise BindingError(f"operand {role} is {tensor.dtype}, the kernel takes {element[role]}")
+        if tensor.device != device:
+            raise BindingError(f"operand {role} is on {tensor.device}, the output on {device}")
+        check_operand(gemm, role, tensor)
+
+    if skeleton is None:
+        problem = problem_skeleton(gemm)
+    else:
+        problem = FactGemmProblem.from_buffer_copy(skeleton)
+    problem.a = operands["a"].data_ptr()
+    problem.b = operands["b"].data_ptr()
+    problem.d = out.data_ptr()
+    if kind != "none":
+        problem.e = operands["e"].data_ptr()
+    return problem
+
+
+# Placeholder device addresses for a can_implement check before any data
+# exists (install time): distinct, non-null, 1 MiB aligned. can_implement is a
+# pure host check (kernel_abi.h): it may test pointer alignment, never
+# dereference, so these are safe to pass; never pass them to run().
+PLACEHOLDER_ADDRESSES = {"a": 1 << 20, "b": 2 << 20, "d": 3 << 20, "e": 4 << 20}
+
+
+def placeholder_problem(gemm: Mapping) -> FactGemmProblem:
+    """problem_skeleton with PLACEHOLDER_ADDRESSES for the operands the binding
+    uses (real variants reject null operand pointers)."""
+    problem = problem_skeleton(gemm)
+    problem.a, problem.b, problem.d = (PLACEHOLDER_ADDRESSES[r] for r in ("a", "b", "d"))
+    if "e" in binding_tensor_ids(gemm):
+        problem.e = PLACEHOLDER_ADDRESSES["e"]
+    return problem
+
+
+def problem_skeleton(gemm: Mapping) -> FactGemmProblem:
+    """The binding's sizes, leading dimensions, batch strides and scalars with
+    null pointers (filled in by problem_from_binding / placeholder_problem)."""
+    epilogue = gemm.get("epilogue") or {"kind": "none"}
+    kind = epilogue.get("kind", "none")
+    batch = int(gemm["batch"])
+
+    def stride_of(spec):
+        return int(spec.get("batch_stride", 0)) if batch > 1 else 0
+
+    problem = FactGemmProblem()
+    problem.batch, problem.m, problem.n, problem.k = (int(gemm[key]) for key in ("batch", "m", "n", "k"))
+    problem.ld_a, problem.batch_stride_a = int(gemm["a"]["ld"]), stride_of(gemm["a"])
+    problem.ld_b, problem.batch_stride_b = int(gemm["b"]["ld"]), stride_of(gemm["b"])
+    problem.ld_d, problem.batch_stride_d = int(gemm["d"]["ld"]), stride_of(gemm["d"])
+    if kind == "none":
+        problem.ld_e, problem.batch_stride_e, problem.beta = 0, 0, 0.0
+    else:
+        problem.ld_e = int(epilogue.get("ld", 0)) if kind == "c" else 0
+        problem.batch_stride_e = stride_of(epilogue)
+        problem.beta = float(epilogue.get("beta", 1.0))
+    problem.alpha = float(epilogue.get("alpha", 1.0))
+    return problem
+
+
+def check_binding_meta(gemm: Mapping, tensors: Mapping[str, object], out) -> None:
+    """problem_from_binding's dtype/layout checks without touching data
+    pointers (works on meta and fake tensors). Raises BindingError."""
+    element = {"a": gemm.get("element_a"), "b": gemm.get("element_b"), "d": gemm.get("element_d"),
+               "e": gemm.get("element_d")}
+    operands = {role: tensors[ident] for role, ident in binding_tensor_ids(gemm).items()}
+    operands["d"] = out
+    for role, tensor in operands.items():
+        if element[role] and tensor.dtype != torch_dtype(element[role]):
+            raise BindingError(f"operand {role} is {tensor.dtype}, the kernel takes {element[role]}")
+        check_operand(gemm, role, tensor)
+
+
+def stream_pointer(device) -> int:
+    """The current CUDA stream of `device` as an integer (0 for CPU)."""
+    import torch
+
+    if device.type != "cuda":
+        return 0
+    return int(torch.cuda.current_stream(device).cuda_stream)

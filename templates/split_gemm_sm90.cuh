@@ -1,0 +1,636 @@
+// FACT fp32-faithful GEMM for Hopper (sm90a): fp32 operands are split into
+// bf16 parts where they are loaded, the parts are multiplied on wgmma, and the
+// tensor-core partial sums are promoted into fp32 registers after every k-tile.
+//
+//   x = p0 + p1 + p2 (+ rest),  p_i = bf16_rn(x - p0 - ... - p_{i-1})
+//   Terms = 1: p0*q0                                  (bf16 class, ~8 operand bits)
+//   Terms = 3: p0*q0 + p0*q1 + p1*q0                  (~16 bits)
+//   Terms = 6: all p_i*q_j with i + j <= 2            (~24 bits, fp32-like)
+// Part format (9th Config parameter, default PartsBf16):
+//   PartsBf16:        p_i are bf16 (8 bits each, full fp32 exponent range).
+//   PartsFp16Scaled:  p_i are fp16 (11 bits each) of x * 2^s, with one power-of-two s per
+//                     operand k-tile (max |x * 2^s| in [2^14, 2^15), so nothing overflows
+//                     and the low parts stay normal); the promotion multiplies the k-tile's
+//                     partial sum by 2^-(sA + sB). Terms = 3 then carries ~22 bits: fp32-class
+//                     accuracy at bf16x3's cost (docs/notes/split_gemm.md). Costs one extra
+//                     pass over the fp32 stage (tile max) and one extra barrier per k-tile.
+//                     Tile maxima below 2^-113 are scaled as if they were 2^-113.
+//
+// Data path per CTA (TileM = 64 * warpgroups, every thread is a consumer):
+//   global fp32 --cp.async (zero-fill outside the problem)--> fp32 smem ring (Stages deep)
+//   fp32 smem --each thread converts 8 consecutive k of one row--> bf16 part buffers,
+//       K-major, GMMA 64B-swizzled, double buffered (the transpose of an MN-contiguous
+//       operand happens here, so wgmma always sees K-major operands)
+//   wgmma (SS) on buffer b into a per-k-tile accumulator `part` (first issue zeroes it)
+//       while the threads convert the next k-tile into buffer b^1
+//   wait, acc += part (fp32 FADD: the promotion), barrier, next k-tile.
+//
+// Split-K: run() picks the number of K-splits from the problem and the SM
+// count (one compiled variant serves all shapes). With more than one split,
+// each CTA writes its fp32 partial tile to the workspace and a second kernel
+// sums the partials in split order (deterministic) and applies the epilogue.
+//
+// Hazards:
+// - Inf/NaN inputs: x - bf16(x) is NaN for x = +-inf, so an inf operand gives
+//   NaN where fp32 math would give +-inf. |x| above the bf16 maximum
+//   (~3.39e38) rounds to inf the same way.
+// - Requirements (can_implement): 16-byte aligned A/B base pointers, leading
+//   dimensions and batch strides multiples of 4 elements, and the contiguous
+//   extent of A and B (k for row-major A, m for column-major A, n for
+//   row-major B, k for column-major B) a multiple of 4.
+#pragma once
+
+#include <cuda_runtime.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <string>
+
+#include <cute/tensor.hpp>
+#include <cute/arch/copy_sm80.hpp>
+#include <cute/arch/mma_sm90.hpp>
+#include <cute/atom/mma_atom.hpp>
+#include <cutlass/arch/barrier.h>
+
+#include "fact/kernel_abi.h"
+
+namespace fact::split_gemm {
+
+// Part formats (Config's optional 9th parameter).
+enum PartFormat : int { PartsBf16 = 0, PartsFp16Scaled = 1 };
+
+template <int TileM_, int TileN_, int TileK_, int Terms_, bool ARowMajor_, bool BRowMajor_,
+          int Epilogue_, int Stages_, int Format_ = PartsBf16>
+struct Config {
+  static constexpr int TileM = TileM_;
+  static constexpr int TileN = TileN_;
+  static constexpr int TileK = TileK_;
+  static constexpr int Terms = Terms_;
+  static constexpr bool ARowMajor = ARowMajor_;  // A(m,k) at m*ld_a + k, else k*ld_a + m
+  static constexpr bool BRowMajor = BRowMajor_;  // B(k,n) at k*ld_b + n, else n*ld_b + k
+  static constexpr int Epilogue = Epilogue_;     // FactEpilogueKind
+  static constexpr int Stages = Stages_;         // fp32 smem ring depth
+  static constexpr int Format = Format_;         // PartFormat
+  static constexpr int Parts = Terms == 1 ? 1 : Terms == 3 ? 2 : Terms == 6 ? 3 : 0;
+  static constexpr int WarpGroups = TileM / 64;
+  static constexpr int Threads = 128 * WarpGroups;
+
+  static_assert(Parts != 0, "Terms must be 1, 3 or 6");
+  static_assert(TileM == 64 || TileM == 128, "TileM must be 64 or 128 (one or two warpgroups)");
+  static_assert(TileN == 64 || TileN == 128, "TileN must be 64 or 128 (accumulator registers)");
+  static_assert(TileK == 32, "TileK must be 32 (one 128-byte fp32 row, one 64B-swizzle bf16 atom)");
+  static_assert(Stages >= 2 && Stages <= 8, "Stages must be 2..8");
+  static_assert(Format == PartsBf16 || Format == PartsFp16Scaled, "unknown part format");
+  static_assert(Epilogue == FACT_EPILOGUE_NONE || Epilogue == FACT_EPILOGUE_BIAS ||
+                    Epilogue == FACT_EPILOGUE_C,
+                "unknown epilogue");
+
+  // Shared memory: fp32 ring, then the bf16 part buffers (2 buffers x Parts).
+  static constexpr int StageFloats = (TileM + TileN) * TileK;
+  static constexpr size_t Fp32Bytes = size_t(Stages) * StageFloats * 4;
+  static constexpr int BufElemsA = TileM * TileK;  // one bf16 part of A
+  static constexpr int BufElemsB = TileN * TileK;
+  static constexpr size_t Bf16Bytes = size_t(2) * Parts * (BufElemsA + BufElemsB) * 2;
+  // PartsFp16Scaled: per-warp tile maxima of A and B.
+  static constexpr size_t MaxSlotBytes = Format == PartsFp16Scaled ? 2 * (Threads / 32) * 4 : 0;
+  static constexpr size_t SmemBytes = Fp32Bytes + Bf16Bytes + MaxSlotBytes + 1024;  // + alignment slack
+  static_assert(SmemBytes <= 227 * 1024, "shared memory over the sm90 limit: fewer Stages");
+};
+
+namespace detail {
+
+using namespace cute;
+
+template <class Cfg>
+struct Types {
+  // The 16-bit part type (named Bf16 for history; half_t for PartsFp16Scaled).
+  using Bf16 = cute::conditional_t<Cfg::Format == PartsFp16Scaled, cute::half_t, cute::bfloat16_t>;
+  using TileShape = Shape<Int<Cfg::TileM>, Int<Cfg::TileN>, Int<Cfg::TileK>>;
+  using MmaAtom = decltype(SM90::GMMA::ss_op_selector<Bf16, Bf16, float,
+                                                      Shape<_64, Int<Cfg::TileN>, Int<Cfg::TileK>>,
+                                                      GMMA::Major::K, GMMA::Major::K>());
+  using TiledMma = decltype(make_tiled_mma(MmaAtom{}, Layout<Shape<Int<Cfg::WarpGroups>, _1, _1>>{}));
+  // bf16 part buffers: (rows, k, buffer*Parts + part), K-major, 64-byte swizzle.
+  using SmemLayoutA = decltype(tile_to_shape(GMMA::Layout_K_SW64_Atom<Bf16>{},
+                                             make_shape(Int<Cfg::TileM>{}, Int<Cfg::TileK>{},
+                                                        Int<2 * Cfg::Parts>{})));
+  using SmemLayoutB = decltype(tile_to_shape(GMMA::Layout_K_SW64_Atom<Bf16>{},
+                                             make_shape(Int<Cfg::TileN>{}, Int<Cfg::TileK>{},
+                                                        Int<2 * Cfg::Parts>{})));
+};
+
+struct Params {
+  int64_t m, n, k;
+  const float* a;
+  int64_t ld_a, batch_stride_a;
+  const float* b;
+  int64_t ld_b, batch_stride_b;
+  float* d;
+  int64_t ld_d, batch_stride_d;
+  const float* e;
+  int64_t ld_e, batch_stride_e;
+  float alpha, beta;
+  int tiles_m, tiles_n;  // output tiles per batch entry
+  int splits;            // K-splits; 1 = epilogue in the main kernel
+  int k_tiles;           // ceil(k / TileK)
+  float* partials;       // splits > 1: [batch][tile][split][Threads-major fragment]
+};
+
+__device__ __forceinline__ void cp_async_16(uint32_t smem_addr, const void* gmem, bool pred) {
+  // Zero-fill when !pred: the source size is 0 and no global byte is read.
+  int src_bytes = pred ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr), "l"(gmem),
+               "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// Issues the cp.async copies of one operand tile (rows x TileK of the logical
+// (mn, k) operand) into an fp32 stage.
+//  KContig: gmem (mn, k) at mn*ld + k; smem [mn][TileK], 16B chunk c of row r at c ^ (r & 7).
+//  else:    gmem (mn, k) at k*ld + mn; smem [TileK][rows] (plain row-major).
+template <int Rows, int TileK, int Threads, bool KContig>
+__device__ __forceinline__ void load_tile(float* stage, const float* base, int64_t ld, int64_t mn0,
+                                          int64_t mn_extent, int64_t k0, int64_t k_extent, int tid) {
+  constexpr int Chunks = Rows * TileK / 4;
+  static_assert(Chunks % Threads == 0, "tile does not divide among threads");
+  uint32_t sbase = static_cast<uint32_t>(__cvta_generic_to_shared(stage));
+#pragma unroll
+  for (int i = 0; i < Chunks / Threads; ++i) {
+    int c = tid + i * Threads;
+    if constexpr (KContig) {
+      int r = c / (TileK / 4), ch = c % (TileK / 4);
+      int64_t gm = mn0 + r, gk = k0 + 4 * ch;
+      bool pred = gm < mn_extent && gk < k_extent;
+      const float* src = pred ? base + gm * ld + gk : base;
+      int dst_chunk = ch ^ (r & 7);
+      cp_async_16(sbase + (r * TileK + dst_chunk * 4) * 4, src, pred);
+    } else {
+      int kr = c / (Rows / 4), ch = c % (Rows / 4);
+      int64_t gk = k0 + kr, gm = mn0 + 4 * ch;
+      bool pred = gm < mn_extent && gk < k_extent;
+      const float* src = pred ? base + gk * ld + gm : base;
+      cp_async_16(sbase + (kr * Rows + ch * 4) * 4, src, pred);
+    }
+  }
+}
+
+// Splits 8 fp32 values into Parts packed 16-bit x8 vectors (p_0 = rn(x), p_i =
+// rn(residual)); Fp16: of x * scale in fp16, else of x in bf16 (scale unused).
+template <int Parts, bool Fp16>
+__device__ __forceinline__ void split8(const float (&v)[8], float scale, uint4 (&out)[Parts]) {
+  float r[8];
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    if constexpr (Fp16) r[j] = v[j] * scale;
+    else r[j] = v[j];
+  }
+#pragma unroll
+  for (int p = 0; p < Parts; ++p) {
+    uint32_t w[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      if constexpr (Fp16) {
+        __half2 h = __floats2half2_rn(r[2 * j], r[2 * j + 1]);
+        w[j] = *reinterpret_cast<uint32_t*>(&h);
+        if (p + 1 < Parts) {
+          float2 back = __half22float2(h);
+          r[2 * j] -= back.x;
+          r[2 * j + 1] -= back.y;
+        }
+      } else {
+        __nv_bfloat162 h = __floats2bfloat162_rn(r[2 * j], r[2 * j + 1]);
+        w[j] = *reinterpret_cast<uint32_t*>(&h);
+        if (p + 1 < Parts) {
+          float2 back = __bfloat1622float2(h);
+          r[2 * j] -= back.x;
+          r[2 * j + 1] -= back.y;
+        }
+      }
+    }
+    out[p] = make_uint4(w[0], w[1], w[2], w[3]);
+  }
+}
+
+// max |x| over an fp32 stage of `Floats` elements (zero-filled padding counts
+// as 0; NaN is ignored by fmaxf and still propagates through the parts).
+template <int Floats, int Threads>
+__device__ __forceinline__ float stage_absmax(const float* stage, int tid) {
+  static_assert(Floats % (4 * Threads) == 0, "stage does not divide among threads");
+  const float4* q = reinterpret_cast<const float4*>(stage);
+  float m = 0.f;
+#pragma unroll
+  for (int i = 0; i < Floats / (4 * Threads); ++i) {
+    float4 x = q[tid + i * Threads];
+    m = fmaxf(m, fmaxf(fmaxf(fabsf(x.x), fabsf(x.y)), fmaxf(fabsf(x.z), fabsf(x.w))));
+  }
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
+  return m;
+}
+
+// floor(log2(m)) clamped to [-113, 127]; 0 for a zero or non-finite maximum.
+// The scale 2^(14 - e) is then a normal float.
+__device__ __forceinline__ int tile_exponent(float m) {
+  if (!(m > 0.f) || !isfinite(m)) return 0;
+  int e;
+  frexpf(m, &e);  // m = f * 2^e, f in [0.5, 1)
+  return max(e - 1, -113);
+}
+__device__ __forceinline__ float pow2(int e) {  // e in [-126, 127]
+  return __int_as_float((e + 127) << 23);
+}
+
+// Converts one fp32 operand stage into the bf16 part buffers `buf` (K-major,
+// swizzled by `layout`, parts at mode-2 index buf_base + p).
+template <int Rows, int TileK, int Threads, int Parts, bool KContig, bool Fp16, class Elem, class SmemLayout>
+__device__ __forceinline__ void convert_tile(const float* stage, Elem* bf, SmemLayout layout, int buf_base,
+                                             float scale, int tid) {
+  constexpr int Units = Rows * TileK / 8;  // 8 consecutive k of one row
+  static_assert(Units % Threads == 0, "tile does not divide among threads");
+#pragma unroll
+  for (int i = 0; i < Units / Threads; ++i) {
+    int u = tid + i * Threads;
+    int r, kc;
+    float v[8];
+    if constexpr (KContig) {
+      r = u / (TileK / 8);
+      kc = u % (TileK / 8);
+      const float4* row = reinterpret_cast<const float4*>(stage + r * TileK);
+      float4 x0 = row[(2 * kc) ^ (r & 7)];
+      float4 x1 = row[(2 * kc + 1) ^ (r & 7)];
+      v[0] = x0.x; v[1] = x0.y; v[2] = x0.z; v[3] = x0.w;
+      v[4] = x1.x; v[5] = x1.y; v[6] = x1.z; v[7] = x1.w;
+    } else {
+      r = u % Rows;
+      kc = u / Rows;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) v[j] = stage[(8 * kc + j) * Rows + r];
+    }
+    uint4 parts[Parts];
+    split8<Parts, Fp16>(v, scale, parts);
+#pragma unroll
+    for (int p = 0; p < Parts; ++p) {
+      // The GMMA swizzle acts on byte addresses; the buffers are 1024-byte
+      // aligned, so the element-unit (position-independent) form gives the
+      // same placement.
+      int off = cute::as_position_independent_swizzle_layout(layout)(r, 8 * kc, buf_base + p);
+      *reinterpret_cast<uint4*>(bf + off) = parts[p];
+    }
+  }
+}
+
+// D = alpha * acc + beta * E at (m, n) of one batch entry.
+template <int Epilogue>
+__device__ __forceinline__ void store_out(const Params& p, int64_t bidx, int64_t m, int64_t n, float v) {
+  float out = p.alpha * v;
+  if constexpr (Epilogue == FACT_EPILOGUE_BIAS) {
+    out += p.beta * p.e[bidx * p.batch_stride_e + n];
+  } else if constexpr (Epilogue == FACT_EPILOGUE_C) {
+    out += p.beta * p.e[bidx * p.batch_stride_e + m * p.ld_e + n];
+  }
+  p.d[bidx * p.batch_stride_d + m * p.ld_d + n] = out;
+}
+
+// Work decomposition: blockIdx.x = ((batch * splits + split) * tiles + tile).
+// Tiles are rasterised in groups of 8 tile-rows so that the CTAs resident at
+// one time share A rows and B columns in L2.
+struct TileCoord {
+  int64_t batch;
+  int split, tm, tn;
+};
+__device__ __forceinline__ TileCoord decode(const Params& p) {
+  int64_t idx = blockIdx.x;
+  int tiles = p.tiles_m * p.tiles_n;
+  TileCoord c;
+  int t = static_cast<int>(idx % tiles);
+  idx /= tiles;
+  c.split = static_cast<int>(idx % p.splits);
+  c.batch = idx / p.splits;
+  constexpr int Group = 8;
+  int group_size = Group * p.tiles_n;
+  int g = t / group_size;
+  int first_m = g * Group;
+  int rows_in_group = min(p.tiles_m - first_m, Group);
+  int in_group = t % group_size;
+  c.tm = first_m + in_group % rows_in_group;
+  c.tn = in_group / rows_in_group;
+  return c;
+}
+
+template <class Cfg>
+__global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel(const Params p) {
+  using T = Types<Cfg>;
+  using Bf16 = typename T::Bf16;
+  constexpr int TM = Cfg::TileM, TN = Cfg::TileN, TK = Cfg::TileK, S = Cfg::Stages;
+  constexpr int P = Cfg::Parts, NT = Cfg::Threads;
+
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  uintptr_t aligned = (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023);
+  Bf16* bfA = reinterpret_cast<Bf16*>(aligned);
+  Bf16* bfB = bfA + 2 * P * Cfg::BufElemsA;
+  float* ring = reinterpret_cast<float*>(bfB + 2 * P * Cfg::BufElemsB);
+  auto stageA = [&](int s) { return ring + s * Cfg::StageFloats; };
+  auto stageB = [&](int s) { return ring + s * Cfg::StageFloats + TM * TK; };
+
+  const int tid = threadIdx.x;
+  const TileCoord tc = decode(p);
+  const float* A = p.a + tc.batch * p.batch_stride_a;
+  const float* B = p.b + tc.batch * p.batch_stride_b;
+  const int64_t m0 = int64_t(tc.tm) * TM, n0 = int64_t(tc.tn) * TN;
+  const int kt_begin = static_cast<int>(int64_t(p.k_tiles) * tc.split / p.splits);
+  const int kt_end = static_cast<int>(int64_t(p.k_tiles) * (tc.split + 1) / p.splits);
+  const int nk = kt_end - kt_begin;
+
+  constexpr bool AK = Cfg::ARowMajor;   // A is K-contiguous
+  constexpr bool BK = !Cfg::BRowMajor;  // B is K-contiguous
+
+  auto issue_load = [&](int kt_local, int stage) {
+    if (kt_local < nk) {
+      int64_t k0 = int64_t(kt_begin + kt_local) * TK;
+      load_tile<TM, TK, NT, AK>(stageA(stage), A, p.ld_a, m0, p.m, k0, p.k, tid);
+      load_tile<TN, TK, NT, BK>(stageB(stage), B, p.ld_b, n0, p.n, k0, p.k, tid);
+    }
+    cp_async_commit();  // empty groups keep the wait counts uniform
+  };
+
+  typename T::SmemLayoutA sLA;
+  typename T::SmemLayoutB sLB;
+  constexpr bool F16 = Cfg::Format == PartsFp16Scaled;
+  // PartsFp16Scaled: tile exponents of the k-tile in the tensor cores (cur) and
+  // of the one being converted (next); the same in every thread.
+  int eA_cur = 0, eB_cur = 0, eA_next = 0, eB_next = 0;
+  float* max_slots = ring + S * Cfg::StageFloats;  // [2][Threads / 32], F16 only
+  // F16 only: CTA-wide maxima of a landed stage (call after the barrier that
+  // makes the stage visible; contains one more barrier).
+  auto stage_exponents = [&](int stage) {
+    constexpr int NW = NT / 32;
+    float ma = stage_absmax<TM * TK, NT>(stageA(stage), tid);
+    float mb = stage_absmax<TN * TK, NT>(stageB(stage), tid);
+    if ((tid & 31) == 0) {
+      max_slots[tid / 32] = ma;
+      max_slots[NW + tid / 32] = mb;
+    }
+    __syncthreads();
+    ma = 0.f;
+    mb = 0.f;
+#pragma unroll
+    for (int w = 0; w < NW; ++w) {
+      ma = fmaxf(ma, max_slots[w]);
+      mb = fmaxf(mb, max_slots[NW + w]);
+    }
+    eA_next = tile_exponent(ma);
+    eB_next = tile_exponent(mb);
+  };
+  auto convert = [&](int stage, int buf) {
+    if constexpr (F16) stage_exponents(stage);
+    convert_tile<TM, TK, NT, P, AK, F16>(stageA(stage), bfA, sLA, buf * P, pow2(14 - eA_next), tid);
+    convert_tile<TN, TK, NT, P, BK, F16>(stageB(stage), bfB, sLB, buf * P, pow2(14 - eB_next), tid);
+  };
+
+  typename T::TiledMma mma;
+  auto thr = mma.get_slice(tid);
+  Tensor sA = make_tensor(make_smem_ptr(bfA), sLA);
+  Tensor sB = make_tensor(make_smem_ptr(bfB), sLB);
+  Tensor tCsA = thr.partition_A(sA);  // (MMA, MMA_M, MMA_K, 2P)
+  Tensor tCsB = thr.partition_B(sB);  // (MMA, MMA_N, MMA_K, 2P)
+  Tensor tCrA = thr.make_fragment_A(tCsA);
+  Tensor tCrB = thr.make_fragment_B(tCsB);
+  Tensor acc = partition_fragment_C(mma, Shape<Int<TM>, Int<TN>>{});
+  Tensor part = partition_fragment_C(mma, Shape<Int<TM>, Int<TN>>{});
+  clear(acc);
+
+  // Prologue: S tiles in flight, tile 0 converted into buffer 0.
+#pragma unroll
+  for (int s = 0; s < S; ++s) issue_load(s, s);
+  if (nk > 0) {
+    cp_async_wait<S - 1>();
+    __syncthreads();
+    convert(0, 0);
+    eA_cur = eA_next;
+    eB_cur = eB_next;
+    cutlass::arch::fence_view_async_shared();
+    __syncthreads();
+  }
+
+  for (int kt = 0; kt < nk; ++kt) {
+    const int buf = kt & 1;
+    // Tile kt's fp32 stage was converted (and barriered) in the previous step.
+    issue_load(kt + S, kt % S);
+
+    warpgroup_fence_operand(part);
+    warpgroup_arrive();
+    mma.accumulate_ = GMMA::ScaleOut::Zero;
+    // Smallest terms first; p_i * q_j for i + j <= Parts - 1.
+#pragma unroll
+    for (int order = P - 1; order >= 0; --order) {
+#pragma unroll
+      for (int i = 0; i <= order; ++i) {
+        const int j = order - i;
+#pragma unroll
+        for (int kb = 0; kb < size<2>(tCrA); ++kb) {
+          cute::gemm(mma, tCrA(_, _, kb, buf * P + i), tCrB(_, _, kb, buf * P + j), part);
+          mma.accumulate_ = GMMA::ScaleOut::One;
+        }
+      }
+    }
+    warpgroup_commit_batch();
+
+    if (kt + 1 < nk) {  // convert the next tile while the tensor cores run
+      cp_async_wait<S - 1>();
+      __syncthreads();
+      convert((kt + 1) % S, buf ^ 1);
+    }
+
+    warpgroup_wait<0>();
+    warpgroup_fence_operand(part);
+    if constexpr (F16) {
+      // part is in units of 2^(sA + sB); the factor is uniform over the CTA.
+      const int e = eA_cur + eB_cur - 28;
+      if (e >= -126 && e <= 127) {
+        const float f = pow2(e);
+#pragma unroll
+        for (int i = 0; i < size(acc); ++i) acc(i) = fmaf(part(i), f, acc(i));  // promotion
+      } else {
+#pragma unroll
+        for (int i = 0; i < size(acc); ++i) acc(i) += ldexpf(part(i), e);
+      }
+      eA_cur = eA_next;
+      eB_cur = eB_next;
+    } else {
+#pragma unroll
+      for (int i = 0; i < size(acc); ++i) acc(i) += part(i);  // promotion to fp32
+    }
+    cutlass::arch::fence_view_async_shared();
+    __syncthreads();
+  }
+  cp_async_wait<0>();
+
+  Tensor cC = make_identity_tensor(Shape<Int<TM>, Int<TN>>{});
+  Tensor tCcC = thr.partition_C(cC);
+  if (p.splits == 1) {
+#pragma unroll
+    for (int i = 0; i < size(acc); ++i) {
+      int64_t m = m0 + get<0>(tCcC(i)), n = n0 + get<1>(tCcC(i));
+      if (m < p.m && n < p.n) store_out<Cfg::Epilogue>(p, tc.batch, m, n, acc(i));
+    }
+  } else {
+    int64_t tile = int64_t(tc.tm) * p.tiles_n + tc.tn;
+    float* dst = p.partials +
+                 ((tc.batch * p.tiles_m * p.tiles_n + tile) * p.splits + tc.split) * int64_t(TM * TN);
+#pragma unroll
+    for (int i = 0; i < size(acc); ++i) dst[i * NT + tid] = acc(i);
+  }
+}
+
+// Sums the split-K partials of one output tile in split order (deterministic)
+// and applies the epilogue. One CTA per (batch, tile), same thread count and
+// fragment mapping as the main kernel.
+template <class Cfg>
+__global__ void __launch_bounds__(Cfg::Threads) split_gemm_reduce(const Params p) {
+  using T = Types<Cfg>;
+  constexpr int TM = Cfg::TileM, TN = Cfg::TileN, NT = Cfg::Threads;
+  const int tid = threadIdx.x;
+  const int64_t tiles = int64_t(p.tiles_m) * p.tiles_n;
+  const int64_t batch = blockIdx.x / tiles;
+  const int64_t tile = blockIdx.x % tiles;
+  const int64_t m0 = (tile / p.tiles_n) * TM, n0 = (tile % p.tiles_n) * TN;
+  typename T::TiledMma mma;
+  auto thr = mma.get_slice(tid);
+  Tensor cC = make_identity_tensor(Shape<Int<TM>, Int<TN>>{});
+  Tensor tCcC = thr.partition_C(cC);
+  const float* src = p.partials + (batch * tiles + tile) * p.splits * int64_t(TM * TN);
+  constexpr int Frag = TM * TN / NT;
+#pragma unroll 4
+  for (int i = 0; i < Frag; ++i) {
+    float s = 0.f;
+    for (int sp = 0; sp < p.splits; ++sp) s += src[sp * int64_t(TM * TN) + i * NT + tid];
+    int64_t m = m0 + get<0>(tCcC(i)), n = n0 + get<1>(tCcC(i));
+    if (m < p.m && n < p.n) store_out<Cfg::Epilogue>(p, batch, m, n, s);
+  }
+}
+
+inline int sm_count() {
+  int dev = 0, sms = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return 0;
+  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) return 0;
+  return sms;
+}
+
+struct Plan {
+  int tiles_m = 0, tiles_n = 0, k_tiles = 0, splits = 1;
+  size_t workspace = 0;
+};
+
+// Split-K choice: split only when the output tiles cannot fill the SMs; each
+// split keeps at least MinKTilesPerSplit k-tiles so promotion and partial
+// traffic stay small against the mainloop.
+template <class Cfg>
+Plan make_plan(const FactGemmProblem& pr) {
+  constexpr int MinKTilesPerSplit = 8;
+  Plan pl;
+  pl.tiles_m = static_cast<int>((pr.m + Cfg::TileM - 1) / Cfg::TileM);
+  pl.tiles_n = static_cast<int>((pr.n + Cfg::TileN - 1) / Cfg::TileN);
+  pl.k_tiles = static_cast<int>((pr.k + Cfg::TileK - 1) / Cfg::TileK);
+  int64_t tiles = int64_t(pl.tiles_m) * pl.tiles_n * pr.batch;
+  int sms = sm_count();
+  if (sms > 0 && tiles > 0 && tiles < sms) {
+    int64_t by_sms = sms / tiles;
+    int64_t by_k = pl.k_tiles / MinKTilesPerSplit;
+    int64_t s = by_sms < by_k ? by_sms : by_k;
+    pl.splits = static_cast<int>(s < 1 ? 1 : s);
+  }
+  if (pl.splits > 1)
+    pl.workspace = size_t(tiles) * pl.splits * Cfg::TileM * Cfg::TileN * sizeof(float);
+  return pl;
+}
+
+}  // namespace detail
+
+template <class Cfg>
+struct Operation {
+  static int can_implement(const FactGemmProblem& pr, std::string& why) {
+    auto fail = [&](const std::string& text) {
+      why = text;
+      return 1;
+    };
+    if (pr.batch < 1 || pr.m < 1 || pr.n < 1 || pr.k < 0)
+      return fail("split_gemm: batch, m, n must be >= 1 and k >= 0");
+    if (pr.a == nullptr || pr.b == nullptr || pr.d == nullptr)
+      return fail("split_gemm: null A, B or D pointer");
+    if (Cfg::Epilogue != FACT_EPILOGUE_NONE && pr.e == nullptr)
+      return fail("split_gemm: epilogue needs E but e is null");
+    if ((reinterpret_cast<uintptr_t>(pr.a) % 16) || (reinterpret_cast<uintptr_t>(pr.b) % 16))
+      return fail("split_gemm: A and B must be 16-byte aligned (cp.async of 4 floats)");
+    if (pr.ld_a % 4 || pr.ld_b % 4 || pr.batch_stride_a % 4 || pr.batch_stride_b % 4)
+      return fail("split_gemm: ld and batch strides of A and B must be multiples of 4 elements");
+    int64_t a_contig = Cfg::ARowMajor ? pr.k : pr.m;
+    int64_t b_contig = Cfg::BRowMajor ? pr.n : pr.k;
+    if (a_contig % 4 || b_contig % 4)
+      return fail(std::string("split_gemm: ") + (Cfg::ARowMajor ? "k" : "m") + " (A) and " +
+                  (Cfg::BRowMajor ? "n" : "k") + " (B) must be multiples of 4 (16-byte operand chunks)");
+    if (pr.ld_a < (Cfg::ARowMajor ? pr.k : pr.m) || pr.ld_b < (Cfg::BRowMajor ? pr.n : pr.k) ||
+        pr.ld_d < pr.n || (Cfg::Epilogue == FACT_EPILOGUE_C && pr.ld_e < pr.n))
+      return fail("split_gemm: a leading dimension is smaller than the row it spans");
+    int64_t tiles = ((pr.m + Cfg::TileM - 1) / Cfg::TileM) * ((pr.n + Cfg::TileN - 1) / Cfg::TileN) * pr.batch;
+    if (tiles > int64_t(1) << 30 || (pr.k + Cfg::TileK - 1) / Cfg::TileK > (int64_t(1) << 30))
+      return fail("split_gemm: problem too large for the 32-bit tile grid");
+    return 0;
+  }
+
+  static size_t workspace_size(const FactGemmProblem& pr) { return detail::make_plan<Cfg>(pr).workspace; }
+
+  static int run(const FactGemmProblem& pr, void* workspace, size_t workspace_bytes, cudaStream_t stream,
+                 std::string& why) {
+    detail::Plan pl = detail::make_plan<Cfg>(pr);
+    if (pl.workspace > workspace_bytes || (pl.workspace > 0 && workspace == nullptr)) {
+      why = "split_gemm: workspace too small (" + std::to_string(workspace_bytes) + " < " +
+            std::to_string(pl.workspace) + " bytes)";
+      return 1;
+    }
+    detail::Params p{};
+    p.m = pr.m; p.n = pr.n; p.k = pr.k;
+    p.a = static_cast<const float*>(pr.a); p.ld_a = pr.ld_a; p.batch_stride_a = pr.batch_stride_a;
+    p.b = static_cast<const float*>(pr.b); p.ld_b = pr.ld_b; p.batch_stride_b = pr.batch_stride_b;
+    p.d = static_cast<float*>(pr.d); p.ld_d = pr.ld_d; p.batch_stride_d = pr.batch_stride_d;
+    p.e = static_cast<const float*>(pr.e); p.ld_e = pr.ld_e; p.batch_stride_e = pr.batch_stride_e;
+    p.alpha = pr.alpha; p.beta = pr.beta;
+    p.tiles_m = pl.tiles_m; p.tiles_n = pl.tiles_n; p.splits = pl.splits; p.k_tiles = pl.k_tiles;
+    p.partials = static_cast<float*>(workspace);
+
+    auto kernel = detail::split_gemm_kernel<Cfg>;
+    cudaError_t st = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          static_cast<int>(Cfg::SmemBytes));
+    if (st != cudaSuccess) {
+      why = std::string("split_gemm: cudaFuncSetAttribute: ") + cudaGetErrorString(st);
+      return static_cast<int>(st);
+    }
+    int64_t tiles = int64_t(pl.tiles_m) * pl.tiles_n * pr.batch;
+    int64_t blocks = tiles * pl.splits;
+    if (blocks > 0x7fffffff) {
+      why = "split_gemm: grid too large";
+      return 1;
+    }
+    kernel<<<static_cast<unsigned>(blocks), Cfg::Threads, Cfg::SmemBytes, stream>>>(p);
+    st = cudaGetLastError();
+    if (st != cudaSuccess) {
+      why = std::string("split_gemm: main kernel launch: ") + cudaGetErrorString(st);
+      return static_cast<int>(st);
+    }
+    if (pl.splits > 1) {
+      detail::split_gemm_reduce<Cfg><<<static_cast<unsigned>(tiles), Cfg::Threads, 0, stream>>>(p);
+      st = cudaGetLastError();
+      if (st != cudaSuccess) {
+        why = std::string("split_gemm: reduce kernel launch: ") + cudaGetErrorString(st);
+        return static_cast<int>(st);
+      }
+    }
+    return 0;
+  }
+};
+
+}  // namespace fact::split_gemm

@@ -1,0 +1,68 @@
+"""Shared helpers of the fact package's CPU tests (no CUDA is touched)."""
+import ctypes
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT / "python") not in sys.path:
+    sys.path.insert(0, str(ROOT / "python"))
+
+
+def node_by_id(ir, ident):
+    (node,) = [n for n in ir["nodes"] if n["id"] == ident]
+    return node
+
+
+def ops_of(ir):
+    return [n["op"] for n in ir["nodes"]]
+
+
+class FakeGemm:
+    """A CPU stand-in for a kernel library (fact.runtime.set_kernel_loader
+    seam): computes D = alpha * A.B + beta * E from the FactGemmProblem's
+    pointers, sizes, leading dimensions and batch strides with numpy, so a
+    wrong binding -> problem translation gives a wrong answer.
+
+    layout_a / layout_b are compiled into real variants; here they are given."""
+
+    device_type = "cpu"
+
+    def __init__(self, layout_a="row", layout_b="col", epilogue="none", name="fake_gemm", reject=None):
+        self.layout_a, self.layout_b, self.epilogue = layout_a, layout_b, epilogue
+        self.name = name
+        self.reject = reject  # callable(problem) -> reason | None
+        self.runs = 0
+
+    def can_implement(self, problem):
+        return self.reject(problem) if self.reject else None
+
+    def workspace_size(self, problem):
+        return 0
+
+    @staticmethod
+    def _view(ptr, dims):
+        import numpy as np
+
+        span = 1 + sum((size - 1) * stride for size, stride in dims)
+        buffer = (ctypes.c_float * span).from_address(ptr)
+        flat = np.frombuffer(buffer, dtype=np.float32)
+        return np.lib.stride_tricks.as_strided(flat, shape=[s for s, _ in dims],
+                                               strides=[st * 4 for _, st in dims])
+
+    def run(self, p, workspace_ptr, workspace_bytes, stream_ptr):
+        import numpy as np
+
+        assert stream_ptr == 0
+        batch, m, n, k = p.batch, p.m, p.n, p.k
+        a_dims = [(m, p.ld_a), (k, 1)] if self.layout_a == "row" else [(m, 1), (k, p.ld_a)]
+        b_dims = [(k, p.ld_b), (n, 1)] if self.layout_b == "row" else [(k, 1), (n, p.ld_b)]
+        a = self._view(p.a, [(batch, p.batch_stride_a)] + a_dims)
+        b = self._view(p.b, [(batch, p.batch_stride_b)] + b_dims)
+        d = self._view(p.d, [(batch, p.batch_stride_d), (m, p.ld_d), (n, 1)])
+        result = p.alpha * np.matmul(a.astype(np.float64), b.astype(np.float64))
+        if self.epilogue == "bias":
+            result = result + p.beta * self._view(p.e, [(n, 1)])
+        elif self.epilogue == "c":
+            result = result + p.beta * self._view(p.e, [(batch, p.batch_stride_e), (m, p.ld_e), (n, 1)])
+        d[...] = result.astype(np.float32)
+        self.runs += 1

@@ -1,0 +1,112 @@
+"""CPU tests of fact.kernel: the ctypes mirror of include/fact/kernel_abi.h and
+the binding -> FactGemmProblem translation shared by worker and runtime."""
+import ctypes
+import re
+
+import pytest
+
+from fact_testutil import ROOT
+
+from fact import kernel  # noqa: E402
+
+_C_TYPES = {"int64_t": ctypes.c_int64, "const void*": ctypes.c_void_p, "void*": ctypes.c_void_p,
+            "float": ctypes.c_float}
+
+
+def header_fields():
+    text = (ROOT / "include" / "fact" / "kernel_abi.h").read_text()
+    body = re.search(r"typedef struct FactGemmProblem \{(.*?)\} FactGemmProblem;", text, re.S).group(1)
+    fields = []
+    for decl in body.split(";"):
+        decl = re.sub(r"/\*.*?\*/", "", decl, flags=re.S).strip()
+        if not decl:
+            continue
+        match = re.match(r"((?:const\s+)?\w+\s*\*?)\s*(.+)", decl)
+        ctype = re.sub(r"\s+", " ", match.group(1)).replace(" *", "*").strip()
+        for name in match.group(2).split(","):
+            fields.append((name.strip(), ctype))
+    return fields
+
+
+def test_problem_struct_mirrors_the_header():
+    fields = header_fields()
+    assert len(fields) == 18
+    assert [name for name, _ in fields] == [name for name, _ in kernel.FactGemmProblem._fields_]
+    for (name, ctype), (_, pytype) in zip(fields, kernel.FactGemmProblem._fields_):
+        assert _C_TYPES[ctype] is pytype, (name, ctype, pytype)
+    header = (ROOT / "include" / "fact" / "kernel_abi.h").read_text()
+    assert f"#define FACT_KERNEL_ABI_VERSION {kernel.ABI_VERSION}" in header
+    for kind, value in kernel.EPILOGUE_KINDS.items():
+        assert re.search(rf"FACT_EPILOGUE_{kind.upper()} = {value}\b", header)
+
+
+def test_loading_a_missing_or_foreign_library_raises(tmp_path):
+    with pytest.raises(kernel.KernelError, match="no such kernel library"):
+        kernel.GemmKernel(str(tmp_path / "libnothing.so"))
+    import ctypes.util
+    import os
+
+    libm = ctypes.util.find_library("m")
+    if libm:
+        for base in ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib", "/usr/lib"):
+            path = os.path.join(base, libm)
+            if os.path.exists(path):
+                with pytest.raises(kernel.KernelError, match="does not export the FACT kernel ABI"):
+                    kernel.GemmKernel(path)
+                break
+
+
+torch = pytest.importorskip("torch")
+
+
+def binding(batch, m, n, k, a, b, d, epilogue=None, dtype="float32"):
+    return {"batch": batch, "m": m, "n": n, "k": k, "a": a, "b": b, "d": d,
+            "epilogue": epilogue or {"kind": "none", "tensor": None, "ld": 0, "batch_stride": 0,
+                                     "alpha": 1.0, "beta": 0.0},
+            "element_a": dtype, "element_b": dtype, "element_d": dtype}
+
+
+def test_strides_match_folds_batch_into_m_and_rejects_transposes():
+    x = torch.empty(4, 8, 32)
+    assert kernel.strides_match(x, [(32, 1), (32, 32)])           # row A, m = 4*8 folded
+    assert not kernel.strides_match(x.transpose(0, 1), [(32, 1), (32, 32)])
+    w = torch.empty(16, 32)
+    assert kernel.strides_match(w, [(32, 1), (16, 32)])           # B col (n x k weight), ld = 32
+    assert not kernel.strides_match(w.t(), [(32, 1), (16, 32)])
+    assert kernel.strides_match(torch.empty(1, 16), [(16, 1)])    # size-1 dims carry no addressing
+    assert not kernel.strides_match(torch.empty(16, 2), [(16, 1)])
+
+
+def test_problem_from_binding_linear_3d_with_bias():
+    x, w, bias = torch.randn(4, 8, 32), torch.randn(16, 32), torch.randn(16)
+    out = torch.empty(4, 8, 16)
+    gemm = binding(1, 32, 16, 32, {"tensor": "x", "layout": "row", "ld": 32, "batch_stride": 0},
+                   {"tensor": "w", "layout": "col", "ld": 32, "batch_stride": 0},
+                   {"tensor": "y", "ld": 16, "batch_stride": 0},
+                   {"kind": "bias", "tensor": "bias", "ld": 0, "batch_stride": 0, "alpha": 1.0, "beta": 1.0})
+    p = kernel.problem_from_binding(gemm, {"x": x, "w": w, "bias": bias}, out)
+    assert (p.batch, p.m, p.n, p.k, p.ld_a, p.ld_b, p.ld_d, p.ld_e) == (1, 32, 16, 32, 32, 32, 16, 0)
+    assert (p.a, p.b, p.d, p.e) == (x.data_ptr(), w.data_ptr(), out.data_ptr(), bias.data_ptr())
+    assert (p.alpha, p.beta) == (1.0, 1.0)
+    with pytest.raises(kernel.BindingError, match="operand a"):
+        kernel.problem_from_binding(gemm, {"x": x.transpose(0, 1), "w": w, "bias": bias}, out)
+    with pytest.raises(kernel.BindingError, match="float64"):
+        kernel.problem_from_binding(gemm, {"x": x.double(), "w": w, "bias": bias}, out)
+    with pytest.raises(kernel.BindingError, match="not provided"):
+        kernel.problem_from_binding(gemm, {"x": x, "w": w}, out)
+
+
+def test_problem_from_binding_batched_shared_operand():
+    a, b = torch.randn(3, 8, 16), torch.randn(16, 4)
+    out = torch.empty(3, 8, 4)
+    gemm = binding(3, 8, 4, 16, {"tensor": "a", "layout": "row", "ld": 16, "batch_stride": 128},
+                   {"tensor": "b", "layout": "row", "ld": 4, "batch_stride": 0},
+                   {"tensor": "o", "ld": 4, "batch_stride": 32})
+    p = kernel.problem_from_binding(gemm, {"a": a, "b": b}, out)
+    assert (p.batch, p.batch_stride_a, p.batch_stride_b, p.batch_stride_d, p.e, p.beta) == (3, 128, 0, 32, None, 0.0)
+    skeleton = kernel.problem_skeleton(gemm)
+    assert (skeleton.a, skeleton.m, skeleton.batch_stride_a) == (None, 8, 128)
+    placeholder = kernel.placeholder_problem(gemm)  # install-time check: non-null, aligned, no E
+    assert placeholder.a and placeholder.b and placeholder.d and placeholder.e is None
+    assert all(ptr % 256 == 0 for ptr in (placeholder.a, placeholder.b, placeholder.d))
+    assert placeholder.batch_stride_a == 128
