@@ -22,6 +22,10 @@
 #                  tool stops a command at 600 s); long steps run under `timeout`
 #                  so that results and logs are always packed into $OUT
 #   JOBS           build jobs (default: nproc)
+#   SKIP_BUILD     1 uses an existing build/release/fact (e.g. one built and carried from elsewhere)
+#   SEED_KERNELS   a .tgz of a kernel cache (FACT_CACHE_DIR/kernels) compiled elsewhere:
+#                  each "cold" optimize then starts from an empty registry but with
+#                  these kernels precompiled (the JSON's "cache" field says so)
 #   OUT            where the files to bring back go (default out/gpu_run)
 # Needs: python3 with torch, nvcc, cmake, ninja; third_party/deps (sqlite3 etc.
 # headers) and third_party/cutlass (or $CUTLASS_DIR) carried to the machine.
@@ -168,7 +172,9 @@ trap 'say "stopped by a signal"; exit 143' TERM INT
 
 # ----------------------------------------------------------------- build
 FACT_BIN=$ROOT/build/release/fact
-if [[ $MODE != bench ]]; then
+if [[ ${SKIP_BUILD:-0} == 1 ]]; then
+  say "SKIP_BUILD=1: using the existing $FACT_BIN"
+elif [[ $MODE != bench ]]; then
   say "building FACT (cmake --preset release, -j$JOBS)"
   if bounded "$LOGS/build.log" bash -c "cmake --preset release && cmake --build --preset release -j$JOBS"; then
     say "build ok"
@@ -198,6 +204,11 @@ for row in "${SELECTED[@]}"; do
     fi
     rm -rf "$dir"
     cache=$(mktemp -d /tmp/fact-cold.XXXXXX)
+    cache_note="empty cache and registry per (workload, tolerance)"
+    if [[ -n "${SEED_KERNELS:-}" && -f "$SEED_KERNELS" ]]; then
+      tar -C "$cache" -xzf "$SEED_KERNELS"
+      cache_note="empty registry; kernel cache seeded with kernels compiled on the 2-core dev machine ($(basename "$SEED_KERNELS"))"
+    fi
     runs=()
     for phase in cold warm; do
       say "fact optimize $example --tolerance $tol ($phase; FACT_CACHE_DIR=$cache)"
@@ -213,14 +224,14 @@ for row in "${SELECTED[@]}"; do
       say "  $phase: ${secs}s rc=$rc"
       (( rc == 0 )) || STATUS=1
     done
-    python3 - "$TIMES" "$workload" "$tol" "${runs[@]}" "$(nproc)" <<'EOF'
+    python3 - "$TIMES" "$workload" "$tol" "${runs[@]}" "$(nproc)" "$cache_note" <<'EOF'
 import json, sys
-path, workload, tol, cold_s, cold_rc, warm_s, warm_rc, cores = sys.argv[1:]
+path, workload, tol, cold_s, cold_rc, warm_s, warm_rc, cores, cache_note = sys.argv[1:]
 entries = [e for e in json.load(open(path))
            if (e.get("workload"), e.get("tolerance")) != (workload, float(tol))]
 entries.append({"workload": workload, "tolerance": float(tol), "cold_s": float(cold_s), "warm_s": float(warm_s),
                 "host_cores": int(cores), "cold_rc": int(cold_rc), "warm_rc": int(warm_rc),
-                "cache": "empty cache and registry per (workload, tolerance)"})
+                "cache": cache_note})
 json.dump(entries, open(path, "w"), indent=2)
 EOF
     rm -rf "$cache"
