@@ -1,0 +1,27 @@
+// Source emitter: one thin translation unit per GEMM variant. The generated
+// file holds a banner naming the generator, the includes, one Config
+// instantiation and FACT_EXPORT_GEMM; all logic lives in templates/*.cuh.
+// Contract: the output is a pure function of the variant (golden-tested in
+// tests/golden, rewritten with FACT_UPDATE_GOLDEN=1).
+#pragma once
+
+#include <map>
+#include <string>
+
+#include "fact/variant.hpp"
+
+namespace fact {
+
+// Replaces every ${key} in `text` with values[key]. Throws std::invalid_argument
+// when the text names a key that `values` lacks, or `values` has a key the text
+// never uses (a silently dropped parameter would build the wrong kernel).
+std::string fill_placeholders(const std::string& text, const std::map<std::string, std::string>& values);
+
+// The .cu source of one variant. Throws std::invalid_argument when the variant's
+// family has no such math mode.
+std::string emit_variant_source(const GemmVariant& variant);
+
+// The template header the variant instantiates ("gemm_sm90.cuh", ...).
+std::string template_header(KernelArch arch);
+
+}  // namespace fact

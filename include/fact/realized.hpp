@@ -1,0 +1,47 @@
+// realized.json (docs/CONTRACTS.md §6): the outcome of `fact realize` per
+// pattern, with every candidate's status and reason.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace fact {
+
+struct RealizedCandidate {
+  std::string name;
+  std::string status;  // winner | ok | wrong | compile_error | crash | cant_implement | skipped | ...
+  std::string reason;
+  std::optional<double> median_ms, max_abs_err, fail_frac;
+  std::string library;  // set when it compiled
+};
+
+struct RealizedPattern {
+  std::string id;
+  std::string status = "fallback";  // realized | fallback
+  std::string reason;               // fallback: why (every candidate's failure, summarized)
+  std::string variant, library, math;
+  std::optional<double> median_ms, baseline_median_ms, max_abs_err, fail_frac;
+  bool from_registry = false;
+  std::string rule, problem_key;  // added fields (v1-compatible)
+  std::vector<RealizedCandidate> candidates;
+};
+
+struct RealizedFile {
+  std::string plan, ir;
+  double tolerance = 1e-4;
+  std::vector<RealizedPattern> patterns;
+  double compile_s = 0.0, verify_s = 0.0, total_s = 0.0;
+};
+
+nlohmann::json realized_to_json(const RealizedFile& file);
+// Writes through a temporary file and a rename; throws std::runtime_error on I/O failure.
+void write_realized(const RealizedFile& file, const std::string& path);
+
+// One-paragraph reason for a pattern none of whose candidates passed:
+// counts per status and the first reason of each status.
+std::string fallback_reason_from_candidates(const std::vector<RealizedCandidate>& candidates);
+
+}  // namespace fact

@@ -1,0 +1,120 @@
+// The GEMM variant space (docs/CONTRACTS.md §3): the fields of a variant, its
+// procedural name (built in one place: GemmVariant::name), the enum -> name
+// token -> C++ spelling table (one place: src/realize/variant.cpp), legality
+// per problem, and the enumeration of candidates per (problem, tolerance, arch).
+// Pure C++: nothing here needs CUDA.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace fact {
+
+// Kernel family: sm90 = CUTLASS 3.x TMA warp-specialized (gemm_sm90.cuh),
+// sm80 = CUTLASS 2.x GemmUniversal (gemm_sm80.cuh), sm90split = FACT's own
+// fp32-input wgmma kernel (split_gemm_sm90.cuh).
+enum class KernelArch { Sm90, Sm80, Sm90Split };
+enum class MathMode { F32, TF32, BF16, F16, TF32x3, BF16x3, BF16x6, F16x3 };
+enum class OutType { F32 };
+enum class Schedule { Coop, Pingpong, Ws, Mstage, Simt };
+enum class SchedulerKind { Persistent, StreamK, SplitK, Dp };
+enum class OperandLayout { Row, Col };
+enum class EpilogueKind { None, Bias, C };
+
+// Name tokens (the parts of a variant name).
+const char* token(KernelArch v);
+const char* token(MathMode v);
+const char* token(OutType v);
+const char* token(Schedule v);
+const char* token(SchedulerKind v);  // "splitk" without the count
+const char* token(EpilogueKind v);
+// Contract layout letter: A row -> 't', A col -> 'n'; B col -> 't', B row -> 'n'.
+char layout_letter(OperandLayout layout, bool is_b);
+
+// C++ spellings the emitter pastes into generated sources.
+namespace cpp {
+// Math tag type of the family's template ("fact::gemm_sm90::MathBf16x3", ...);
+// "" when the family has no such mode.
+std::string math_tag(KernelArch arch, MathMode math);
+const char* kernel_schedule(Schedule s);    // cutlass::gemm::KernelTmaWarpSpecialized...
+const char* epilogue_schedule(Schedule s);  // cutlass::epilogue::TmaWarpSpecialized...
+const char* tile_scheduler(SchedulerKind s);  // cutlass::gemm::PersistentScheduler / StreamKScheduler
+const char* layout(OperandLayout l);        // cutlass::layout::RowMajor / ColumnMajor
+const char* epilogue(EpilogueKind e);       // FACT_EPILOGUE_NONE / _BIAS / _C
+}  // namespace cpp
+
+struct GemmVariant {
+  KernelArch arch = KernelArch::Sm90;
+  MathMode math = MathMode::BF16x3;
+  OutType out = OutType::F32;
+  int tile_m = 128, tile_n = 128, tile_k = 64;
+  int cluster_m = 1, cluster_n = 1;
+  Schedule schedule = Schedule::Coop;
+  SchedulerKind scheduler = SchedulerKind::Persistent;
+  int splits = 1;  // SchedulerKind::SplitK only (>= 2)
+  int stages = 0;  // 0 = auto
+  OperandLayout layout_a = OperandLayout::Row;
+  OperandLayout layout_b = OperandLayout::Col;
+  EpilogueKind epilogue = EpilogueKind::None;
+
+  // gemm_<arch>_<math>_<out>_<tM>x<tN>x<tK>_c<cm>x<cn>_<schedule>_<scheduler>_s<stages|auto>_<la><lb>_<epilogue>
+  std::string name() const;
+  bool operator==(const GemmVariant& o) const { return name() == o.name(); }
+};
+
+// Inverse of GemmVariant::name(); nullopt for anything that is not a valid name.
+std::optional<GemmVariant> parse_variant_name(const std::string& name);
+
+// What the enumerator needs to know of one GEMM pattern (plan.json "gemm", §2).
+struct GemmProblemDesc {
+  int64_t batch = 1, m = 0, n = 0, k = 0;
+  OperandLayout layout_a = OperandLayout::Row, layout_b = OperandLayout::Col;
+  int64_t ld_a = 0, ld_b = 0, ld_d = 0, ld_e = 0;
+  int64_t batch_stride_a = 0, batch_stride_b = 0, batch_stride_d = 0, batch_stride_e = 0;
+  EpilogueKind epilogue = EpilogueKind::None;
+  std::string element_a = "float32", element_b = "float32", element_d = "float32";
+};
+
+// Reads a plan pattern's "gemm" object; throws std::runtime_error naming the bad field.
+GemmProblemDesc gemm_problem_from_json(const nlohmann::json& gemm);
+
+// KernelBench's two classes: fp32 data (1e-4) admits only fp32-faithful math
+// (f32, tf32x3, bf16x6, f16x3: >= ~22 operand bits; docs/notes/NOTES.md
+// measured bf16x3 failing 1e-4 on zero-mean data even with exact accumulation);
+// fp16/bf16-class tolerances (1e-2) also admit tf32, bf16, f16 and bf16x3.
+enum class ToleranceClass { Fp32Faithful, Relaxed };
+ToleranceClass tolerance_class(double tolerance);
+// Whether the math mode is admitted for the class (independent of arch).
+bool math_admitted(MathMode math, ToleranceClass cls);
+
+enum class VariantSet { Default, All };
+VariantSet parse_variant_set(const std::string& text);  // "default" | "all"; throws otherwise
+
+// Why `v` cannot run `p` (alignment, layout limits, dtype), or nullopt when it may.
+// Run-time checks (pointer alignment) remain the kernel's can_implement.
+std::optional<std::string> variant_illegal_reason(const GemmVariant& v, const GemmProblemDesc& p);
+
+struct SkippedVariant {
+  std::string name;
+  std::string reason;
+};
+struct Enumeration {
+  std::vector<GemmVariant> variants;    // legal candidates, in a stable order
+  std::vector<SkippedVariant> skipped;  // illegal for this problem, with reasons
+  std::string reason;                   // set when nothing can be enumerated at all
+};
+
+// Candidates for one GEMM problem at a tolerance on a target (plan "arch":
+// "sm90a" -> sm90, sm90split and sm80 families; "sm80"/"sm8x" -> sm80 only).
+Enumeration enumerate_gemm_variants(const GemmProblemDesc& problem, double tolerance, const std::string& target_arch,
+                                    VariantSet set);
+
+// Split count for a split-K variant of a small-MN large-K problem: enough
+// tiles x splits to cover `sm_count` SMs about twice, a power of two in [2, 64].
+int choose_split_count(const GemmProblemDesc& p, int tile_m, int tile_n, int sm_count = 132);
+
+}  // namespace fact

@@ -1,0 +1,432 @@
+// fact realize: plan.json -> candidates per pattern -> parallel nvcc into the
+// kernel cache -> verify + time in worker processes -> registry -> realized.json.
+#include "fact/realize.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <set>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "fact/build.hpp"
+#include "fact/emit.hpp"
+#include "fact/env.hpp"
+#include "fact/log.hpp"
+#include "fact/realized.hpp"
+#include "fact/registry.hpp"
+#include "fact/variant.hpp"
+#include "fact/worker_client.hpp"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace fact {
+namespace {
+
+struct Candidate {
+  GemmVariant variant;
+  std::string name;
+  std::vector<std::string> flags;
+  std::string source;
+  CompileResult compile;
+  bool compiled = false;  // compile attempted
+  std::optional<CandidateResult> result;
+};
+
+struct PatternWork {
+  json pattern;
+  std::string id, rule, dtype, arch, problem_key, shape_class;
+  std::optional<GemmProblemDesc> problem;
+  std::string fallback_reason;  // set when the pattern cannot be attempted at all
+  std::vector<Candidate> candidates;
+  std::vector<SkippedVariant> skipped;
+  bool from_registry = false;
+};
+
+std::string str(const json& obj, const char* key) {
+  return obj.contains(key) && obj.at(key).is_string() ? obj.at(key).get<std::string>() : std::string();
+}
+
+std::string eta_text(double elapsed, int done, int total) {
+  if (done <= 0 || done >= total) return "";
+  return ", ETA " + log::format_seconds(elapsed / done * (total - done));
+}
+
+Candidate make_candidate(const GemmVariant& v, const std::string& target_arch) {
+  Candidate c;
+  c.variant = v;
+  c.name = v.name();
+  c.flags = nvcc_flags(v.arch, target_arch);
+  c.source = emit_variant_source(v);
+  return c;
+}
+
+void enumerate_cold(PatternWork& w, double tolerance, VariantSet set, const std::string& filter) {
+  w.candidates.clear();
+  w.skipped.clear();
+  w.from_registry = false;
+  Enumeration e = enumerate_gemm_variants(*w.problem, tolerance, w.arch, set);
+  w.skipped = e.skipped;
+  for (const auto& v : e.variants) {
+    if (!filter.empty() && v.name().find(filter) == std::string::npos) continue;
+    w.candidates.push_back(make_candidate(v, w.arch));
+  }
+  if (w.candidates.empty())
+    w.fallback_reason = !e.reason.empty() ? e.reason
+                                          : fmt::format("no variant name contains the filter '{}'", filter);
+}
+
+// Compiles every not-yet-compiled candidate of `works` together (deduplicated by
+// variant name and flags), with live progress.
+double compile_pending(std::vector<PatternWork*>& works, const Toolchain& tc, const std::string& cache_root,
+                       int jobs) {
+  std::vector<CompileJob> compile_jobs;
+  std::map<std::string, size_t> index;  // name + flags -> job
+  for (auto* w : works)
+    for (auto& c : w->candidates) {
+      if (c.compiled) continue;
+      std::string id = c.name;
+      for (const auto& f : c.flags) id += " " + f;
+      if (!index.count(id)) {
+        index[id] = compile_jobs.size();
+        compile_jobs.push_back({c.name, c.source, c.flags});
+      }
+    }
+  if (compile_jobs.empty()) return 0.0;
+  const int effective_jobs = jobs > 0 ? jobs : env::jobs();
+  log::info("[realize] compile: {} kernel(s), {} nvcc job(s) at once", compile_jobs.size(),
+            std::min<size_t>(effective_jobs, compile_jobs.size()));
+  log::Stopwatch clock;
+  int cached = 0, failed = 0;
+  auto results = compile_all(tc, cache_root, compile_jobs, effective_jobs,
+                             [&](const CompileResult& r, int finished, int total) {
+                               cached += r.cached ? 1 : 0;
+                               failed += r.ok ? 0 : 1;
+                               const std::string first = r.reason.substr(0, r.reason.find('\n'));
+                               log::info("[realize] compile {}/{} ({} cached, {} failed) {} {} | {}{}", finished,
+                                         total, cached, failed, r.ok ? "ok" : "FAILED", r.name,
+                                         log::format_seconds(clock.seconds()),
+                                         eta_text(clock.seconds(), finished, total));
+                               if (!r.ok) log::debug("[realize]   {}: {}", r.name, first);
+                             });
+  for (auto* w : works)
+    for (auto& c : w->candidates) {
+      if (c.compiled) continue;
+      std::string id = c.name;
+      for (const auto& f : c.flags) id += " " + f;
+      c.compile = results[index[id]];
+      c.compiled = true;
+    }
+  return clock.seconds();
+}
+
+// Verifies and times every compiled candidate of `works`, one worker job per pattern.
+double verify_pending(std::vector<PatternWork*>& works, const std::string& ir, double tolerance,
+                      const std::string& job_dir, const WorkerCommand& command) {
+  int total = 0;
+  for (auto* w : works)
+    for (auto& c : w->candidates)
+      if (c.compile.ok && !c.result) ++total;
+  if (total == 0) return 0.0;
+  log::info("[realize] verify + tune: {} candidate(s) over {} pattern(s)", total, works.size());
+  log::Stopwatch clock;
+  int verified = 0, tuned = 0;
+  for (auto* w : works) {
+    WorkerJob job;
+    job.ir = ir;
+    job.pattern = w->pattern;
+    job.tolerance = tolerance;
+    std::map<std::string, Candidate*> by_name;
+    for (auto& c : w->candidates)
+      if (c.compile.ok && !c.result) {
+        job.candidates.push_back({c.name, c.compile.library, token(c.variant.math)});
+        by_name[c.name] = &c;
+      }
+    if (job.candidates.empty()) continue;
+    auto results = run_worker_job(job, command, job_dir, [&](const CandidateResult& r) {
+      ++verified;
+      if (r.status == "ok") ++tuned;
+      log::info("[realize] verify {}/{} ({} passed+tuned) {} {}: {}{} | {}{}", verified, total, tuned, w->id, r.name,
+                r.status, r.median_ms && r.status == "ok" ? fmt::format(" {:.4f} ms", *r.median_ms) : "",
+                log::format_seconds(clock.seconds()), eta_text(clock.seconds(), verified, total));
+    });
+    for (auto& r : results)
+      if (auto it = by_name.find(r.name); it != by_name.end()) it->second->result = r;
+  }
+  return clock.seconds();
+}
+
+const Candidate* best_candidate(const PatternWork& w) {
+  const Candidate* best = nullptr;
+  for (const auto& c : w.candidates) {
+    if (!c.result || c.result->status != "ok" || !c.result->median_ms) continue;
+    if (!best || *c.result->median_ms < *best->result->median_ms) best = &c;
+  }
+  return best;
+}
+
+std::string candidate_status(const Candidate& c) {
+  if (c.result) return c.result->status;
+  if (c.compiled && !c.compile.ok) return "compile_error";
+  if (c.compiled) return "compiled";
+  return "not_compiled";
+}
+
+std::string candidate_reason(const Candidate& c) {
+  if (c.result) return c.result->reason;
+  if (c.compiled && !c.compile.ok) return c.compile.reason;
+  return "";
+}
+
+RealizedPattern summarize(const PatternWork& w, bool compile_only) {
+  RealizedPattern p;
+  p.id = w.id;
+  p.rule = w.rule;
+  p.problem_key = w.problem_key;
+  p.from_registry = w.from_registry;
+  for (const auto& c : w.candidates) {
+    RealizedCandidate rc;
+    rc.name = c.name;
+    rc.status = candidate_status(c);
+    rc.reason = candidate_reason(c);
+    if (c.result) {
+      rc.median_ms = c.result->median_ms;
+      rc.max_abs_err = c.result->max_abs_err;
+      rc.fail_frac = c.result->fail_frac;
+    }
+    if (c.compile.ok) rc.library = c.compile.library;
+    p.candidates.push_back(rc);
+  }
+  for (const auto& s : w.skipped) p.candidates.push_back({s.name, "skipped", s.reason, {}, {}, {}, ""});
+  if (!w.fallback_reason.empty()) {
+    p.status = "fallback";
+    p.reason = w.fallback_reason;
+    return p;
+  }
+  if (compile_only) {
+    p.status = "fallback";
+    int ok = 0;
+    for (const auto& c : w.candidates) ok += c.compile.ok ? 1 : 0;
+    p.reason = fmt::format("compile-only run: {} of {} candidate(s) compiled, none verified", ok, w.candidates.size());
+    return p;
+  }
+  if (const Candidate* best = best_candidate(w)) {
+    p.status = "realized";
+    p.variant = best->name;
+    p.library = best->compile.library;
+    p.math = token(best->variant.math);
+    p.median_ms = best->result->median_ms;
+    p.baseline_median_ms = best->result->baseline_median_ms;
+    p.max_abs_err = best->result->max_abs_err;
+    p.fail_frac = best->result->fail_frac;
+    for (auto& rc : p.candidates)
+      if (rc.name == best->name) rc.status = "winner";
+    return p;
+  }
+  p.status = "fallback";
+  p.reason = fallback_reason_from_candidates(p.candidates);
+  return p;
+}
+
+void record(Registry& registry, const PatternWork& w, const RealizedPattern& p, double tolerance,
+            const std::string& toolchain) {
+  for (const auto& c : w.candidates) {
+    CandidateOutcome o;
+    o.rule = w.rule, o.dtype = w.dtype, o.arch = w.arch, o.problem_key = w.problem_key, o.shape_class = w.shape_class;
+    o.tolerance = tolerance;
+    o.variant = c.name;
+    o.math = token(c.variant.math);
+    o.status = (p.status == "realized" && p.variant == c.name) ? "winner" : candidate_status(c);
+    o.reason = candidate_reason(c);
+    if (c.result) {
+      o.median_ms = c.result->median_ms, o.mean_ms = c.result->mean_ms;
+      o.baseline_ms = c.result->baseline_median_ms;
+      o.max_abs_err = c.result->max_abs_err, o.fail_frac = c.result->fail_frac;
+    }
+    o.toolchain = toolchain;
+    registry.record_outcome(o);
+  }
+  if (p.status == "realized") {
+    Winner win;
+    win.rule = w.rule, win.dtype = w.dtype, win.arch = w.arch, win.problem_key = w.problem_key;
+    win.shape_class = w.shape_class, win.tolerance = tolerance;
+    win.variant = p.variant, win.math = p.math;
+    win.median_ms = p.median_ms.value_or(0.0);
+    win.baseline_ms = p.baseline_median_ms.value_or(0.0);
+    win.toolchain = toolchain;
+    registry.record_winner(win);
+  }
+}
+
+}  // namespace
+
+int run_realize(const RealizeOptions& options) {
+  log::Stopwatch total_clock;
+  // ---- plan ----
+  json plan;
+  {
+    std::ifstream in(options.plan_path);
+    if (!in) {
+      log::error("realize: cannot read plan '{}'", options.plan_path);
+      return 2;
+    }
+    plan = json::parse(in, nullptr, /*allow_exceptions=*/false);
+  }
+  if (!plan.is_object() || !plan.contains("fact_plan") || !plan.contains("patterns") ||
+      !plan.at("patterns").is_array()) {
+    log::error("realize: '{}' is not a FACT plan (expected {{\"fact_plan\": 1, \"patterns\": [...]}})",
+               options.plan_path);
+    return 2;
+  }
+  if (plan.at("fact_plan") != 1) {
+    log::error("realize: plan version {} is not supported (this build reads version 1)", plan.at("fact_plan").dump());
+    return 2;
+  }
+  const fs::path plan_abs = fs::absolute(options.plan_path);
+  std::string ir = str(plan, "ir");
+  if (!ir.empty() && fs::path(ir).is_relative()) ir = (plan_abs.parent_path() / ir).lexically_normal().string();
+  double tolerance = options.tolerance ? *options.tolerance : plan.value("tolerance", 1e-4);
+  VariantSet set;
+  try {
+    set = parse_variant_set(options.variant_set.empty() ? env::variants() : options.variant_set);
+  } catch (const std::exception& e) {
+    log::error("realize: {}", e.what());
+    return 2;
+  }
+
+  // ---- toolchain ----
+  std::string why;
+  auto tc = resolve_toolchain(&why);
+  if (!tc) {
+    log::error("realize: {}", why);
+    log::error("realize: `fact doctor` checks the whole setup; README.md has the one-line setup command.");
+    return 3;
+  }
+  const std::string cache_root = env::cache_dir();
+  const std::string toolchain_id = tc->id();
+  log::info("[realize] toolchain: {} ({}); cache {}", toolchain_id, tc->cutlass_dir, cache_root);
+
+  std::unique_ptr<Registry> registry;
+  if (options.use_registry || !options.compile_only) {
+    try {
+      registry = std::make_unique<Registry>(options.registry_path.empty() ? Registry::default_path()
+                                                                          : options.registry_path);
+    } catch (const std::exception& e) {
+      log::warn("realize: registry unavailable ({}); continuing without reuse or recording", e.what());
+    }
+  }
+
+  // ---- patterns ----
+  std::vector<PatternWork> works;
+  for (const auto& pat : plan.at("patterns")) {
+    PatternWork w;
+    w.pattern = pat;
+    w.id = str(pat, "id");
+    w.rule = str(pat, "rule");
+    w.dtype = str(pat, "dtype");
+    w.arch = str(pat, "arch").empty() ? str(plan, "arch") : str(pat, "arch");
+    if (w.arch.empty()) w.arch = env::arch();
+    w.problem_key = str(pat, "problem_key");
+    w.shape_class = str(pat, "shape_class");
+    if (!pat.contains("gemm") || !pat.at("gemm").is_object()) {
+      w.fallback_reason = fmt::format("no realizer for rule '{}' (only GEMM patterns are realized)", w.rule);
+    } else {
+      try {
+        w.problem = gemm_problem_from_json(pat.at("gemm"));
+      } catch (const std::exception& e) {
+        w.fallback_reason = e.what();
+      }
+    }
+    works.push_back(std::move(w));
+  }
+
+  // Warm path: a recorded winner whose library is already cached is verified alone.
+  std::vector<PatternWork*> active;
+  for (auto& w : works) {
+    if (!w.problem) continue;
+    if (options.use_registry && registry && options.filter.empty()) {
+      try {
+        auto winner = registry->find_winner(w.rule, w.dtype, w.arch, w.problem_key, tolerance);
+        auto variant = winner ? parse_variant_name(winner->variant) : std::nullopt;
+        if (variant && !variant_illegal_reason(*variant, *w.problem)) {
+          Candidate c = make_candidate(*variant, w.arch);
+          const std::string key =
+              kernel_cache_key(tc->cutlass_commit, tc->nvcc_version, c.flags, c.source, templates_digest(tc->source_dir));
+          if (fs::exists(cached_library_path(cache_root, key, c.name))) {
+            w.candidates.push_back(std::move(c));
+            w.from_registry = true;
+            log::info("[realize] {}: registry winner {} is cached; verifying it only", w.id, w.candidates[0].name);
+          }
+        }
+      } catch (const std::exception& e) {
+        log::warn("realize: registry lookup for {} failed: {}", w.id, e.what());
+      }
+    }
+    if (!w.from_registry) enumerate_cold(w, tolerance, set, options.filter);
+    if (w.fallback_reason.empty()) active.push_back(&w);
+  }
+
+  double compile_s = compile_pending(active, *tc, cache_root, options.jobs);
+  double verify_s = 0.0;
+  if (!options.compile_only) {
+    const std::string job_dir = (fs::path(cache_root) / "jobs").string();
+    const WorkerCommand command = default_worker_command();
+    verify_s += verify_pending(active, ir, tolerance, job_dir, command);
+    // A recorded winner that no longer passes: realize the pattern from scratch.
+    std::vector<PatternWork*> retry;
+    for (auto* w : active)
+      if (w->from_registry && !best_candidate(*w)) {
+        log::warn("[realize] {}: the registry winner did not pass again ({}); enumerating all candidates", w->id,
+                  w->candidates.empty() ? "" : candidate_status(w->candidates[0]));
+        enumerate_cold(*w, tolerance, set, options.filter);
+        if (w->fallback_reason.empty()) retry.push_back(w);
+      }
+    if (!retry.empty()) {
+      compile_s += compile_pending(retry, *tc, cache_root, options.jobs);
+      verify_s += verify_pending(retry, ir, tolerance, job_dir, command);
+    }
+  }
+
+  // ---- results ----
+  RealizedFile out;
+  out.plan = plan_abs.string();
+  out.ir = ir;
+  out.tolerance = tolerance;
+  int realized = 0;
+  for (const auto& w : works) {
+    RealizedPattern p = summarize(w, options.compile_only);
+    if (registry && !options.compile_only && w.problem && w.fallback_reason.empty()) {
+      try {
+        record(*registry, w, p, tolerance, toolchain_id);
+      } catch (const std::exception& e) {
+        log::warn("realize: could not record {} in the registry: {}", w.id, e.what());
+      }
+    }
+    realized += p.status == "realized" ? 1 : 0;
+    log::info("[realize] {}: {}{}", p.id, p.status,
+              p.status == "realized" ? fmt::format(" {} ({}, {:.4f} ms vs eager {:.4f} ms)", p.variant, p.math,
+                                                   p.median_ms.value_or(0), p.baseline_median_ms.value_or(0))
+                                     : " - " + p.reason.substr(0, p.reason.find('\n')));
+    out.patterns.push_back(std::move(p));
+  }
+  out.compile_s = compile_s;
+  out.verify_s = verify_s;
+  out.total_s = total_clock.seconds();
+  try {
+    write_realized(out, options.output_path);
+  } catch (const std::exception& e) {
+    log::error("realize: {}", e.what());
+    return 4;
+  }
+  log::info("[realize] done: {} of {} pattern(s) realized in {} -> {}", realized, works.size(),
+            log::format_seconds(out.total_s), options.output_path);
+  return 0;
+}
+
+}  // namespace fact

@@ -1,0 +1,503 @@
+// The variant space: the enum -> token -> C++ spelling table (the only place
+// CUTLASS type names are spelled on the C++ side), names, legality and the
+// candidate enumeration per problem / tolerance / arch.
+#include "fact/variant.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <stdexcept>
+
+#include <fmt/format.h>
+
+namespace fact {
+namespace {
+
+template <class E>
+struct Spelling {
+  E value;
+  const char* token;
+  const char* cpp;
+};
+
+// ---- the table ---------------------------------------------------------------
+constexpr std::array<Spelling<KernelArch>, 3> kArch{{
+    {KernelArch::Sm90, "sm90", "sm90"},
+    {KernelArch::Sm80, "sm80", "sm80"},
+    {KernelArch::Sm90Split, "sm90split", "sm90split"},
+}};
+constexpr std::array<Spelling<MathMode>, 8> kMath{{
+    {MathMode::F32, "f32", ""},
+    {MathMode::TF32, "tf32", ""},
+    {MathMode::BF16, "bf16", ""},
+    {MathMode::F16, "f16", ""},
+    {MathMode::TF32x3, "tf32x3", ""},
+    {MathMode::BF16x3, "bf16x3", ""},
+    {MathMode::BF16x6, "bf16x6", ""},
+    {MathMode::F16x3, "f16x3", ""},
+}};
+constexpr std::array<Spelling<OutType>, 1> kOut{{{OutType::F32, "f32", "float"}}};
+// cpp: the CUTLASS kernel schedule; the epilogue schedule is in kEpilogueSchedule.
+constexpr std::array<Spelling<Schedule>, 5> kSchedule{{
+    {Schedule::Coop, "coop", "cutlass::gemm::KernelTmaWarpSpecializedCooperative"},
+    {Schedule::Pingpong, "pingpong", "cutlass::gemm::KernelTmaWarpSpecializedPingpong"},
+    {Schedule::Ws, "ws", "cutlass::gemm::KernelTmaWarpSpecialized"},
+    {Schedule::Mstage, "mstage", ""},
+    {Schedule::Simt, "simt", ""},
+}};
+constexpr std::array<Spelling<Schedule>, 5> kEpilogueSchedule{{
+    {Schedule::Coop, "coop", "cutlass::epilogue::TmaWarpSpecializedCooperative"},
+    {Schedule::Pingpong, "pingpong", "cutlass::epilogue::TmaWarpSpecialized"},
+    {Schedule::Ws, "ws", "cutlass::epilogue::TmaWarpSpecialized"},
+    {Schedule::Mstage, "mstage", ""},
+    {Schedule::Simt, "simt", ""},
+}};
+// Split-K on sm90 is the stream-K scheduler forced into split-K decomposition.
+constexpr std::array<Spelling<SchedulerKind>, 4> kScheduler{{
+    {SchedulerKind::Persistent, "persistent", "cutlass::gemm::PersistentScheduler"},
+    {SchedulerKind::StreamK, "streamk", "cutlass::gemm::StreamKScheduler"},
+    {SchedulerKind::SplitK, "splitk", "cutlass::gemm::StreamKScheduler"},
+    {SchedulerKind::Dp, "dp", "cutlass::gemm::PersistentScheduler"},
+}};
+constexpr std::array<Spelling<OperandLayout>, 2> kLayout{{
+    {OperandLayout::Row, "row", "cutlass::layout::RowMajor"},
+    {OperandLayout::Col, "col", "cutlass::layout::ColumnMajor"},
+}};
+constexpr std::array<Spelling<EpilogueKind>, 3> kEpilogue{{
+    {EpilogueKind::None, "none", "FACT_EPILOGUE_NONE"},
+    {EpilogueKind::Bias, "bias", "FACT_EPILOGUE_BIAS"},
+    {EpilogueKind::C, "c", "FACT_EPILOGUE_C"},
+}};
+struct MathTag {
+  KernelArch arch;
+  MathMode math;
+  const char* cpp;
+};
+// Math modes each family implements, with the template's tag type. sm90split
+// takes a Terms count instead of a tag (see emit.cpp).
+constexpr std::array<MathTag, 11> kMathTags{{
+    {KernelArch::Sm90, MathMode::TF32, "fact::gemm_sm90::MathTf32"},
+    {KernelArch::Sm90, MathMode::BF16, "fact::gemm_sm90::MathBf16"},
+    {KernelArch::Sm90, MathMode::F16, "fact::gemm_sm90::MathF16"},
+    {KernelArch::Sm90, MathMode::BF16x3, "fact::gemm_sm90::MathBf16x3"},
+    {KernelArch::Sm90, MathMode::BF16x6, "fact::gemm_sm90::MathBf16x6"},
+    {KernelArch::Sm90, MathMode::F16x3, "fact::gemm_sm90::MathF16x3"},
+    {KernelArch::Sm80, MathMode::F32, "fact::gemm_sm80::MathSimt"},
+    {KernelArch::Sm80, MathMode::TF32x3, "fact::gemm_sm80::MathTf32x3"},
+    {KernelArch::Sm90Split, MathMode::BF16, "1"},
+    {KernelArch::Sm90Split, MathMode::BF16x3, "3"},
+    {KernelArch::Sm90Split, MathMode::BF16x6, "6"},
+}};
+// -------------------------------------------------------------------------------
+
+template <class E, size_t N>
+const Spelling<E>& lookup(const std::array<Spelling<E>, N>& table, E value) {
+  for (const auto& s : table)
+    if (s.value == value) return s;
+  throw std::logic_error("variant spelling table is missing an enum value");
+}
+
+template <class E, size_t N>
+std::optional<E> from_token(const std::array<Spelling<E>, N>& table, const std::string& text) {
+  for (const auto& s : table)
+    if (text == s.token) return s.value;
+  return std::nullopt;
+}
+
+bool family_has_math(KernelArch arch, MathMode math) {
+  return std::any_of(kMathTags.begin(), kMathTags.end(),
+                     [&](const MathTag& t) { return t.arch == arch && t.math == math; });
+}
+
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> parts;
+  size_t start = 0;
+  for (;;) {
+    size_t pos = s.find(sep, start);
+    parts.push_back(s.substr(start, pos == std::string::npos ? std::string::npos : pos - start));
+    if (pos == std::string::npos) break;
+    start = pos + 1;
+  }
+  return parts;
+}
+
+std::optional<int> to_int(const std::string& s) {
+  if (s.empty() || s.size() > 6 || !std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return std::nullopt;
+  return std::stoi(s);
+}
+
+int64_t tiles(int64_t extent, int tile) { return (extent + tile - 1) / tile; }
+
+}  // namespace
+
+const char* token(KernelArch v) { return lookup(kArch, v).token; }
+const char* token(MathMode v) { return lookup(kMath, v).token; }
+const char* token(OutType v) { return lookup(kOut, v).token; }
+const char* token(Schedule v) { return lookup(kSchedule, v).token; }
+const char* token(SchedulerKind v) { return lookup(kScheduler, v).token; }
+const char* token(EpilogueKind v) { return lookup(kEpilogue, v).token; }
+
+char layout_letter(OperandLayout layout, bool is_b) {
+  const bool k_major = is_b ? layout == OperandLayout::Col : layout == OperandLayout::Row;
+  return k_major ? 't' : 'n';
+}
+
+namespace cpp {
+std::string math_tag(KernelArch arch, MathMode math) {
+  for (const auto& t : kMathTags)
+    if (t.arch == arch && t.math == math) return t.cpp;
+  return "";
+}
+const char* kernel_schedule(Schedule s) { return lookup(kSchedule, s).cpp; }
+const char* epilogue_schedule(Schedule s) { return lookup(kEpilogueSchedule, s).cpp; }
+const char* tile_scheduler(SchedulerKind s) { return lookup(kScheduler, s).cpp; }
+const char* layout(OperandLayout l) { return lookup(kLayout, l).cpp; }
+const char* epilogue(EpilogueKind e) { return lookup(kEpilogue, e).cpp; }
+}  // namespace cpp
+
+std::string GemmVariant::name() const {
+  std::string scheduler_part = token(scheduler);
+  if (scheduler == SchedulerKind::SplitK) scheduler_part += std::to_string(splits);
+  return fmt::format("gemm_{}_{}_{}_{}x{}x{}_c{}x{}_{}_{}_s{}_{}{}_{}", token(arch), token(math), token(out), tile_m,
+                     tile_n, tile_k, cluster_m, cluster_n, token(schedule), scheduler_part,
+                     stages == 0 ? std::string("auto") : std::to_string(stages), layout_letter(layout_a, false),
+                     layout_letter(layout_b, true), token(epilogue));
+}
+
+std::optional<GemmVariant> parse_variant_name(const std::string& name) {
+  const auto parts = split(name, '_');
+  if (parts.size() != 11 || parts[0] != "gemm") return std::nullopt;
+  GemmVariant v;
+  auto arch = from_token(kArch, parts[1]);
+  auto math = from_token(kMath, parts[2]);
+  auto out = from_token(kOut, parts[3]);
+  if (!arch || !math || !out) return std::nullopt;
+  v.arch = *arch, v.math = *math, v.out = *out;
+  const auto tile = split(parts[4], 'x');
+  if (tile.size() != 3) return std::nullopt;
+  auto tm = to_int(tile[0]), tn = to_int(tile[1]), tk = to_int(tile[2]);
+  if (!tm || !tn || !tk) return std::nullopt;
+  v.tile_m = *tm, v.tile_n = *tn, v.tile_k = *tk;
+  if (parts[5].size() < 4 || parts[5][0] != 'c') return std::nullopt;
+  const auto cluster = split(parts[5].substr(1), 'x');
+  if (cluster.size() != 2) return std::nullopt;
+  auto cm = to_int(cluster[0]), cn = to_int(cluster[1]);
+  if (!cm || !cn) return std::nullopt;
+  v.cluster_m = *cm, v.cluster_n = *cn;
+  auto schedule = from_token(kSchedule, parts[6]);
+  if (!schedule) return std::nullopt;
+  v.schedule = *schedule;
+  if (parts[7].rfind("splitk", 0) == 0) {
+    auto n = to_int(parts[7].substr(6));
+    if (!n || *n < 2) return std::nullopt;
+    v.scheduler = SchedulerKind::SplitK, v.splits = *n;
+  } else {
+    auto scheduler = from_token(kScheduler, parts[7]);
+    if (!scheduler || *scheduler == SchedulerKind::SplitK) return std::nullopt;
+    v.scheduler = *scheduler;
+  }
+  if (parts[8].size() < 2 || parts[8][0] != 's') return std::nullopt;
+  if (parts[8] == "sauto") {
+    v.stages = 0;
+  } else {
+    auto s = to_int(parts[8].substr(1));
+    if (!s || *s < 1) return std::nullopt;
+    v.stages = *s;
+  }
+  if (parts[9].size() != 2) return std::nullopt;
+  auto letter = [](char c, bool is_b) -> std::optional<OperandLayout> {
+    if (c == 't') return is_b ? OperandLayout::Col : OperandLayout::Row;
+    if (c == 'n') return is_b ? OperandLayout::Row : OperandLayout::Col;
+    return std::nullopt;
+  };
+  auto la = letter(parts[9][0], false), lb = letter(parts[9][1], true);
+  if (!la || !lb) return std::nullopt;
+  v.layout_a = *la, v.layout_b = *lb;
+  auto epilogue = from_token(kEpilogue, parts[10]);
+  if (!epilogue) return std::nullopt;
+  v.epilogue = *epilogue;
+  if (v.name() != name) return std::nullopt;  // non-canonical spelling (e.g. leading zeros)
+  return v;
+}
+
+GemmProblemDesc gemm_problem_from_json(const nlohmann::json& g) {
+  auto need = [&](const nlohmann::json& obj, const char* key) -> const nlohmann::json& {
+    if (!obj.is_object() || !obj.contains(key) || obj.at(key).is_null())
+      throw std::runtime_error(fmt::format("plan pattern 'gemm' lacks field '{}'", key));
+    return obj.at(key);
+  };
+  auto layout = [&](const nlohmann::json& operand, const char* which) {
+    const std::string text = need(operand, "layout").get<std::string>();
+    if (text == "row") return OperandLayout::Row;
+    if (text == "col") return OperandLayout::Col;
+    throw std::runtime_error(fmt::format("gemm operand {} has layout '{}' (expected row or col)", which, text));
+  };
+  GemmProblemDesc p;
+  try {
+    p.batch = need(g, "batch").get<int64_t>();
+    p.m = need(g, "m").get<int64_t>();
+    p.n = need(g, "n").get<int64_t>();
+    p.k = need(g, "k").get<int64_t>();
+    const auto& a = need(g, "a");
+    const auto& b = need(g, "b");
+    const auto& d = need(g, "d");
+    p.layout_a = layout(a, "a");
+    p.layout_b = layout(b, "b");
+    p.ld_a = need(a, "ld").get<int64_t>();
+    p.ld_b = need(b, "ld").get<int64_t>();
+    p.ld_d = need(d, "ld").get<int64_t>();
+    p.batch_stride_a = a.value("batch_stride", int64_t{0});
+    p.batch_stride_b = b.value("batch_stride", int64_t{0});
+    p.batch_stride_d = d.value("batch_stride", int64_t{0});
+    const auto& e = need(g, "epilogue");
+    const std::string kind = need(e, "kind").get<std::string>();
+    if (kind == "none") {
+      p.epilogue = EpilogueKind::None;
+    } else if (kind == "bias") {
+      p.epilogue = EpilogueKind::Bias;
+    } else if (kind == "c") {
+      p.epilogue = EpilogueKind::C;
+    } else {
+      throw std::runtime_error(fmt::format("unknown epilogue kind '{}'", kind));
+    }
+    p.ld_e = e.value("ld", int64_t{0});
+    p.batch_stride_e = e.value("batch_stride", int64_t{0});
+    p.element_a = g.value("element_a", std::string("float32"));
+    p.element_b = g.value("element_b", std::string("float32"));
+    p.element_d = g.value("element_d", std::string("float32"));
+  } catch (const nlohmann::json::exception& ex) {
+    throw std::runtime_error(std::string("plan pattern 'gemm' has a field of the wrong type: ") + ex.what());
+  }
+  if (p.batch < 1 || p.m < 1 || p.n < 1 || p.k < 1)
+    throw std::runtime_error(fmt::format("gemm sizes must be positive (batch {}, m {}, n {}, k {})", p.batch, p.m,
+                                         p.n, p.k));
+  return p;
+}
+
+ToleranceClass tolerance_class(double tolerance) {
+  // Anything tighter than half-way (on a log scale) between 1e-4 and 1e-2
+  // needs fp32-faithful math.
+  return tolerance < 1e-3 ? ToleranceClass::Fp32Faithful : ToleranceClass::Relaxed;
+}
+
+bool math_admitted(MathMode math, ToleranceClass cls) {
+  switch (math) {
+    case MathMode::F32:
+    case MathMode::TF32x3:
+    case MathMode::BF16x6:
+    case MathMode::F16x3:
+      return true;
+    case MathMode::TF32:
+    case MathMode::BF16:
+    case MathMode::F16:
+    case MathMode::BF16x3:
+      return cls == ToleranceClass::Relaxed;
+  }
+  return false;
+}
+
+VariantSet parse_variant_set(const std::string& text) {
+  if (text.empty() || text == "default") return VariantSet::Default;
+  if (text == "all") return VariantSet::All;
+  throw std::runtime_error(fmt::format("variant set '{}' is not 'default' or 'all'", text));
+}
+
+std::optional<std::string> variant_illegal_reason(const GemmVariant& v, const GemmProblemDesc& p) {
+  if (p.element_a != "float32" || p.element_b != "float32" || p.element_d != "float32")
+    return fmt::format("operands are {} x {} -> {}; the GEMM templates take float32 operands and output",
+                       p.element_a, p.element_b, p.element_d);
+  if (!family_has_math(v.arch, v.math))
+    return fmt::format("the {} family has no {} math mode", token(v.arch), token(v.math));
+  if (v.layout_a != p.layout_a || v.layout_b != p.layout_b || v.epilogue != p.epilogue)
+    return std::string("variant layouts / epilogue differ from the problem's");
+  const bool a_kmajor = p.layout_a == OperandLayout::Row, b_kmajor = p.layout_b == OperandLayout::Col;
+  const int64_t a_contig = a_kmajor ? p.k : p.m, b_contig = b_kmajor ? p.k : p.n;
+  if (p.ld_a < a_contig || p.ld_b < b_contig || p.ld_d < p.n)
+    return std::string("a leading dimension is smaller than its contiguous extent");
+  if (v.arch == KernelArch::Sm90 || v.arch == KernelArch::Sm90Split) {
+    if (p.ld_d % 4 != 0 || (p.batch > 1 && p.batch_stride_d % 4 != 0))
+      return fmt::format("ld_d = {} / batch stride of D not a multiple of 4 (16-byte TMA store)", p.ld_d);
+    if (p.epilogue == EpilogueKind::C && (p.ld_e % 4 != 0 || (p.batch > 1 && p.batch_stride_e % 4 != 0)))
+      return fmt::format("ld of C = {} not a multiple of 4 (16-byte TMA load)", p.ld_e);
+  }
+  if (v.arch == KernelArch::Sm90) {
+    if (v.schedule != Schedule::Coop && v.schedule != Schedule::Pingpong && v.schedule != Schedule::Ws)
+      return std::string("sm90 variants use a TMA warp-specialized schedule");
+    if (v.schedule == Schedule::Coop && v.tile_m < 128)
+      return std::string("the cooperative schedule needs tile M >= 128");
+    if ((v.scheduler == SchedulerKind::StreamK || v.scheduler == SchedulerKind::SplitK) && v.schedule != Schedule::Coop)
+      return std::string("stream-K / split-K on sm90 needs the cooperative schedule");
+    if (v.math == MathMode::TF32) {
+      // BASELINES.md: TF32 wgmma with an N-contiguous B returned non-finite values.
+      if (!a_kmajor || !b_kmajor)
+        return std::string("TF32 wgmma needs K-major operands (A row-major, B column-major)");
+      if (p.k % 4 != 0 || p.ld_a % 4 != 0 || p.ld_b % 4 != 0)
+        return fmt::format("tf32 reads fp32 operands through TMA: k ({}) and ld of A/B must be multiples of 4", p.k);
+      if (p.batch > 1 && (p.batch_stride_a == 0 || p.batch_stride_b == 0 || p.batch_stride_a % 4 != 0 ||
+                          p.batch_stride_b % 4 != 0))
+        return std::string("tf32 needs non-zero batch strides that are multiples of 4");
+    }
+  }
+  if (v.arch == KernelArch::Sm80) {
+    if (v.math == MathMode::TF32x3) {
+      // 16-byte cp.async: contiguous extents and leading dimensions multiples of 4.
+      if (a_contig % 4 != 0 || b_contig % 4 != 0 || p.ld_a % 4 != 0 || p.ld_b % 4 != 0 || p.n % 4 != 0 ||
+          p.ld_d % 4 != 0 || (p.epilogue == EpilogueKind::C && p.ld_e % 4 != 0))
+        return std::string("tf32x3 (alignment 4) needs contiguous extents and leading dimensions that are multiples "
+                           "of 4");
+    }
+    if (v.scheduler == SchedulerKind::SplitK && p.batch > 1)
+      return std::string("sm80 split-K variants run single-batch problems only");
+    if (v.scheduler != SchedulerKind::Dp && v.scheduler != SchedulerKind::SplitK)
+      return std::string("sm80 variants schedule data-parallel or split-K");
+  }
+  if (v.scheduler == SchedulerKind::SplitK && v.splits < 2) return std::string("split-K needs at least 2 splits");
+  return std::nullopt;
+}
+
+int choose_split_count(const GemmProblemDesc& p, int tile_m, int tile_n, int sm_count) {
+  const int64_t t = std::max<int64_t>(1, p.batch * tiles(p.m, tile_m) * tiles(p.n, tile_n));
+  int64_t want = std::max<int64_t>(2, (2 * sm_count) / t);
+  int splits = 2;
+  while (splits * 2 <= want && splits < 64) splits *= 2;
+  // Keep each split at least a few k-tiles deep.
+  while (splits > 2 && p.k / splits < 512) splits /= 2;
+  return splits;
+}
+
+Enumeration enumerate_gemm_variants(const GemmProblemDesc& p, double tolerance, const std::string& target_arch,
+                                    VariantSet set) {
+  Enumeration out;
+  const ToleranceClass cls = tolerance_class(tolerance);
+  std::vector<KernelArch> families;
+  if (target_arch == "sm90a" || target_arch == "sm90") {
+    families = {KernelArch::Sm90Split, KernelArch::Sm90, KernelArch::Sm80};
+  } else if (target_arch.rfind("sm8", 0) == 0) {
+    families = {KernelArch::Sm80};
+  } else {
+    out.reason = fmt::format("no kernel family targets arch '{}' (supported: sm90a, sm80)", target_arch);
+    return out;
+  }
+  const bool all = set == VariantSet::All;
+  // Small-MN large-K: too few output tiles to fill the SMs; K must be split.
+  const bool small_mn_large_k = p.batch * tiles(p.m, 128) * tiles(p.n, 128) < 132 && p.k >= 8192;
+
+  std::vector<GemmVariant> raw;
+  auto base = [&](KernelArch arch, MathMode math) {
+    GemmVariant v;
+    v.arch = arch, v.math = math;
+    v.layout_a = p.layout_a, v.layout_b = p.layout_b, v.epilogue = p.epilogue;
+    return v;
+  };
+  auto add = [&](GemmVariant v, int tm, int tn, int tk, int cm, int cn, Schedule sch, SchedulerKind sk, int stages,
+                 int splits = 1) {
+    v.tile_m = tm, v.tile_n = tn, v.tile_k = tk, v.cluster_m = cm, v.cluster_n = cn;
+    v.schedule = sch, v.scheduler = sk, v.stages = stages, v.splits = splits;
+    raw.push_back(v);
+  };
+
+  for (KernelArch family : families) {
+    if (family == KernelArch::Sm90) {
+      for (MathMode math :
+           {MathMode::F16x3, MathMode::BF16x6, MathMode::BF16x3, MathMode::BF16, MathMode::F16, MathMode::TF32}) {
+        if (!math_admitted(math, cls)) continue;
+        // The relaxed class tries the single-product modes and bf16x3 (long-K sums
+        // of bf16-rounded operands miss even 1e-2 on zero-mean data); the 24-bit
+        // modes only in "all".
+        if (cls == ToleranceClass::Relaxed && !all && (math == MathMode::BF16x6 || math == MathMode::F16x3))
+          continue;
+        const GemmVariant b = base(family, math);
+        const int tk = math == MathMode::TF32 ? 32 : 64;  // 128-byte rows of the smem swizzle
+        const bool promoted = math == MathMode::BF16x3 || math == MathMode::BF16x6 || math == MathMode::F16x3;
+        if (!all) {
+          // Too few output tiles for the SMs: only K-splitting schedules are worth
+          // compiling (data-parallel tiles also accumulate K serially: measured
+          // failing 1e-4 at K = 524288).
+          if (small_mn_large_k) {
+            add(b, 128, 128, tk, 1, 1, Schedule::Coop, SchedulerKind::StreamK, 0);
+            add(b, 128, 128, tk, 1, 1, Schedule::Coop, SchedulerKind::SplitK, 0, choose_split_count(p, 128, 128));
+          } else if (promoted) {
+            // The promotion keeps a second fp32 accumulator in registers: 128x128
+            // cooperative / 64x128 ping-pong tiles keep both within budget
+            // (H100, 4096^3 f16x3: 128x128x64 0.90 ms; 128x256x64 2.70 ms, spilling;
+            // 128x128x128 1.04 ms).
+            add(b, 128, 128, tk, 1, 1, Schedule::Coop, SchedulerKind::Persistent, 0);
+            add(b, 128, 128, tk, 2, 1, Schedule::Coop, SchedulerKind::Persistent, 0);
+            add(b, 64, 128, tk, 1, 1, Schedule::Pingpong, SchedulerKind::Persistent, 0);
+          } else {
+            add(b, 128, 256, tk, 1, 1, Schedule::Coop, SchedulerKind::Persistent, 0);
+            add(b, 128, 256, tk, 2, 1, Schedule::Coop, SchedulerKind::Persistent, 0);
+            add(b, 256, 128, tk, 1, 1, Schedule::Coop, SchedulerKind::Persistent, 0);
+            add(b, 128, 128, tk, 1, 1, Schedule::Pingpong, SchedulerKind::Persistent, 0);
+          }
+        } else {
+          const int tile_list[][2] = {{64, 128}, {128, 128}, {128, 256}, {256, 128}, {64, 256}};
+          const int cluster_list[][2] = {{1, 1}, {2, 1}, {1, 2}};
+          for (const auto& t : tile_list)
+            for (const auto& c : cluster_list)
+              for (Schedule s : {Schedule::Coop, Schedule::Pingpong})
+                for (SchedulerKind k : {SchedulerKind::Persistent, SchedulerKind::StreamK}) {
+                  add(b, t[0], t[1], tk, c[0], c[1], s, k, 0);
+                }
+          if (small_mn_large_k)
+            for (int splits : {4, 8, 16, 32})
+              add(b, 128, 128, tk, 1, 1, Schedule::Coop, SchedulerKind::SplitK, 0, splits);
+        }
+      }
+    } else if (family == KernelArch::Sm90Split) {
+      // FACT's own split kernel (templates/split_gemm_sm90.cuh; TileM 64/128,
+      // TileN 64/128, TileK 32; it picks split-K itself): Terms 6 for the fp32
+      // class, Terms 1 (bf16 rounding) and 3 for the relaxed one.
+      for (MathMode math : {MathMode::BF16x6, MathMode::BF16x3, MathMode::BF16}) {
+        if (!math_admitted(math, cls)) continue;
+        if (cls == ToleranceClass::Relaxed && math == MathMode::BF16x6 && !all) continue;
+        const GemmVariant b = base(family, math);
+        add(b, 128, 128, 32, 1, 1, Schedule::Ws, SchedulerKind::Dp, 4);
+        if (all) {
+          add(b, 64, 128, 32, 1, 1, Schedule::Ws, SchedulerKind::Dp, 4);
+          add(b, 128, 64, 32, 1, 1, Schedule::Ws, SchedulerKind::Dp, 4);
+          add(b, 128, 128, 32, 1, 1, Schedule::Ws, SchedulerKind::Dp, 3);
+        }
+      }
+    } else {
+      for (MathMode math : {MathMode::TF32x3, MathMode::F32}) {
+        if (!math_admitted(math, cls)) continue;
+        const GemmVariant b = base(family, math);
+        // Small-MN large-K: split-K only (as for sm90), unless "all".
+        const bool dp = all || !small_mn_large_k;
+        if (math == MathMode::TF32x3) {
+          if (dp) add(b, 128, 128, 16, 1, 1, Schedule::Mstage, SchedulerKind::Dp, 4);
+          if (dp) add(b, 128, 64, 16, 1, 1, Schedule::Mstage, SchedulerKind::Dp, 3);
+          if (all) add(b, 256, 128, 16, 1, 1, Schedule::Mstage, SchedulerKind::Dp, 3);
+          if (small_mn_large_k)
+            add(b, 128, 128, 16, 1, 1, Schedule::Mstage, SchedulerKind::SplitK, 4, choose_split_count(p, 128, 128));
+        } else {
+          if (dp) add(b, 128, 128, 8, 1, 1, Schedule::Simt, SchedulerKind::Dp, 3);
+          if (all) add(b, 128, 64, 8, 1, 1, Schedule::Simt, SchedulerKind::Dp, 4);
+          if (small_mn_large_k)
+            add(b, 128, 128, 8, 1, 1, Schedule::Simt, SchedulerKind::SplitK, 3, choose_split_count(p, 128, 128));
+        }
+      }
+    }
+  }
+
+  for (const auto& v : raw) {
+    const std::string name = v.name();
+    if (std::any_of(out.variants.begin(), out.variants.end(), [&](const GemmVariant& o) { return o.name() == name; }))
+      continue;
+    if (auto why = variant_illegal_reason(v, p)) {
+      out.skipped.push_back({name, *why});
+      continue;
+    }
+    out.variants.push_back(v);
+  }
+  if (out.variants.empty() && out.reason.empty()) {
+    out.reason = out.skipped.empty() ? std::string("no variant admitted for this tolerance and arch")
+                                     : fmt::format("every variant is illegal for this problem, e.g. {}: {}",
+                                                   out.skipped.front().name, out.skipped.front().reason);
+  }
+  return out;
+}
+
+}  // namespace fact

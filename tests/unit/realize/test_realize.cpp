@@ -1,0 +1,238 @@
+// run_realize end to end with a fake nvcc and a fake worker: statuses, winner,
+// registry recording, warm path, fallback reasons in realized.json.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <map>
+
+#include <nlohmann/json.hpp>
+
+#include "fact/realize.hpp"
+#include "fact/realized.hpp"
+#include "fact/registry.hpp"
+#include "realize_test_util.hpp"
+
+namespace fact {
+namespace {
+
+using nlohmann::json;
+
+// Sets environment variables for the test's lifetime.
+struct EnvGuard {
+  std::map<std::string, std::optional<std::string>> saved;
+  void set(const std::string& k, const std::string& v) {
+    if (!saved.count(k)) {
+      const char* old = std::getenv(k.c_str());
+      saved[k] = old ? std::optional<std::string>(old) : std::nullopt;
+    }
+    ::setenv(k.c_str(), v.c_str(), 1);
+  }
+  ~EnvGuard() {
+    for (const auto& [k, v] : saved) v ? (void)::setenv(k.c_str(), v->c_str(), 1) : (void)::unsetenv(k.c_str());
+  }
+};
+
+json gemm_pattern(const std::string& id, const std::string& dtype = "float32") {
+  return json::parse(R"({"id": ")" + id + R"(", "rule": "gemm", "root": "mm", "nodes": ["mm"],
+    "inputs": ["x", "w"], "outputs": ["mm"], "dtype": "float32", "arch": "sm90a", "priority": 0,
+    "problem_key": "gemm:f32:b1:m256:n256:k256:a=row:b=col:ep=none:)" + id + R"(",
+    "shape_class": "gemm:f32:b1:m256:n256:k256",
+    "gemm": {"batch": 1, "m": 256, "n": 256, "k": 256,
+      "a": {"tensor": "x", "layout": "row", "ld": 256, "batch_stride": 0},
+      "b": {"tensor": "w", "layout": "col", "ld": 256, "batch_stride": 0},
+      "d": {"tensor": "mm", "ld": 256, "batch_stride": 0},
+      "epilogue": {"kind": "none", "tensor": null, "ld": 0, "batch_stride": 0, "alpha": 1.0, "beta": 0.0},
+      "element_a": ")" + dtype + R"(", "element_b": ")" + dtype + R"(", "element_d": "float32"}})");
+}
+
+struct Fixture {
+  TempDir t;
+  EnvGuard env;
+  fs::path plan, out, registry;
+  Fixture(const std::string& worker_rules, const json& patterns) {
+    write(t.path / "cutlass" / "include" / "cutlass" / "cutlass.h", "// fake\n");
+    write(t.path / "cutlass" / "include" / "cutlass" / "version.h", "#define CUTLASS_MAJOR 4\n");
+    script(t.path / "nvcc",
+           "if [ \"$1\" = --version ]; then echo 'Cuda compilation tools, release 12.9, V12.9.0'; exit 0; fi\n"
+           "out=; prev=; for a in \"$@\"; do [ \"$prev\" = -o ] && out=$a; prev=$a; src=$a; done\n"
+           "echo \"$src\" >> " + (t.path / "nvcc_calls").string() + "\n"
+           "if grep -q split_gemm_sm90 \"$src\"; then echo \"$src(1): error: cannot open source file "
+           "\\\"split_gemm_sm90.cuh\\\"\"; exit 1; fi\n"
+           "echo lib > \"$out\"\n");
+    script(t.path / "python", "shift 2\nexec python3 " + data_file("fake_worker.py") + " \"$@\"\n");
+    env.set("FACT_NVCC", (t.path / "nvcc").string());
+    env.set("CUTLASS_DIR", (t.path / "cutlass").string());
+    env.set("FACT_CACHE_DIR", (t.path / "cache").string());
+    env.set("FACT_PYTHON", (t.path / "python").string());
+    env.set("FACT_JOBS", "2");
+    env.set("FAKE_WORKER_RULES", worker_rules);
+    env.set("FAKE_WORKER_LOG", (t.path / "worker_starts").string());
+    write(t.path / "graph.json", R"({"fact_ir": 1, "tensors": {}, "nodes": [], "outputs": []})");
+    json p = {{"fact_plan", 1}, {"ir", "graph.json"}, {"arch", "sm90a"}, {"tolerance", 1e-4},
+              {"patterns", patterns}, {"unmatched", json::array()}, {"rejections", json::array()}};
+    plan = t.path / "plan.json";
+    write(plan, p.dump(2));
+    out = t.path / "realized.json";
+    registry = t.path / "registry.sqlite";
+  }
+  RealizeOptions options() const {
+    RealizeOptions o;
+    o.plan_path = plan.string();
+    o.output_path = out.string();
+    o.registry_path = registry.string();
+    return o;
+  }
+  json realized() const {
+    std::ifstream in(out);
+    return json::parse(in);
+  }
+  int lines(const char* file) const {
+    std::ifstream in(t.path / file);
+    int n = 0;
+    std::string s;
+    while (std::getline(in, s)) ++n;
+    return n;
+  }
+};
+
+const json* candidate(const json& pattern, const std::string& substring) {
+  for (const auto& c : pattern["candidates"])
+    if (c["name"].get<std::string>().find(substring) != std::string::npos) return &c;
+  return nullptr;
+}
+
+TEST(Realize, ColdRunRecordsEveryOutcomeAndWarmRunVerifiesOnlyTheWinner) {
+  const std::string fastest = "gemm_sm90_f16x3_f32_128x128x64_c1x1_coop_persistent_sauto_tt_none";
+  Fixture f(R"([[")" + fastest + R"(", "ok:0.5"], ["pingpong", "segv"], ["sm80_f32", "wrong"]])",
+            json::array({gemm_pattern("p0"), json{{"id", "p1"}, {"rule", "layer_norm"}, {"dtype", "float32"}},
+                         gemm_pattern("p2", "float16")}));
+  ASSERT_EQ(run_realize(f.options()), 0);
+  json r = f.realized();
+  EXPECT_EQ(r["fact_realized"], 1);
+  EXPECT_EQ(r["ir"], (f.t.path / "graph.json").string());
+  EXPECT_EQ(r["tolerance"], 1e-4);
+  ASSERT_EQ(r["patterns"].size(), 3u);
+  const json& p0 = r["patterns"][0];
+  EXPECT_EQ(p0["status"], "realized");
+  EXPECT_EQ(p0["variant"], fastest);
+  EXPECT_EQ(p0["math"], "f16x3");
+  EXPECT_EQ(p0["median_ms"], 0.5);
+  EXPECT_EQ(p0["baseline_median_ms"], 2.0);
+  EXPECT_EQ(p0["from_registry"], false);
+  EXPECT_NE(p0["library"].get<std::string>().find("lib" + fastest + ".so"), std::string::npos);
+  EXPECT_EQ((*candidate(p0, fastest))["status"], "winner");
+  const json* crashed = candidate(p0, "pingpong");
+  ASSERT_NE(crashed, nullptr);
+  EXPECT_EQ((*crashed)["status"], "crash");
+  EXPECT_NE((*crashed)["reason"].get<std::string>().find("signal 11"), std::string::npos);
+  const json* split = candidate(p0, "sm90split");
+  ASSERT_NE(split, nullptr);
+  EXPECT_EQ((*split)["status"], "compile_error");
+  EXPECT_NE((*split)["reason"].get<std::string>().find("split_gemm_sm90.cuh"), std::string::npos);
+  EXPECT_EQ((*candidate(p0, "sm80_f32"))["status"], "wrong");
+  EXPECT_EQ(r["patterns"][1]["status"], "fallback");
+  EXPECT_NE(r["patterns"][1]["reason"].get<std::string>().find("layer_norm"), std::string::npos);
+  EXPECT_EQ(r["patterns"][2]["status"], "fallback");
+  EXPECT_NE(r["patterns"][2]["reason"].get<std::string>().find("float16"), std::string::npos);
+  int crashes = 0;
+  for (const auto& c : p0["candidates"]) crashes += c["status"] == "crash" ? 1 : 0;
+  EXPECT_GE(crashes, 1);
+  EXPECT_EQ(f.lines("worker_starts"), 1 + crashes) << "one worker, one replacement per crash";
+
+  {
+    Registry reg(f.registry.string());
+    auto w = reg.find_winner("gemm", "float32", "sm90a", p0["problem_key"], 1e-4);
+    ASSERT_TRUE(w.has_value());
+    EXPECT_EQ(w->variant, fastest);
+    std::map<std::string, int> statuses;
+    for (const auto& o : reg.outcomes_for(p0["problem_key"])) {
+      ++statuses[o.status];
+      EXPECT_FALSE(o.toolchain.empty());
+    }
+    EXPECT_EQ(statuses["winner"], 1);
+    EXPECT_GE(statuses["crash"], 1);
+    EXPECT_GE(statuses["compile_error"], 1);
+    EXPECT_GE(statuses["wrong"], 1);
+    EXPECT_GE(statuses["ok"], 1);
+  }
+
+  // Warm: the recorded winner's library is cached -> no compile, one candidate verified.
+  const int compiles = f.lines("nvcc_calls");
+  ASSERT_EQ(run_realize(f.options()), 0);
+  EXPECT_EQ(f.lines("nvcc_calls"), compiles);
+  json warm = f.realized();
+  const json& w0 = warm["patterns"][0];
+  EXPECT_EQ(w0["status"], "realized");
+  EXPECT_EQ(w0["from_registry"], true);
+  EXPECT_EQ(w0["variant"], fastest);
+  EXPECT_EQ(w0["candidates"].size(), 1u);
+  EXPECT_EQ(f.lines("worker_starts"), 2 + crashes);
+}
+
+TEST(Realize, NoPassingCandidateFallsBackWithReasons) {
+  Fixture f(R"([["gemm", "wrong"]])", json::array({gemm_pattern("p0")}));
+  ASSERT_EQ(run_realize(f.options()), 0);
+  json r = f.realized();
+  const json& p0 = r["patterns"][0];
+  EXPECT_EQ(p0["status"], "fallback");
+  const std::string reason = p0["reason"];
+  EXPECT_NE(reason.find("no candidate passed"), std::string::npos) << reason;
+  EXPECT_NE(reason.find("wrong"), std::string::npos) << reason;
+  EXPECT_NE(reason.find("compile_error"), std::string::npos) << reason;
+  EXPECT_TRUE(p0["median_ms"].is_null());
+  Registry reg(f.registry.string());
+  EXPECT_FALSE(reg.find_winner("gemm", "float32", "sm90a", p0["problem_key"], 1e-4).has_value());
+}
+
+TEST(Realize, CompileOnlyNeedsNoWorker) {
+  Fixture f(R"([["gemm", "exit"]])", json::array({gemm_pattern("p0")}));
+  auto o = f.options();
+  o.compile_only = true;
+  ASSERT_EQ(run_realize(o), 0);
+  json r = f.realized();
+  EXPECT_EQ(r["patterns"][0]["status"], "fallback");
+  EXPECT_NE(r["patterns"][0]["reason"].get<std::string>().find("compile-only"), std::string::npos);
+  EXPECT_EQ(f.lines("worker_starts"), 0);
+  EXPECT_EQ((*candidate(r["patterns"][0], "sm80_f32"))["status"], "compiled");
+}
+
+TEST(Realize, FilterAndBadInputs) {
+  Fixture f(R"([])", json::array({gemm_pattern("p0")}));
+  auto o = f.options();
+  o.filter = "sm80_tf32x3";
+  ASSERT_EQ(run_realize(o), 0);
+  json r = f.realized();
+  for (const auto& c : r["patterns"][0]["candidates"])
+    if (c["status"] != "skipped") EXPECT_NE(c["name"].get<std::string>().find("sm80_tf32x3"), std::string::npos);
+  EXPECT_EQ(r["patterns"][0]["status"], "realized");
+
+  o.filter = "no-such-variant";
+  ASSERT_EQ(run_realize(o), 0);
+  EXPECT_NE(f.realized()["patterns"][0]["reason"].get<std::string>().find("filter"), std::string::npos);
+
+  o.plan_path = (f.t.path / "missing.json").string();
+  EXPECT_NE(run_realize(o), 0);
+  write(f.t.path / "notaplan.json", R"({"hello": 1})");
+  o.plan_path = (f.t.path / "notaplan.json").string();
+  EXPECT_NE(run_realize(o), 0);
+
+  f.env.set("FACT_NVCC", (f.t.path / "no-nvcc").string());
+  o.plan_path = f.plan.string();
+  o.filter.clear();
+  EXPECT_NE(run_realize(o), 0) << "no nvcc: nothing can be attempted";
+}
+
+TEST(Realize, FallbackReasonSummary) {
+  std::vector<RealizedCandidate> c{{"a", "wrong", "too far\nmore", {}, {}, {}, ""},
+                                   {"b", "wrong", "x", {}, {}, {}, ""},
+                                   {"c", "crash", "signal 11", {}, {}, {}, ""},
+                                   {"d", "skipped", "alignment", {}, {}, {}, ""}};
+  const std::string s = fallback_reason_from_candidates(c);
+  EXPECT_NE(s.find("3 tried"), std::string::npos) << s;
+  EXPECT_NE(s.find("wrong x2 (e.g. a: too far)"), std::string::npos) << s;
+  EXPECT_NE(s.find("crash x1 (e.g. c: signal 11)"), std::string::npos) << s;
+  EXPECT_EQ(fallback_reason_from_candidates({c[3]}), "no candidate could be tried");
+}
+
+}  // namespace
+}  // namespace fact

@@ -1,0 +1,228 @@
+// Variant names, parsing and enumeration (pure C++, no CUDA).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <set>
+
+#include "fact/variant.hpp"
+
+namespace fact {
+namespace {
+
+GemmProblemDesc square(OperandLayout la, OperandLayout lb, int64_t n = 4096, int64_t k = 0) {
+  GemmProblemDesc p;
+  p.m = p.n = n;
+  p.k = k ? k : n;
+  p.layout_a = la, p.layout_b = lb;
+  p.ld_a = la == OperandLayout::Row ? p.k : p.m;  // densely packed
+  p.ld_b = lb == OperandLayout::Col ? p.k : p.n;
+  p.ld_d = n;
+  return p;
+}
+
+std::set<MathMode> maths(const Enumeration& e) {
+  std::set<MathMode> out;
+  for (const auto& v : e.variants) out.insert(v.math);
+  return out;
+}
+
+TEST(Variant, NameFollowsContractOrder) {
+  GemmVariant v;
+  v.arch = KernelArch::Sm90, v.math = MathMode::BF16x3, v.tile_m = 128, v.tile_n = 256, v.tile_k = 64;
+  v.cluster_m = 2, v.cluster_n = 1, v.schedule = Schedule::Coop, v.scheduler = SchedulerKind::StreamK;
+  v.layout_a = OperandLayout::Row, v.layout_b = OperandLayout::Col, v.epilogue = EpilogueKind::Bias;
+  EXPECT_EQ(v.name(), "gemm_sm90_bf16x3_f32_128x256x64_c2x1_coop_streamk_sauto_tt_bias");
+  v.scheduler = SchedulerKind::SplitK, v.splits = 16, v.stages = 4, v.layout_b = OperandLayout::Row;
+  v.layout_a = OperandLayout::Col, v.epilogue = EpilogueKind::C;
+  EXPECT_EQ(v.name(), "gemm_sm90_bf16x3_f32_128x256x64_c2x1_coop_splitk16_s4_nn_c");
+}
+
+TEST(Variant, LayoutLettersFollowContract) {
+  EXPECT_EQ(layout_letter(OperandLayout::Row, false), 't');
+  EXPECT_EQ(layout_letter(OperandLayout::Col, false), 'n');
+  EXPECT_EQ(layout_letter(OperandLayout::Col, true), 't');
+  EXPECT_EQ(layout_letter(OperandLayout::Row, true), 'n');
+}
+
+TEST(Variant, ParseRoundTripsEveryEnumeratedName) {
+  for (double tol : {1e-4, 1e-2})
+    for (auto la : {OperandLayout::Row, OperandLayout::Col})
+      for (auto lb : {OperandLayout::Row, OperandLayout::Col}) {
+        auto p = square(la, lb, 256, 524288);
+        auto e = enumerate_gemm_variants(p, tol, "sm90a", VariantSet::All);
+        ASSERT_FALSE(e.variants.empty());
+        for (const auto& v : e.variants) {
+          auto parsed = parse_variant_name(v.name());
+          ASSERT_TRUE(parsed.has_value()) << v.name();
+          EXPECT_EQ(parsed->name(), v.name());
+          EXPECT_EQ(parsed->splits, v.splits);
+        }
+      }
+}
+
+TEST(Variant, ParseRejectsMalformedNames) {
+  for (const char* bad : {"", "gemm", "gemm_sm90_bf16x3_f32_128x128x64_c1x1_coop_persistent_sauto_tt",
+                          "gemm_sm91_bf16x3_f32_128x128x64_c1x1_coop_persistent_sauto_tt_none",
+                          "gemm_sm90_bf16x3_f32_128x128_c1x1_coop_persistent_sauto_tt_none",
+                          "gemm_sm90_bf16x3_f32_128x128x64_c1x1_coop_splitk1_sauto_tt_none",
+                          "gemm_sm90_bf16x3_f32_0128x128x64_c1x1_coop_persistent_sauto_tt_none",
+                          "gemm_sm90_bf16x3_f32_128x128x64_c1x1_coop_persistent_sauto_tx_none"})
+    EXPECT_FALSE(parse_variant_name(bad).has_value()) << bad;
+}
+
+TEST(Variant, Fp32ClassNeverAdmitsSingleRoundingModes) {
+  for (auto set : {VariantSet::Default, VariantSet::All})
+    for (auto la : {OperandLayout::Row, OperandLayout::Col})
+      for (auto lb : {OperandLayout::Row, OperandLayout::Col}) {
+        auto e = enumerate_gemm_variants(square(la, lb), 1e-4, "sm90a", set);
+        ASSERT_FALSE(e.variants.empty());
+        for (const auto& v : e.variants) {
+          EXPECT_NE(v.math, MathMode::TF32) << v.name();
+          EXPECT_NE(v.math, MathMode::BF16) << v.name();
+          EXPECT_NE(v.math, MathMode::F16) << v.name();
+          EXPECT_NE(v.math, MathMode::BF16x3) << v.name();  // ~16 operand bits: 1e-2 class (NOTES.md)
+        }
+        const auto m = maths(e);
+        EXPECT_TRUE(m.count(MathMode::F32));
+        EXPECT_TRUE(m.count(MathMode::TF32x3));
+        EXPECT_TRUE(m.count(MathMode::BF16x6));
+      }
+}
+
+TEST(Variant, RelaxedClassAddsFastModes) {
+  auto e = enumerate_gemm_variants(square(OperandLayout::Row, OperandLayout::Col), 1e-2, "sm90a", VariantSet::Default);
+  const auto m = maths(e);
+  EXPECT_TRUE(m.count(MathMode::TF32));
+  EXPECT_TRUE(m.count(MathMode::BF16));
+  EXPECT_TRUE(m.count(MathMode::F16));
+  EXPECT_TRUE(m.count(MathMode::BF16x3));
+}
+
+TEST(Variant, MnMajorOperandExcludesSm90Tf32) {
+  for (auto [la, lb] : {std::pair{OperandLayout::Row, OperandLayout::Row}, std::pair{OperandLayout::Col, OperandLayout::Col}}) {
+    auto e = enumerate_gemm_variants(square(la, lb), 1e-2, "sm90a", VariantSet::All);
+    for (const auto& v : e.variants)
+      EXPECT_FALSE(v.arch == KernelArch::Sm90 && v.math == MathMode::TF32) << v.name();
+    const bool skipped_with_reason = std::any_of(e.skipped.begin(), e.skipped.end(), [](const SkippedVariant& s) {
+      return s.name.find("_tf32_") != std::string::npos && s.reason.find("K-major") != std::string::npos;
+    });
+    EXPECT_TRUE(skipped_with_reason);
+    // The pre-pass modes keep any layout.
+    EXPECT_TRUE(maths(e).count(MathMode::BF16));
+  }
+  auto tn = enumerate_gemm_variants(square(OperandLayout::Row, OperandLayout::Col), 1e-2, "sm90a", VariantSet::Default);
+  EXPECT_TRUE(maths(tn).count(MathMode::TF32));
+}
+
+TEST(Variant, MisalignedOutputKeepsOnlyScalarFamily) {
+  auto p = square(OperandLayout::Row, OperandLayout::Col, 1022);
+  p.ld_d = 1022;  // not a multiple of 4: no TMA store, no 16-byte epilogue
+  p.ld_a = p.ld_b = 1022;
+  p.k = 1022;
+  auto e = enumerate_gemm_variants(p, 1e-4, "sm90a", VariantSet::Default);
+  ASSERT_FALSE(e.variants.empty());
+  for (const auto& v : e.variants) {
+    EXPECT_EQ(v.arch, KernelArch::Sm80) << v.name();
+    EXPECT_EQ(v.math, MathMode::F32) << v.name();
+  }
+  EXPECT_FALSE(e.skipped.empty());
+}
+
+TEST(Variant, NonFloatOperandsHaveAReason) {
+  auto p = square(OperandLayout::Row, OperandLayout::Col);
+  p.element_a = p.element_b = "float16";
+  auto e = enumerate_gemm_variants(p, 1e-2, "sm90a", VariantSet::Default);
+  EXPECT_TRUE(e.variants.empty());
+  EXPECT_NE(e.reason.find("float16"), std::string::npos) << e.reason;
+}
+
+TEST(Variant, UnknownArchHasAReason) {
+  auto e = enumerate_gemm_variants(square(OperandLayout::Row, OperandLayout::Col), 1e-4, "gfx942", VariantSet::Default);
+  EXPECT_TRUE(e.variants.empty());
+  EXPECT_NE(e.reason.find("gfx942"), std::string::npos);
+  auto a100 = enumerate_gemm_variants(square(OperandLayout::Row, OperandLayout::Col), 1e-4, "sm80", VariantSet::Default);
+  ASSERT_FALSE(a100.variants.empty());
+  for (const auto& v : a100.variants) EXPECT_EQ(v.arch, KernelArch::Sm80);
+}
+
+TEST(Variant, SmallMnLargeKAddsSplitScheduling) {
+  auto p = square(OperandLayout::Row, OperandLayout::Row, 256, 524288);
+  auto e = enumerate_gemm_variants(p, 1e-4, "sm90a", VariantSet::Default);
+  bool streamk = false, splitk = false;
+  for (const auto& v : e.variants) {
+    streamk |= v.scheduler == SchedulerKind::StreamK;
+    if (v.scheduler == SchedulerKind::SplitK) {
+      splitk = true;
+      EXPECT_GE(v.splits, 2);
+    }
+  }
+  EXPECT_TRUE(streamk);
+  EXPECT_TRUE(splitk);
+  // Data-parallel tiles accumulate all of K serially: not offered by default here.
+  for (const auto& v : e.variants)
+    if (v.arch != KernelArch::Sm90Split)
+      EXPECT_TRUE(v.scheduler == SchedulerKind::StreamK || v.scheduler == SchedulerKind::SplitK) << v.name();
+  auto big = enumerate_gemm_variants(square(OperandLayout::Row, OperandLayout::Row), 1e-4, "sm90a", VariantSet::Default);
+  for (const auto& v : big.variants) EXPECT_NE(v.scheduler, SchedulerKind::StreamK) << v.name();
+}
+
+TEST(Variant, SplitKNotOfferedForBatchedSm80) {
+  auto p = square(OperandLayout::Row, OperandLayout::Row, 64, 65536);
+  p.batch = 4;
+  p.batch_stride_a = p.batch_stride_b = 64 * 65536;
+  p.batch_stride_d = 64 * 64;
+  auto e = enumerate_gemm_variants(p, 1e-4, "sm90a", VariantSet::Default);
+  for (const auto& v : e.variants)
+    EXPECT_FALSE(v.arch == KernelArch::Sm80 && v.scheduler == SchedulerKind::SplitK) << v.name();
+}
+
+TEST(Variant, AllSetIsASupersetOfDefault) {
+  auto p = square(OperandLayout::Row, OperandLayout::Col);
+  auto d = enumerate_gemm_variants(p, 1e-2, "sm90a", VariantSet::Default);
+  auto a = enumerate_gemm_variants(p, 1e-2, "sm90a", VariantSet::All);
+  std::set<std::string> all_names;
+  for (const auto& v : a.variants) all_names.insert(v.name());
+  EXPECT_GT(a.variants.size(), d.variants.size());
+  for (const auto& v : d.variants) EXPECT_TRUE(all_names.count(v.name())) << v.name();
+  // Cooperative needs tile M >= 128 and stream-K needs cooperative: never emitted otherwise.
+  for (const auto& v : a.variants) {
+    if (v.arch != KernelArch::Sm90) continue;
+    if (v.schedule == Schedule::Coop) EXPECT_GE(v.tile_m, 128) << v.name();
+    if (v.scheduler == SchedulerKind::StreamK) EXPECT_EQ(v.schedule, Schedule::Coop) << v.name();
+  }
+}
+
+TEST(Variant, ToleranceClasses) {
+  EXPECT_EQ(tolerance_class(1e-4), ToleranceClass::Fp32Faithful);
+  EXPECT_EQ(tolerance_class(1e-5), ToleranceClass::Fp32Faithful);
+  EXPECT_EQ(tolerance_class(1e-2), ToleranceClass::Relaxed);
+  EXPECT_THROW(parse_variant_set("most"), std::runtime_error);
+  EXPECT_EQ(parse_variant_set("all"), VariantSet::All);
+}
+
+TEST(Variant, ProblemFromPlanJson) {
+  auto g = nlohmann::json::parse(R"({"batch": 2, "m": 64, "n": 32, "k": 16,
+    "a": {"tensor": "x", "layout": "col", "ld": 64, "batch_stride": 1024},
+    "b": {"tensor": "w", "layout": "row", "ld": 32, "batch_stride": 0},
+    "d": {"tensor": "y", "ld": 32, "batch_stride": 2048},
+    "epilogue": {"kind": "bias", "tensor": "b", "ld": 0, "batch_stride": 0, "alpha": 1.0, "beta": 1.0},
+    "element_a": "float32", "element_b": "float32", "element_d": "float32"})");
+  auto p = gemm_problem_from_json(g);
+  EXPECT_EQ(p.batch, 2);
+  EXPECT_EQ(p.layout_a, OperandLayout::Col);
+  EXPECT_EQ(p.layout_b, OperandLayout::Row);
+  EXPECT_EQ(p.batch_stride_a, 1024);
+  EXPECT_EQ(p.epilogue, EpilogueKind::Bias);
+  g["a"]["layout"] = "diagonal";
+  EXPECT_THROW(gemm_problem_from_json(g), std::runtime_error);
+  g.erase("a");
+  try {
+    gemm_problem_from_json(g);
+    FAIL() << "missing field accepted";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("'a'"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace fact
