@@ -12,8 +12,8 @@
 #include <thread>
 
 #include <fmt/format.h>
-#include <xxhash.h>
 
+#include "fact/content_hash.hpp"
 #include "fact/env.hpp"
 #include "fact/log.hpp"
 #include "fact/process.hpp"
@@ -42,21 +42,6 @@ void write_atomically(const fs::path& path, const std::string& text) {
     if (!out) throw std::runtime_error("cannot write " + tmp.string());
   }
   fs::rename(tmp, path);
-}
-
-std::string hex128(XXH128_hash_t h) {
-  XXH128_canonical_t c;
-  XXH128_canonicalFromHash(&c, h);
-  std::string out;
-  for (unsigned char byte : c.digest) out += fmt::format("{:02x}", byte);
-  return out;
-}
-
-// Length-prefixed fields: ("ab","c") and ("a","bc") hash differently.
-void hash_field(XXH3_state_t* state, const std::string& field) {
-  const uint64_t n = field.size();
-  XXH3_128bits_update(state, &n, sizeof n);
-  XXH3_128bits_update(state, field.data(), field.size());
 }
 
 std::string nvcc_release(const std::string& version_text) {
@@ -95,7 +80,7 @@ std::optional<Toolchain> resolve_toolchain(std::string* why) {
     if (tc.cutlass_commit.empty()) {
       // No recorded commit: identify the headers by their version file instead.
       const std::string version_h = read_file(fs::path(*dir) / "include" / "cutlass" / "version.h");
-      tc.cutlass_commit = "unrecorded:" + hex128(XXH3_128bits(version_h.data(), version_h.size())).substr(0, 16);
+      tc.cutlass_commit = "unrecorded:" + ContentHash().add(version_h).hex().substr(0, 16);
     }
   } else {
     missing.push_back("CUTLASS: " + cutlass_why);
@@ -151,32 +136,18 @@ std::string templates_digest(const std::string& source_dir) {
     if (entry.is_regular_file() && entry.path().extension() == ".cuh") files.push_back(entry.path());
   std::sort(files.begin(), files.end());
   files.push_back(fs::path(source_dir) / "include" / "fact" / "kernel_abi.h");
-  XXH3_state_t* state = XXH3_createState();
-  XXH3_128bits_reset(state);
-  for (const auto& f : files) {
-    hash_field(state, f.filename().string());
-    hash_field(state, read_file(f));
-  }
-  const std::string out = hex128(XXH3_128bits_digest(state));
-  XXH3_freeState(state);
-  return out;
+  ContentHash digest;
+  for (const auto& f : files) digest.add_file(f.string());
+  return digest.hex();
 }
 
 std::string kernel_cache_key(const std::string& cutlass_commit, const std::string& nvcc_version,
                              const std::vector<std::string>& flags, const std::string& source,
                              const std::string& templates_digest) {
-  XXH3_state_t* state = XXH3_createState();
-  XXH3_128bits_reset(state);
-  hash_field(state, "fact-kernel-cache-v1");
-  hash_field(state, cutlass_commit);
-  hash_field(state, nvcc_version);
-  hash_field(state, std::to_string(flags.size()));
-  for (const auto& f : flags) hash_field(state, f);
-  hash_field(state, source);
-  hash_field(state, templates_digest);
-  const std::string out = hex128(XXH3_128bits_digest(state));
-  XXH3_freeState(state);
-  return out;
+  ContentHash key;
+  key.add("fact-kernel-cache-v1").add(cutlass_commit).add(nvcc_version).add(std::to_string(flags.size()));
+  for (const auto& f : flags) key.add(f);
+  return key.add(source).add(templates_digest).hex();
 }
 
 std::string kernel_dir(const std::string& cache_root, const std::string& key) {

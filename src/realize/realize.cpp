@@ -266,6 +266,14 @@ void record(Registry& registry, const PatternWork& w, const RealizedPattern& p, 
 
 }  // namespace
 
+// True when the pattern's single output is the GEMM's D, i.e. a kernel that
+// writes D computes everything the pattern's nodes compute.
+static bool gemm_writes_pattern_output(const nlohmann::json& pattern) {
+  const auto& outputs = pattern.value("outputs", nlohmann::json::array());
+  const auto& d = pattern.at("gemm").value("d", nlohmann::json::object());
+  return outputs.size() == 1 && outputs[0].is_string() && d.value("tensor", "") == outputs[0].get<std::string>();
+}
+
 int run_realize(const RealizeOptions& options) {
   log::Stopwatch total_clock;
   // ---- plan ----
@@ -336,6 +344,12 @@ int run_realize(const RealizeOptions& options) {
     w.shape_class = str(pat, "shape_class");
     if (!pat.contains("gemm") || !pat.at("gemm").is_object()) {
       w.fallback_reason = fmt::format("no realizer for rule '{}' (only GEMM patterns are realized)", w.rule);
+    } else if (!gemm_writes_pattern_output(pat)) {
+      // The pattern computes more than D (an epilogue chain): until the emitter
+      // generates epilogues from chains, a kernel that writes only D would leave
+      // the pattern's output unwritten.
+      w.fallback_reason = "the pattern's output is computed after the GEMM (epilogue chain); no realizer generates "
+                          "that epilogue yet";
     } else {
       try {
         w.problem = gemm_problem_from_json(pat.at("gemm"));

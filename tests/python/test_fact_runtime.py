@@ -127,6 +127,22 @@ def test_load_failure_falls_back_with_a_warning(fakes):
     torch.testing.assert_close(module(x), expected, rtol=1e-5, atol=1e-5)
 
 
+def test_pattern_computing_more_than_the_gemm_falls_back(fakes):
+    # An epilogue chain (here the `+ offset`) absorbed into the pattern: a kernel
+    # writing only D would drop it, so the pattern must not be installed.
+    module = LinearModel()
+    x = torch.randn(4, 8, 32)
+    expected = module(x)
+    chained = matmul_t_pattern()
+    chained["nodes"] = ["t", "matmul", "add"]
+    chained["inputs"] = ["relu", "w", "offset"]
+    chained["outputs"] = ["add"]
+    with pytest.warns(RuntimeWarning, match=r"pattern p1 falls back to PyTorch: .*not the GEMM's D"):
+        runtime.install(module, manifest(chained))
+    assert runtime.installed_patterns(module) == []
+    torch.testing.assert_close(module(x), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_stale_manifest_and_runtime_rejections_fall_back(fakes):
     module = LinearModel()
     x = torch.randn(4, 8, 32)

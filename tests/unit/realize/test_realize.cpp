@@ -184,6 +184,20 @@ TEST(Realize, NoPassingCandidateFallsBackWithReasons) {
   EXPECT_FALSE(reg.find_winner("gemm", "float32", "sm90a", p0["problem_key"], 1e-4).has_value());
 }
 
+TEST(Realize, PatternComputingMoreThanTheGemmFallsBackWithoutCompiling) {
+  json chained = gemm_pattern("p0");
+  chained["nodes"] = {"mm", "add"};
+  chained["outputs"] = {"add"};  // an epilogue chain follows D
+  Fixture f(R"([])", json::array({chained, gemm_pattern("p1")}));
+  ASSERT_EQ(run_realize(f.options()), 0);
+  json r = f.realized();
+  EXPECT_EQ(r["patterns"][0]["status"], "fallback");
+  EXPECT_NE(r["patterns"][0]["reason"].get<std::string>().find("epilogue chain"), std::string::npos)
+      << r["patterns"][0]["reason"];
+  EXPECT_TRUE(r["patterns"][0]["candidates"].empty());
+  EXPECT_EQ(r["patterns"][1]["status"], "realized") << "the plain GEMM beside it is still realized";
+}
+
 TEST(Realize, CompileOnlyNeedsNoWorker) {
   Fixture f(R"([["gemm", "exit"]])", json::array({gemm_pattern("p0")}));
   auto o = f.options();
