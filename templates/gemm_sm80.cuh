@@ -22,6 +22,7 @@
 #include "cutlass/gemm/threadblock/threadblock_swizzle.h"
 #include "cutlass/layout/matrix.h"
 
+#include "cutlass_launch.cuh"
 #include "fact/kernel_abi.h"
 
 namespace fact::gemm_sm80 {
@@ -140,23 +141,7 @@ struct Operation {
       why = "workspace too small: need " + std::to_string(need) + " bytes, got " + std::to_string(workspace_bytes);
       return 2;
     }
-    Gemm gemm;
-    cutlass::Status status = gemm.initialize(args, need ? workspace : nullptr, stream);
-    if (status != cutlass::Status::kSuccess) {
-      why = std::string("CUTLASS initialize: ") + cutlassGetStatusString(status);
-      return 4;
-    }
-    status = gemm.run(stream);
-    if (status != cutlass::Status::kSuccess) {
-      why = std::string("CUTLASS run: ") + cutlassGetStatusString(status);
-      return 5;
-    }
-    cudaError_t err = cudaGetLastError();
-    if (err != cudaSuccess) {
-      why = std::string("GEMM launch: ") + cudaGetErrorString(err);
-      return static_cast<int>(err);
-    }
-    return 0;
+    return fact::cutlass_launch::initialize_and_run<Gemm>(args, need ? workspace : nullptr, stream, why);
   }
 };
 

@@ -47,6 +47,7 @@
 #include "cutlass/util/packed_stride.hpp"
 
 #include "convert_split.cuh"
+#include "cutlass_launch.cuh"
 #include "fact/kernel_abi.h"
 
 namespace fact::gemm_sm90 {
@@ -428,31 +429,14 @@ struct Operation {
       a = reinterpret_cast<const Element*>(image_a);
       b = reinterpret_cast<const Element*>(image_b);
     }
-    Gemm gemm;
     auto args = make_arguments(p, a, b, alpha_ptr);
-    cutlass::Status status = gemm.can_implement(args);
+    cutlass::Status status = Gemm::can_implement(args);
     if (status != cutlass::Status::kSuccess) {
       why = std::string("CUTLASS can_implement: ") + cutlassGetStatusString(status);
       return 3;
     }
     const size_t gemm_bytes = Gemm::get_workspace_size(args);
-    status = gemm.initialize(args, gemm_bytes ? cursor : nullptr, stream);
-    if (status != cutlass::Status::kSuccess) {
-      why = std::string("CUTLASS initialize: ") + cutlassGetStatusString(status);
-      return 4;
-    }
-    status = gemm.run(stream);
-    if (status != cutlass::Status::kSuccess) {
-      why = std::string("CUTLASS run: ") + cutlassGetStatusString(status);
-      if (cudaGetLastError() != cudaSuccess) why += " (CUDA launch error)";
-      return 5;
-    }
-    cudaError_t err = cudaGetLastError();
-    if (err != cudaSuccess) {
-      why = std::string("GEMM launch: ") + cudaGetErrorString(err);
-      return static_cast<int>(err);
-    }
-    return 0;
+    return fact::cutlass_launch::initialize_and_run<Gemm>(args, gemm_bytes ? cursor : nullptr, stream, why);
   }
 };
 
