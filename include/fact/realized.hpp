@@ -26,6 +26,10 @@ struct RealizedPattern {
   std::optional<double> median_ms, baseline_median_ms, max_abs_err, fail_frac;
   bool from_registry = false;
   std::string rule, problem_key;  // added fields (v1-compatible)
+  // Set when the kernel computes only the GEMM core of a plan pattern whose
+  // output comes after the GEMM (an epilogue chain no emitter generates yet):
+  // the nodes and output the kernel replaces, and the plan's nodes left to PyTorch.
+  std::vector<std::string> bound_nodes, bound_outputs, left_to_pytorch;
   std::vector<RealizedCandidate> candidates;
 };
 

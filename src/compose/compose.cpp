@@ -144,6 +144,10 @@ int compose(const ComposeOptions& options) {
     fs::copy_file(library, out / local_library, fs::copy_options::overwrite_existing);
 
     json bound = found->second;
+    // Realize may bind only the GEMM core of a pattern (its epilogue chain
+    // stays in PyTorch): the runtime must replace exactly those nodes.
+    for (const char* key : {"nodes", "outputs"})
+      if (outcome.contains(key)) bound[key] = outcome[key];
     bound["variant"] = outcome.at("variant");
     bound["math"] = outcome.at("math");
     bound["library"] = local_library.string();

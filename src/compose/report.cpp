@@ -72,6 +72,12 @@ std::string compose_report(const json& ir, const json& plan, const json& realize
     if (outcome.value("status", "") != "realized")
       md += fmt::format("Fallback reason: {}\n\n", outcome.value("reason", "(none given)"));
     if (outcome.value("from_registry", false)) md += "Winner reused from the registry (verified again, not re-tuned).\n\n";
+    if (outcome.contains("left_to_pytorch") && !outcome["left_to_pytorch"].empty()) {
+      std::string chain;
+      for (const json& node : outcome["left_to_pytorch"]) chain += (chain.empty() ? "`" : ", `") + node.get<std::string>() + "`";
+      md += fmt::format("The kernel computes the GEMM core only; the epilogue chain {} runs in PyTorch (no emitter "
+                        "generates chain epilogues yet).\n\n", chain);
+    }
     const json candidates = outcome.value("candidates", json::array());
     if (candidates.empty()) {
       md += "No candidates were tried.\n\n";

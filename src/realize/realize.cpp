@@ -12,6 +12,7 @@
 #include <set>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include "fact/build.hpp"
@@ -44,6 +45,7 @@ struct PatternWork {
   std::string id, rule, dtype, arch, problem_key, shape_class;
   std::optional<GemmProblemDesc> problem;
   std::string fallback_reason;  // set when the pattern cannot be attempted at all
+  std::vector<std::string> left_to_pytorch;  // epilogue-chain nodes of the plan pattern the kernel does not compute
   std::vector<Candidate> candidates;
   std::vector<SkippedVariant> skipped;
   bool from_registry = false;
@@ -190,6 +192,11 @@ RealizedPattern summarize(const PatternWork& w, bool compile_only) {
   p.rule = w.rule;
   p.problem_key = w.problem_key;
   p.from_registry = w.from_registry;
+  if (!w.left_to_pytorch.empty()) {
+    p.bound_nodes = w.pattern.at("nodes").get<std::vector<std::string>>();
+    p.bound_outputs = w.pattern.at("outputs").get<std::vector<std::string>>();
+    p.left_to_pytorch = w.left_to_pytorch;
+  }
   for (const auto& c : w.candidates) {
     RealizedCandidate rc;
     rc.name = c.name;
@@ -266,12 +273,25 @@ void record(Registry& registry, const PatternWork& w, const RealizedPattern& p, 
 
 }  // namespace
 
-// True when the pattern's single output is the GEMM's D, i.e. a kernel that
-// writes D computes everything the pattern's nodes compute.
-static bool gemm_writes_pattern_output(const nlohmann::json& pattern) {
+// A plan pattern whose output is computed after the GEMM (an epilogue chain)
+// is realized as its GEMM core: the nodes up to and including the root, with D
+// as the output; the chain's nodes stay in PyTorch and read D. Returns the
+// chain's node ids (empty when the pattern's output already is D).
+static std::vector<std::string> reduce_to_gemm_core(nlohmann::json& pattern) {
+  const std::string d = pattern.at("gemm").at("d").value("tensor", "");
   const auto& outputs = pattern.value("outputs", nlohmann::json::array());
-  const auto& d = pattern.at("gemm").value("d", nlohmann::json::object());
-  return outputs.size() == 1 && outputs[0].is_string() && d.value("tensor", "") == outputs[0].get<std::string>();
+  if (outputs.size() == 1 && outputs[0] == d) return {};
+  const std::string root = pattern.value("root", "");
+  std::vector<std::string> core, chain;
+  bool after_root = false;
+  for (const auto& node : pattern.value("nodes", nlohmann::json::array())) {
+    (after_root ? chain : core).push_back(node.get<std::string>());
+    if (node == root) after_root = true;
+  }
+  if (!after_root) throw std::runtime_error("pattern root '" + root + "' is not among its nodes");
+  pattern["nodes"] = core;
+  pattern["outputs"] = nlohmann::json::array({d});
+  return chain;
 }
 
 int run_realize(const RealizeOptions& options) {
@@ -344,14 +364,12 @@ int run_realize(const RealizeOptions& options) {
     w.shape_class = str(pat, "shape_class");
     if (!pat.contains("gemm") || !pat.at("gemm").is_object()) {
       w.fallback_reason = fmt::format("no realizer for rule '{}' (only GEMM patterns are realized)", w.rule);
-    } else if (!gemm_writes_pattern_output(pat)) {
-      // The pattern computes more than D (an epilogue chain): until the emitter
-      // generates epilogues from chains, a kernel that writes only D would leave
-      // the pattern's output unwritten.
-      w.fallback_reason = "the pattern's output is computed after the GEMM (epilogue chain); no realizer generates "
-                          "that epilogue yet";
     } else {
       try {
+        w.left_to_pytorch = reduce_to_gemm_core(w.pattern);
+        if (!w.left_to_pytorch.empty())
+          log::info("[realize] {}: realizing the GEMM core; its epilogue chain ({}) stays in PyTorch until an "
+                    "emitter generates it", w.id, fmt::join(w.left_to_pytorch, ", "));
         w.problem = gemm_problem_from_json(pat.at("gemm"));
       } catch (const std::exception& e) {
         w.fallback_reason = e.what();

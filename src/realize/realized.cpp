@@ -44,6 +44,11 @@ json realized_to_json(const RealizedFile& f) {
                         {"rule", p.rule},
                         {"problem_key", p.problem_key},
                         {"candidates", candidates}});
+    if (!p.bound_nodes.empty()) {
+      patterns.back()["nodes"] = p.bound_nodes;
+      patterns.back()["outputs"] = p.bound_outputs;
+      patterns.back()["left_to_pytorch"] = p.left_to_pytorch;
+    }
   }
   return {{"fact_realized", 1},
           {"plan", f.plan},

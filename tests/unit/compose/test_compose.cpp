@@ -92,6 +92,19 @@ TEST_F(ComposeTest, WritesSelfContainedModuleFolder) {
   EXPECT_NE(report.find("other:torch.cumsum"), std::string::npos);
 }
 
+TEST_F(ComposeTest, GemmCoreBindingOverridesThePlanPatternNodes) {
+  realized_["patterns"][0]["nodes"] = {"mm"};
+  realized_["patterns"][0]["outputs"] = {"y"};
+  realized_["patterns"][0]["left_to_pytorch"] = {"add", "gelu"};
+  spit(dir_ / "realized.json", realized_.dump());
+  ASSERT_EQ(fact::run_compose({(dir_ / "realized.json").string(), (dir_ / "out").string()}), 0);
+  json manifest = json::parse(slurp(dir_ / "out" / "fact_manifest.json"));
+  EXPECT_EQ(manifest["patterns"][0]["nodes"], json({"mm"}));
+  EXPECT_EQ(manifest["patterns"][0]["outputs"], json({"y"}));
+  const std::string report = slurp(dir_ / "out" / "report.md");
+  EXPECT_NE(report.find("epilogue chain `add`, `gelu` runs in PyTorch"), std::string::npos) << report;
+}
+
 TEST_F(ComposeTest, MissingSourceFileIsAClearError) {
   fs::remove(dir_ / "model.py");
   testing::internal::CaptureStderr();

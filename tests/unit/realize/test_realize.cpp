@@ -184,18 +184,24 @@ TEST(Realize, NoPassingCandidateFallsBackWithReasons) {
   EXPECT_FALSE(reg.find_winner("gemm", "float32", "sm90a", p0["problem_key"], 1e-4).has_value());
 }
 
-TEST(Realize, PatternComputingMoreThanTheGemmFallsBackWithoutCompiling) {
+TEST(Realize, PatternWithAnEpilogueChainIsRealizedAsItsGemmCore) {
   json chained = gemm_pattern("p0");
-  chained["nodes"] = {"mm", "add"};
-  chained["outputs"] = {"add"};  // an epilogue chain follows D
-  Fixture f(R"([])", json::array({chained, gemm_pattern("p1")}));
+  chained["nodes"] = {"t", "mm", "add", "relu"};
+  chained["outputs"] = {"relu"};  // an epilogue chain follows D
+  Fixture f(R"([])", json::array({chained}));
   ASSERT_EQ(run_realize(f.options()), 0);
   json r = f.realized();
-  EXPECT_EQ(r["patterns"][0]["status"], "fallback");
-  EXPECT_NE(r["patterns"][0]["reason"].get<std::string>().find("epilogue chain"), std::string::npos)
-      << r["patterns"][0]["reason"];
-  EXPECT_TRUE(r["patterns"][0]["candidates"].empty());
-  EXPECT_EQ(r["patterns"][1]["status"], "realized") << "the plain GEMM beside it is still realized";
+  const json& p0 = r["patterns"][0];
+  EXPECT_EQ(p0["status"], "realized");
+  EXPECT_EQ(p0["nodes"], json({"t", "mm"}));
+  EXPECT_EQ(p0["outputs"], json({"mm"}));
+  EXPECT_EQ(p0["left_to_pytorch"], json({"add", "relu"}));
+}
+
+TEST(Realize, PlainPatternCarriesNoBindingOverride) {
+  Fixture f(R"([])", json::array({gemm_pattern("p0")}));
+  ASSERT_EQ(run_realize(f.options()), 0);
+  EXPECT_FALSE(f.realized()["patterns"][0].contains("left_to_pytorch"));
 }
 
 TEST(Realize, CompileOnlyNeedsNoWorker) {
