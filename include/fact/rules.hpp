@@ -125,7 +125,7 @@ class RuleSet {
   // Rules whose root ops include `op`, in the order they were added.
   std::vector<const Rule*> for_op(const std::string& op) const;
   const std::deque<Rule>& rules() const { return rules_; }
-  // The rules FACT ships (GEMM family now).
+  // The rules FACT ships: gemm (with its epilogue chain), attention, layernorm.
   static const RuleSet& builtin();
 
  private:

@@ -13,6 +13,7 @@
 #include <array>
 
 #include "fact/discover.hpp"
+#include "fact/rules.hpp"
 
 namespace fact {
 namespace {
@@ -70,10 +71,60 @@ CostEstimate estimate_cost(const Workload& work, double tolerance, const DeviceC
     eager_rate = best_rate = device.bf16_flops;
     c.eager_math = c.best_math = work.dtype == DType::Float16 ? "f16" : "bf16";
   }
-  c.eager_ms = roofline_ms(work.flops, work.bytes, eager_rate, device.hbm_bytes_per_s);
+  // Eager may do more than the fused kernel (materialised intermediates, masked-out scores).
+  const double eager_flops = work.eager_flops > 0.0 ? work.eager_flops : work.flops;
+  const double eager_bytes = work.eager_bytes > 0.0 ? work.eager_bytes : work.bytes;
+  c.eager_ms = roofline_ms(eager_flops, eager_bytes, eager_rate, device.hbm_bytes_per_s);
   c.best_ms = roofline_ms(work.flops, work.bytes, best_rate, device.hbm_bytes_per_s);
   c.gain_ms = c.eager_ms - c.best_ms;
   return c;
+}
+
+// ---- work of the transformer-block patterns (declared in fact/rules.hpp) ----
+
+Workload attention_work(int64_t batch, int64_t heads, int64_t seq_q, int64_t seq_k, int64_t head_dim,
+                        int64_t head_dim_v, bool causal, int score_passes, DType dtype) {
+  Workload w;
+  w.dtype = dtype;
+  const double bh = static_cast<double>(batch) * static_cast<double>(heads);
+  const double tq = static_cast<double>(seq_q), tk = static_cast<double>(seq_k);
+  const double d = static_cast<double>(head_dim), dv = static_cast<double>(head_dim_v);
+  // Q.K^T (2*Tq*Tk*d) + P.V (2*Tq*Tk*dv) per head; a causal kernel skips the masked half.
+  const double full = 2.0 * bh * tq * tk * (d + dv);
+  w.flops = causal ? full / 2.0 : full;
+  const double elem = dtype_bytes(dtype);
+  const double qkvo = bh * (tq * d + tk * d + tk * dv + tq * dv) * elem;
+  w.bytes = qkvo;
+  // Eager computes every score and writes/reads the [B,H,Tq,Tk] matrix once per pass.
+  w.eager_flops = full;
+  w.eager_bytes = qkvo + static_cast<double>(score_passes) * bh * tq * tk * elem;
+  return w;
+}
+
+Workload layernorm_work(int64_t rows, int64_t cols, bool affine, bool residual, bool writes_sum, DType dtype) {
+  Workload w;
+  w.dtype = dtype;
+  const double n = static_cast<double>(rows) * static_cast<double>(cols);
+  const double elem = dtype_bytes(dtype);
+  // x read + y written (+ the second residual operand, + the sum) + weight/bias once.
+  w.bytes = (2.0 + (residual ? 1.0 : 0.0) + (writes_sum ? 1.0 : 0.0)) * n * elem +
+            (affine ? 2.0 * static_cast<double>(cols) * elem : 0.0);
+  w.flops = (8.0 + (residual ? 1.0 : 0.0)) * n;
+  // Eager: the add is its own kernel (reads 2, writes 1), then LayerNorm reads it again.
+  w.eager_bytes = residual ? w.bytes + (writes_sum ? 1.0 : 2.0) * n * elem : w.bytes;
+  return w;
+}
+
+Workload add_epilogue_work(Workload gemm, double elements, double ops_per_element, double leaf_bytes,
+                           int eager_kernels) {
+  const double elem = dtype_bytes(gemm.dtype);
+  Workload w = gemm;
+  w.flops = gemm.flops + ops_per_element * elements;
+  w.bytes = gemm.bytes + leaf_bytes;
+  // Eager: each elementwise op is a kernel reading and writing the full output.
+  w.eager_flops = w.flops;
+  w.eager_bytes = w.bytes + 2.0 * static_cast<double>(eager_kernels) * elements * elem;
+  return w;
 }
 
 double default_tolerance(const Graph& graph) {

@@ -74,6 +74,8 @@ json pattern_json(const Planned& p, const std::string& arch, int priority) {
             {"problem_key", p.match.problem_key},
             {"shape_class", p.match.shape_class}};
   if (p.match.gemm) j["gemm"] = p.match.gemm->to_json();
+  // Rule-specific payloads (attention, layernorm, epilogue_chain: CONTRACTS.md §2.1).
+  for (auto it = p.match.payload.begin(); it != p.match.payload.end(); ++it) j[it.key()] = it.value();
   j["cost"] = {{"flops", p.cost.flops},
                {"bytes", p.cost.bytes},
                {"eager_ms_est", p.cost.eager_ms},
@@ -126,6 +128,7 @@ json build_plan(const Graph& graph, const DiscoverOptions& options, const Regist
           }
         }
       }
+      if (!outcome.match && !outcome.applicable) continue;  // not this rule's pattern at all
       if (!outcome.match) {
         reasons.push_back(outcome.reason);
         rejections.push_back({{"node", node.id}, {"rule", rule->name}, {"reason", outcome.reason}});
@@ -142,7 +145,7 @@ json build_plan(const Graph& graph, const DiscoverOptions& options, const Regist
       matched = true;
       break;
     }
-    if (!matched) rejected[node.id] = join(reasons, "; ");
+    if (!matched && !reasons.empty()) rejected[node.id] = join(reasons, "; ");
   }
 
   for (auto& p : planned) {
@@ -175,6 +178,8 @@ json build_plan(const Graph& graph, const DiscoverOptions& options, const Regist
     } else if (is_view_op(node.op)) {
       reason = "view op, runs in PyTorch";
       if (auto it = notes.find(node.id); it != notes.end()) reason += " (" + it->second + ")";
+    } else if (auto it = notes.find(node.id); it != notes.end()) {
+      reason = it->second;  // e.g. why a GEMM epilogue did not absorb this op
     } else {
       reason = fmt::format("no rule has root op '{}'", node.op);
     }

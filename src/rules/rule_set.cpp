@@ -20,7 +20,10 @@ std::vector<const Rule*> RuleSet::for_op(const std::string& op) const {
 const RuleSet& RuleSet::builtin() {
   static const RuleSet set = [] {
     RuleSet s;
-    s.add(make_gemm_rule());
+    // GEMM ops have exactly one rule: the GEMM rule extended with its epilogue chain.
+    s.add(make_gemm_epilogue_rule());
+    s.add(make_attention_rule());
+    s.add(make_layernorm_rule());
     return s;
   }();
   return set;
