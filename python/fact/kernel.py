@@ -299,3 +299,22 @@ def stream_pointer(device) -> int:
     if device.type != "cuda":
         return 0
     return int(torch.cuda.current_stream(device).cuda_stream)
+
+
+def gemm_core(pattern: dict) -> tuple[list, list]:
+    """(nodes, outputs) a GEMM kernel computes for a plan pattern. A pattern
+    whose output is computed after the GEMM (an epilogue chain no emitter
+    generates yet) is bound as its GEMM core: its nodes up to and including the
+    root, with D as output; the chain's nodes keep running in PyTorch, reading
+    D. Mirrors realize's reduction (docs/CONTRACTS.md §6); the worker verifies
+    and the runtime installs exactly this core. Raises ValueError when the
+    pattern's root is not among its nodes."""
+    names = list(pattern.get("nodes", []))
+    outputs = list(pattern.get("outputs", []))
+    d = pattern["gemm"]["d"]["tensor"]
+    if outputs == [d]:
+        return names, outputs
+    root = pattern.get("root")
+    if root not in names:
+        raise ValueError(f"pattern root {root!r} is not among its nodes {names}")
+    return names[:names.index(root) + 1], [d]

@@ -317,11 +317,12 @@ def _prepare(gm, builder, pattern: dict, base_dir: str, replaced: dict) -> tuple
     outputs = pattern.get("outputs", [])
     if len(outputs) != 1 or outputs[0] not in names:
         raise _Fallback(f"expected one output among the pattern's nodes, got {outputs}")
-    if outputs[0] != pattern["gemm"]["d"]["tensor"]:
-        # The pattern computes more than the GEMM (e.g. an epilogue chain): the
-        # kernel writes only D, so replacing the nodes would drop the rest.
-        raise _Fallback(f"the pattern's output {outputs[0]!r} is not the GEMM's D "
-                        f"{pattern['gemm']['d']['tensor']!r}; this runtime installs plain GEMM patterns")
+    try:
+        names, outputs = _kernel.gemm_core(pattern)
+    except ValueError as e:
+        raise _Fallback(str(e)) from None
+    if outputs[0] not in graph_nodes:
+        raise _Fallback(f"the GEMM's output {outputs[0]!r} is not in the re-traced graph")
     members = set(names)
     ordered = [n for n in gm.graph.nodes if n.name in members]  # graph order is topological
 

@@ -70,10 +70,11 @@ class PatternBench:
         import torch
 
         self.ir = ir
-        self.pattern = pattern
         self.gemm = pattern.get("gemm")
         if not self.gemm:
             raise ValueError(f"pattern {pattern.get('id')} has no gemm binding; this worker runs GEMM kernels")
+        nodes, outputs = _kernel.gemm_core(pattern)
+        self.pattern = pattern = dict(pattern, nodes=nodes, outputs=outputs)
         self.device = device
         tensors = ir["tensors"]
         self.input_ids = [i for i in pattern["inputs"] if tensors.get(i, {}).get("kind") != "const"]

@@ -127,9 +127,9 @@ def test_load_failure_falls_back_with_a_warning(fakes):
     torch.testing.assert_close(module(x), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_pattern_computing_more_than_the_gemm_falls_back(fakes):
-    # An epilogue chain (here the `+ offset`) absorbed into the pattern: a kernel
-    # writing only D would drop it, so the pattern must not be installed.
+def test_pattern_with_an_epilogue_chain_binds_its_gemm_core(fakes):
+    # The `+ offset` absorbed into the pattern as an epilogue chain: the kernel
+    # computes D only, so only the GEMM core is replaced and the add keeps running.
     module = LinearModel()
     x = torch.randn(4, 8, 32)
     expected = module(x)
@@ -137,10 +137,13 @@ def test_pattern_computing_more_than_the_gemm_falls_back(fakes):
     chained["nodes"] = ["t", "matmul", "add"]
     chained["inputs"] = ["relu", "w", "offset"]
     chained["outputs"] = ["add"]
-    with pytest.warns(RuntimeWarning, match=r"pattern p1 falls back to PyTorch: .*not the GEMM's D"):
-        runtime.install(module, manifest(chained))
-    assert runtime.installed_patterns(module) == []
-    torch.testing.assert_close(module(x), expected, rtol=1e-5, atol=1e-5)
+    runtime.install(module, manifest(chained))
+    assert runtime.installed_patterns(module) == ["p1"]
+    found = targets(module)
+    assert "t" not in found and torch.matmul not in found and found.count(runtime.fact_gemm) == 1
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), expected, rtol=1e-5, atol=1e-5)
+    assert fakes["libgemm_mt.so"].runs == 1
 
 
 def test_stale_manifest_and_runtime_rejections_fall_back(fakes):
