@@ -121,6 +121,15 @@ def rotation_count(bytes_per_set: int, device=None) -> int:
     return min(16, max(2, -(-2 * l2 // bytes_per_set)))
 
 
+def _rotating_call(fn, rotate_inputs):
+    """call(i): fn() or, with input sets to rotate through, fn(*set i mod n)."""
+    def call(i):
+        if rotate_inputs:
+            return fn(*rotate_inputs[i % len(rotate_inputs)])
+        return fn()
+    return call
+
+
 def time_cuda(fn, warmup: int = 10, reps: int = 100, flush_l2: bool = True, rotate_inputs=None) -> dict:
     """Times `fn` on the current CUDA stream with CUDA events.
 
@@ -135,10 +144,7 @@ def time_cuda(fn, warmup: int = 10, reps: int = 100, flush_l2: bool = True, rota
         size = max(256 << 20, 2 * l2_cache_bytes())
         flush = torch.empty(size // 4, dtype=torch.int32, device="cuda")
 
-    def call(i):
-        if rotate_inputs:
-            return fn(*rotate_inputs[i % len(rotate_inputs)])
-        return fn()
+    call = _rotating_call(fn, rotate_inputs)
 
     for i in range(warmup):
         call(i)
@@ -166,10 +172,7 @@ def time_host(fn, warmup: int = 10, reps: int = 100, flush_l2: bool = False, rot
     its numbers with time_cuda's."""
     import time
 
-    def call(i):
-        if rotate_inputs:
-            return fn(*rotate_inputs[i % len(rotate_inputs)])
-        return fn()
+    call = _rotating_call(fn, rotate_inputs)
 
     for i in range(warmup):
         call(i)
