@@ -84,15 +84,20 @@ std::string compose_report(const json& ir, const json& plan, const json& realize
       continue;
     }
     md += "| candidate | status | median ms | reason |\n|---|---|---|---|\n";
-    for (const json& candidate : candidates)
-      md += fmt::format("| {} | {} | {} | {} |\n", candidate.value("name", ""), candidate.value("status", ""),
-                        number_or_dash(candidate, "median_ms", "{:.3f}"), cell(candidate.value("reason", "")));
+    for (const json& candidate : candidates) {
+      // Only a candidate that passed was timed; other statuses carry no time.
+      const std::string status = candidate.value("status", "");
+      const bool timed = status == "ok" || status == "winner";
+      md += fmt::format("| {} | {} | {} | {} |\n", candidate.value("name", ""), status,
+                        timed ? number_or_dash(candidate, "median_ms", "{:.3f}") : "–",
+                        cell(candidate.value("reason", "")));
+    }
     md += "\n";
   }
 
   md += "## Left to PyTorch\n\n";
   const json unmatched = plan.value("unmatched", json::array());
-  if (unmatched.empty()) md += "Every op is covered by a pattern.\n";
+  if (unmatched.empty()) md += "Every op is covered by a pattern (the nodes of a pattern that fell back run in PyTorch).\n";
   for (const json& entry : unmatched)
     md += fmt::format("- `{}` ({}): {}\n", entry.value("node", ""), entry.value("op", ""), entry.value("reason", ""));
   const json rejections = plan.value("rejections", json::array());
