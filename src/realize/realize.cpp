@@ -46,6 +46,10 @@ struct PatternWork {
   std::optional<GemmProblemDesc> problem;
   std::string fallback_reason;  // set when the pattern cannot be attempted at all
   std::vector<std::string> left_to_pytorch;  // epilogue-chain nodes of the plan pattern the kernel does not compute
+  // Warm path: the other candidates' outcomes as the registry recorded them
+  // (latest per variant, same tolerance and toolchain), so the report still
+  // shows what the winner was chosen over.
+  std::vector<CandidateOutcome> recorded;
   std::vector<Candidate> candidates;
   std::vector<SkippedVariant> skipped;
   bool from_registry = false;
@@ -234,6 +238,20 @@ RealizedPattern summarize(const PatternWork& w, bool compile_only) {
     p.fail_frac = best->result->fail_frac;
     for (auto& rc : p.candidates)
       if (rc.name == best->name) rc.status = "winner";
+    if (w.from_registry) {
+      // What the re-verified winner was chosen over, as the registry recorded it.
+      for (const auto& o : w.recorded) {
+        RealizedCandidate rc;
+        rc.name = o.variant;
+        rc.status = o.status == "winner" ? "ok" : o.status;  // an earlier run's winner that lost since
+        rc.reason = "recorded in the registry" + (o.created_at.empty() ? std::string() : " on " + o.created_at) +
+                    (o.reason.empty() ? std::string() : ": " + o.reason);
+        rc.median_ms = o.median_ms;
+        rc.max_abs_err = o.max_abs_err;
+        rc.fail_frac = o.fail_frac;
+        p.candidates.push_back(std::move(rc));
+      }
+    }
     return p;
   }
   p.status = "fallback";
@@ -393,6 +411,11 @@ int run_realize(const RealizeOptions& options) {
           if (fs::exists(cached_library_path(cache_root, key, c.name))) {
             w.candidates.push_back(std::move(c));
             w.from_registry = true;
+            std::map<std::string, CandidateOutcome> latest;  // outcomes_for is in recording order
+            for (auto& o : registry->outcomes_for(w.problem_key))
+              if (o.variant != winner->variant && o.tolerance == winner->tolerance && o.toolchain == toolchain_id)
+                latest[o.variant] = std::move(o);
+            for (auto& [name, o] : latest) w.recorded.push_back(std::move(o));
             log::info("[realize] {}: registry winner {} is cached; verifying it only", w.id, w.candidates[0].name);
           }
         }
