@@ -53,53 +53,27 @@
 namespace fact::gemm_sm90 {
 
 // ---- math modes -------------------------------------------------------------
-// Element: the GEMM's operand type. Terms: pre-pass segments (0 = no pre-pass).
-// Promote: FP8-style promotion mainloop.
-struct MathTf32 {
-  using Element = float;
-  static constexpr int kTerms = 0;
-  static constexpr bool kPromote = false;
-  static constexpr bool kScaled = false;
-};
-struct MathBf16 {
-  using Element = cutlass::bfloat16_t;
-  using Split = __nv_bfloat16;
-  static constexpr int kTerms = 1;
-  static constexpr bool kPromote = false;
-  static constexpr bool kScaled = false;
-};
-struct MathF16 {
-  using Element = cutlass::half_t;
-  using Split = __half;
-  static constexpr int kTerms = 1;
-  static constexpr bool kPromote = false;
-  static constexpr bool kScaled = false;
-};
-struct MathBf16x3 {
-  using Element = cutlass::bfloat16_t;
-  using Split = __nv_bfloat16;
-  static constexpr int kTerms = 3;
-  static constexpr bool kPromote = true;
-  static constexpr bool kScaled = false;
-};
-struct MathBf16x6 {
-  using Element = cutlass::bfloat16_t;
-  using Split = __nv_bfloat16;
-  static constexpr int kTerms = 6;
-  static constexpr bool kPromote = true;
-  static constexpr bool kScaled = false;
+// Element: the GEMM's operand type. Split: the pre-pass's part type. Terms:
+// pre-pass segments (0 = no pre-pass). Promote: FP8-style promotion mainloop.
+// Scaled: parts of the operand times a power of two (see MathF16x3).
+template <class Element_, class Split_, int Terms, bool Promote, bool Scaled>
+struct MathMode {
+  using Element = Element_;
+  using Split = Split_;
+  static constexpr int kTerms = Terms;
+  static constexpr bool kPromote = Promote;
+  static constexpr bool kScaled = Scaled;
 };
 
+using MathTf32 = MathMode<float, float, 0, false, false>;
+using MathBf16 = MathMode<cutlass::bfloat16_t, __nv_bfloat16, 1, false, false>;
+using MathF16 = MathMode<cutlass::half_t, __half, 1, false, false>;
+using MathBf16x3 = MathMode<cutlass::bfloat16_t, __nv_bfloat16, 3, true, false>;
+using MathBf16x6 = MathMode<cutlass::bfloat16_t, __nv_bfloat16, 6, true, false>;
 // hi = fp16(x * 2^s), lo = fp16(x * 2^s - hi) with a per-operand power of two
 // 2^s from the operand's largest magnitude (fp16's range is narrow); the
 // epilogue's alpha is divided by 2^(s_a + s_b) on the device.
-struct MathF16x3 {
-  using Element = cutlass::half_t;
-  using Split = __half;
-  static constexpr int kTerms = 3;
-  static constexpr bool kPromote = true;
-  static constexpr bool kScaled = true;
-};
+using MathF16x3 = MathMode<cutlass::half_t, __half, 3, true, true>;
 
 // Splits: >1 forces a split-K decomposition of the stream-K scheduler.
 template <class Math_, int TileM_, int TileN_, int TileK_, int ClusterM_, int ClusterN_, class KernelSchedule_,
