@@ -5,8 +5,11 @@
         --fact l1-square-4096:1e-4=out/l1_square_4096_1e-4 ...
 
 For each workload of the suite (bench/suites.py) and each system (eager-fp32,
-eager-tf32, eager-bf16, inductor-default, inductor-max-autotune, and fact once
-per composed module given with --fact), in this order:
+eager-tf32, eager-bf16, inductor-default, inductor-max-autotune, the suite's
+extra peers -- eager-bf16-sdpa, inductor-default-bf16,
+inductor-max-autotune-bf16 for l3-minigpt -- and fact once per composed module
+given with --fact and per ablation setting the workload declares), in this
+order:
   1. correctness by DESIGN.md's "Passing a tolerance", checked at 1e-4 and
      1e-2: >= --trials trials of (a) torch.allclose(atol=rtol=tol) against eager
      fp32 on the workload's own torch.rand inputs and (b) as accurate as eager
@@ -15,9 +18,12 @@ per composed module given with --fact), in this order:
      median and mean (fact.measure.time_cuda), in the same process as the
      eager-fp32 baseline.
 A system that fails (compile error, exception, out of memory) is recorded with
-correct=false and the error; it never stops the run. Results are written after
-every workload to OUT/<card slug>/<suite>.json in DESIGN.md's schema
-(bench/schema.py), so a run killed by a time limit keeps what it finished.
+correct=false and the error; it never stops the run. Results are written to
+OUT/<card slug>/<suite>.json in DESIGN.md's schema (bench/schema.py) after
+every system, so a run killed by a time limit keeps what it finished.
+Workload hooks (optional names in the example file, bench/README.md):
+`sdpa_variant(model)` for the eager-bf16-sdpa peer, `FACT_ABLATIONS` for
+fact's per-pattern ablation.
 """
 import argparse
 import contextlib
@@ -56,10 +62,22 @@ CHECK_SEED = 1000
 TIME_SEED = 0
 MODEL_SEED = 0
 
-PEERS = ("eager-fp32", "eager-tf32", "eager-bf16", "inductor-default", "inductor-max-autotune")
-INDUCTOR_MODES = {"inductor-default": None, "inductor-max-autotune": "max-autotune-no-cudagraphs"}
-PEER_PRECISION = {"eager-fp32": "fp32", "eager-tf32": "tf32", "eager-bf16": "bf16",
-                  "inductor-default": "fp32", "inductor-max-autotune": "fp32"}
+PEERS = ("eager-fp32", "eager-tf32", "eager-bf16", "eager-bf16-sdpa", "inductor-default", "inductor-default-bf16",
+         "inductor-max-autotune", "inductor-max-autotune-bf16")
+# Every suite runs these; bench/suites.py's EXTRA_PEERS adds the others per suite.
+BASE_PEERS = ("eager-fp32", "eager-tf32", "eager-bf16", "inductor-default", "inductor-max-autotune")
+# torch.compile peers: name -> (mode, bf16 autocast around every call).
+INDUCTOR_MODES = {"inductor-default": (None, False), "inductor-default-bf16": (None, True),
+                  "inductor-max-autotune": ("max-autotune-no-cudagraphs", False),
+                  "inductor-max-autotune-bf16": ("max-autotune-no-cudagraphs", True)}
+PEER_PRECISION = {"eager-fp32": "fp32", "eager-tf32": "tf32", "eager-bf16": "bf16", "eager-bf16-sdpa": "bf16",
+                  "inductor-default": "fp32", "inductor-default-bf16": "bf16",
+                  "inductor-max-autotune": "fp32", "inductor-max-autotune-bf16": "bf16"}
+LOWP_PEERS = tuple(name for name, precision in PEER_PRECISION.items() if precision != "fp32")
+# Workload hooks: a peer that needs a hook the example file lacks is left out
+# (a note) when it came from the suite's defaults, a failed record when asked for.
+PEER_HOOKS = {"eager-bf16-sdpa": "sdpa_variant"}
+ABLATIONS_HOOK = "FACT_ABLATIONS"
 
 torch = None  # imported in main(): `--help`, `--show` and the schema tests need no torch/CUDA.
 
@@ -82,6 +100,38 @@ def load_example(path):
         if not hasattr(module, attr):
             raise AttributeError(f"{path} is not KernelBench format: it has no '{attr}'")
     return module
+
+
+def default_peers(suite_name):
+    """The peers a suite runs when --systems is not given, in PEERS order."""
+    extra = suites.EXTRA_PEERS.get(suite_name, ())
+    return [p for p in PEERS if p in BASE_PEERS or p in extra]
+
+
+def missing_hook(name, example):
+    """Why `example` cannot run peer `name` (a hook it lacks), or None."""
+    hook = PEER_HOOKS.get(name)
+    if hook and not callable(getattr(example, hook, None)):
+        return (f"{Path(example.__file__).name} offers no {hook}(model) hook, which the {name} peer needs "
+                f"(bench/README.md, \"Workload hooks\")")
+    return None
+
+
+def ablation_settings(example):
+    """[(name, FACT_PATTERNS selection)] the workload declares in FACT_ABLATIONS; [] when none.
+
+    ValueError for a malformed table: its settings must be named and non-empty.
+    """
+    table = getattr(example, ABLATIONS_HOOK, None)
+    if table is None:
+        return []
+    where = f"{Path(example.__file__).name}: {ABLATIONS_HOOK}"
+    if not isinstance(table, dict) or not table:
+        raise ValueError(f"{where} must be a non-empty dict {{setting name: pattern selection}}")
+    for name, selection in table.items():
+        if not isinstance(name, str) or not name or not isinstance(selection, str) or not selection.strip():
+            raise ValueError(f"{where}: {name!r}: {selection!r} is not a (name, FACT_PATTERNS selection) pair")
+    return list(table.items())
 
 
 def load_composed(directory, tag):
@@ -114,12 +164,18 @@ def read_json(path):
         return json.load(f)
 
 
-def composed_precision(directory):
-    """Math modes of the realized patterns in DIR/fact_manifest.json, e.g. 'bf16x3' or 'bf16x3+tf32'."""
+def composed_precision(directory, bound=None):
+    """Math modes of the realized patterns in DIR/fact_manifest.json, e.g. 'bf16x3' or 'bf16x3+tf32'.
+
+    `bound`: only the patterns of these ids (those an ablation installed).
+    """
     manifest_path = Path(directory) / "fact_manifest.json"
     if not manifest_path.is_file():
         return "unknown"
-    modes = sorted({p.get("math") for p in read_json(manifest_path).get("patterns", []) if p.get("math")})
+    patterns = read_json(manifest_path).get("patterns", [])
+    if bound is not None:
+        patterns = [p for p in patterns if p.get("id") in set(bound)]
+    modes = sorted({p.get("math") for p in patterns if p.get("math")})
     # No realized pattern: everything falls back to PyTorch in fp32.
     return "+".join(modes) if modes else "fp32"
 
@@ -346,12 +402,35 @@ def build_model(cls, init_args):
     return cls(*init_args).cuda().eval()
 
 
-def build_system(name, example, init_args, fact_spec, tag):
-    if name in ("eager-fp32", "eager-tf32", "eager-bf16"):
+@contextlib.contextmanager
+def env_setting(name, value):
+    """os.environ[name] = value inside the block; restores the previous state."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
+def build_system(name, example, init_args, fact_spec, tag, ablation=None):
+    if name in ("eager-fp32", "eager-tf32", "eager-bf16", "eager-bf16-sdpa"):
         model = build_model(example.Model, init_args)
+        if name == "eager-bf16-sdpa":
+            why = missing_hook(name, example)
+            if why:
+                raise LookupError(why)
+            hook = getattr(example, PEER_HOOKS[name])
+            model = hook(model)
+            if not isinstance(model, torch.nn.Module):
+                raise TypeError(f"{PEER_HOOKS[name]}(model) returned {type(model).__name__}, not an nn.Module")
         ctx, precision = {"eager-fp32": (fp32_exact, "fp32"),
                           "eager-tf32": (lambda: matmul_tf32(True), "tf32"),
-                          "eager-bf16": (bf16_autocast, "bf16")}[name]
+                          "eager-bf16": (bf16_autocast, "bf16"),
+                          "eager-bf16-sdpa": (bf16_autocast, "bf16")}[name]
 
         def fn(*xs):
             with ctx():
@@ -361,10 +440,13 @@ def build_system(name, example, init_args, fact_spec, tag):
     if name in INDUCTOR_MODES:
         model = build_model(example.Model, init_args)
         torch._dynamo.reset()
-        compiled = torch.compile(model, mode=INDUCTOR_MODES[name])
+        mode, bf16 = INDUCTOR_MODES[name]
+        compiled = torch.compile(model, mode=mode)
+        # bf16: autocast around every call, so the first call compiles the autocast graph.
+        ctx = bf16_autocast if bf16 else fp32_exact
 
         def fn(*xs):
-            with fp32_exact():
+            with ctx():
                 return compiled(*xs)
         # Compilation (and max-autotune's benchmarking) happens on the first
         # call; its wall time is the system's compile time.
@@ -375,19 +457,27 @@ def build_system(name, example, init_args, fact_spec, tag):
         torch.cuda.synchronize()
         compile_s = time.perf_counter() - start
         del inputs
-        return Built(fn, "fp32", compile_s=compile_s, owner=(model, compiled))
+        return Built(fn, PEER_PRECISION[name], compile_s=compile_s, owner=(model, compiled))
 
     if name == "fact":
+        from fact import runtime as fact_runtime  # loads torch: imported only once a GPU run needs it
+
         start = time.perf_counter()
         module = load_composed(fact_spec.directory, tag)
-        model = build_model(module.ModelNew, init_args)
+        info = {"fact_dir": str(fact_spec.directory)}
+        # ModelNew's constructor installs the kernels (fact.runtime.install),
+        # which binds only the patterns FACT_PATTERNS selects: "all" unless this
+        # is an ablation, whatever the caller's environment holds.
+        with env_setting(fact_runtime.PATTERNS_ENV, ablation[1] if ablation else "all"):
+            model = build_model(module.ModelNew, init_args)
         load_s = time.perf_counter() - start
+        bound = fact_runtime.installed_patterns(model)
+        info.update(load_s=round(load_s, 3), patterns_bound=bound)
 
         def fn(*xs):
             with fp32_exact():
                 return model(*xs)
-        return Built(fn, composed_precision(fact_spec.directory), owner=model,
-                     info={"fact_dir": str(fact_spec.directory), "load_s": round(load_s, 3)})
+        return Built(fn, composed_precision(fact_spec.directory, bound), owner=model, info=info)
     raise ValueError(f"unknown system {name}")
 
 
@@ -409,7 +499,7 @@ def time_system(fn, example, warmup, reps):
 def record_tolerance(name, fact_spec):
     if name == "fact":
         return float(fact_spec.tolerance)
-    return LOWP_TOL if name in ("eager-tf32", "eager-bf16") else FP32_TOL
+    return LOWP_TOL if name in LOWP_PEERS else FP32_TOL
 
 
 def short_error(exc):
@@ -427,10 +517,12 @@ def cuda_alive():
         return False
 
 
-def evaluate(name, workload, example, init_args, eager_model, model64, args, fact_spec=None, tag=""):
+def evaluate(name, workload, example, init_args, eager_model, model64, args, fact_spec=None, tag="", ablation=None):
     tol = record_tolerance(name, fact_spec)
     rec = {"workload": workload, "system": name, "tolerance": tol, "precision": PEER_PRECISION.get(name, "unknown"),
            "correct": False, "median_ms": None, "mean_ms": None, "error": None}
+    if ablation is not None:
+        rec.update(ablation=ablation[0], pattern_selection=ablation[1])
     built = None
     phase = "build"
     # Warnings are collected, not lost: fact.runtime warns once per pattern that
@@ -439,7 +531,7 @@ def evaluate(name, workload, example, init_args, eager_model, model64, args, fac
     caught = catcher.__enter__()
     warnings.simplefilter("always")
     try:
-        built = build_system(name, example, init_args, fact_spec, tag)
+        built = build_system(name, example, init_args, fact_spec, tag, ablation)
         rec["precision"] = built.precision
         if built.compile_s is not None:
             rec["compile_s"] = round(built.compile_s, 3)
@@ -496,8 +588,10 @@ def note_fallbacks(rec, messages):
 
 
 def add_speedups(records):
-    """speedup_vs_eager_fp32 on every timed record; for fact at 1e-2 also vs the faster of tf32/bf16."""
+    """speedup_vs_eager_fp32 on every timed record; for fact at 1e-2 also vs the faster of tf32/bf16;
+    for fact `speedups` = {peer: peer median / fact median} over every timed peer of the run."""
     by_system = {r["system"]: r for r in records if r["system"] != "fact"}
+    peer_ms = {name: r["median_ms"] for name, r in by_system.items() if r.get("median_ms")}
     base = by_system.get("eager-fp32", {}).get("median_ms")
     lowp = [by_system.get(s, {}).get("median_ms") for s in ("eager-tf32", "eager-bf16")]
     lowp = [m for m in lowp if m]
@@ -509,6 +603,8 @@ def add_speedups(records):
             r["speedup_vs_eager_fp32"] = round(base / m, 4)
             if base / m > FLAG_SPEEDUP:
                 flags.append(f"{base / m:.1f}x over eager-fp32")
+        if r["system"] == "fact" and m and peer_ms:
+            r["speedups"] = {name: round(ms / m, 4) for name, ms in peer_ms.items()}
         if r["system"] == "fact" and r["tolerance"] >= LOWP_TOL and m and best_lowp:
             r["speedup_vs_best_lowp_eager"] = round(best_lowp / m, 4)
             if best_lowp / m > FLAG_SPEEDUP:
@@ -533,7 +629,8 @@ def print_table(records, file=sys.stdout):
     for r in records:
         note = r.get("flag") or (r.get("error") or "")
         passes = ",".join(f"{float(t):g}" for t, ok in (r.get("passes") or {}).items() if ok) or "-"
-        rows.append((r["workload"], r["system"], f"{r['tolerance']:g}", "yes" if r["correct"] else "NO", passes,
+        system = r["system"] + (f"[{r['ablation']}]" if r.get("ablation") else "")
+        rows.append((r["workload"], system, f"{r['tolerance']:g}", "yes" if r["correct"] else "NO", passes,
                      fmt_ms(r.get("median_ms")), fmt_x(r.get("speedup_vs_eager_fp32")),
                      fmt_x(r.get("speedup_vs_best_lowp_eager")), note[:70]))
     widths = [max(len(str(row[i])) for row in rows + [header]) for i in range(len(header))]
@@ -545,6 +642,26 @@ def print_table(records, file=sys.stdout):
     file.flush()
 
 
+def ablation_table(records):
+    """Markdown table of fact's ablation records (time per setting vs eager-fp32 and vs all patterns bound);
+    "" when the records hold no ablation."""
+    ablated = [r for r in records if r["system"] == "fact" and r.get("ablation")]
+    if not ablated:
+        return ""
+    eager = {r["workload"]: r.get("median_ms") for r in records if r["system"] == "eager-fp32"}
+    full = {(r["workload"], r["tolerance"]): r.get("median_ms") for r in ablated if r["ablation"] == "all"}
+    lines = ["| workload | tol | ablation | patterns bound | correct | median ms | vs eager-fp32 | vs all bound |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in ablated:
+        m = r.get("median_ms")
+        base, whole = eager.get(r["workload"]), full.get((r["workload"], r["tolerance"]))
+        bound = ", ".join(r.get("patterns_bound") or []) or "-"
+        lines.append(f"| {r['workload']} | {r['tolerance']:g} | {r['ablation']} ({r.get('pattern_selection', '?')}) "
+                     f"| {bound} | {'yes' if r['correct'] else 'NO'} | {fmt_ms(m)} "
+                     f"| {fmt_x(base / m if m and base else None)} | {fmt_x(whole / m if m and whole else None)} |")
+    return "\n".join(lines) + "\n"
+
+
 # --------------------------------------------------------------------------- main
 
 def parse_args(argv):
@@ -553,10 +670,14 @@ def parse_args(argv):
     p.add_argument("--suite", default="l1-gemm", help=f"one of: {', '.join(sorted(suites.SUITES))}")
     p.add_argument("--out", default=str(ROOT / "bench" / "results"), help="results folder (default bench/results)")
     p.add_argument("--workloads", default="", help="comma-separated subset of the suite's workloads")
-    p.add_argument("--systems", default="", help=f"comma-separated subset of: {', '.join(PEERS)}, fact")
+    p.add_argument("--systems", default="",
+                   help=f"comma-separated subset of: {', '.join(PEERS)}, fact (default: the suite's peers + fact)")
     p.add_argument("--skip-inductor", action="store_true", help="leave out the torch.compile systems")
     p.add_argument("--fact", action="append", default=[], metavar="[WORKLOAD:]TOL=DIR",
                    help="a composed module folder (fact optimize -o DIR) to benchmark; repeat per tolerance")
+    p.add_argument("--no-ablations", action="store_true",
+                   help="time each --fact module once, all patterns bound, even where the workload declares "
+                        "FACT_ABLATIONS")
     p.add_argument("--optimize-times", metavar="FILE", help="JSON list of optimize timings to add as 'optimize'")
     p.add_argument("--trials", type=int, default=5, help="correctness trials per input distribution (>= 5)")
     p.add_argument("--warmup", type=int, default=10)
@@ -565,6 +686,8 @@ def parse_args(argv):
                    help="keep the workloads of an existing results file that this run does not cover")
     p.add_argument("--command", default=None, help="the reproducing command to record (default: this one)")
     p.add_argument("--show", metavar="FILE", help="print the table of an existing results file and exit (no GPU)")
+    p.add_argument("--show-ablations", metavar="FILE",
+                   help="print the markdown ablation table of an existing results file and exit (no GPU)")
     args = p.parse_args(argv)
     if args.trials < 1 or args.reps < 1 or args.warmup < 0:
         p.error("--trials and --reps must be >= 1, --warmup >= 0")
@@ -574,14 +697,22 @@ def parse_args(argv):
 def main(argv=None):
     global torch
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    if args.show:
+    if args.show or args.show_ablations:
+        path = args.show or args.show_ablations
         try:
-            doc = read_json(args.show)
+            doc = read_json(path)
         except (OSError, ValueError) as exc:
-            print(f"error: cannot read {args.show}: {exc}", file=sys.stderr)
+            print(f"error: cannot read {path}: {exc}", file=sys.stderr)
             return 2
+        table = ablation_table(doc.get("records", []))
+        if args.show_ablations:
+            print(table or f"{path} holds no ablation records", end="" if table else "\n")
+            return 0
         print(f"{doc.get('card')}  {doc.get('date')}  {doc.get('command')}")
         print_table(doc.get("records", []))
+        if table:
+            print("\nfact per-pattern ablation:\n")
+            print(table, end="")
         return 0
     if args.trials < 5 or args.reps < 100:
         print(f"warning: --trials {args.trials} / --reps {args.reps} is below DESIGN.md's bar "
@@ -599,7 +730,8 @@ def main(argv=None):
                   f"it has {', '.join(table)}", file=sys.stderr)
             return 2
         table = {w: table[w] for w in table if w in wanted}
-    systems = list(PEERS)
+    systems = default_peers(args.suite)
+    explicit = bool(args.systems)
     if args.systems:
         systems = [s.strip() for s in args.systems.split(",") if s.strip()]
         bad = [s for s in systems if s not in PEERS + ("fact",)]
@@ -660,33 +792,54 @@ def main(argv=None):
     context_lost = None
     with torch.no_grad():
         for workload, example_path in table.items():
-            print(f"\n== {workload} ({example_path.relative_to(suites.ROOT)})", flush=True)
+            print(f"\n== {workload} ({os.path.relpath(example_path, suites.ROOT)})", flush=True)
             workload_records = []
             specs = [s for s in fact_specs if s.workload == workload] if run_fact else []
-            entries = [(name, None) for name in systems] + [("fact", s) for s in specs]
+            entries = [(name, None, None) for name in systems] + [("fact", s, None) for s in specs]
             try:
                 example = load_example(example_path)
+                if specs and not args.no_ablations:
+                    ablations = ablation_settings(example)
+                    if ablations:
+                        entries = [(name, None, None) for name in systems]
+                        entries += [("fact", s, a) for s in specs for a in ablations]
+                kept = []
+                for name, spec, ablation in entries:
+                    why = missing_hook(name, example)
+                    if why and not explicit:
+                        print(f"  {name}: left out: {why}", flush=True)
+                    else:
+                        kept.append((name, spec, ablation))
+                entries = kept
                 init_args = list(example.get_init_inputs())
                 eager_model = build_model(example.Model, init_args)
                 model64 = copy.deepcopy(eager_model).double()
             except Exception as exc:  # noqa: BLE001
-                for name, spec in entries:
-                    workload_records.append(failed_record(workload, name, spec, f"load: {short_error(exc)}", args))
+                for name, spec, ablation in entries:
+                    workload_records.append(failed_record(workload, name, spec, f"load: {short_error(exc)}", args,
+                                                          ablation))
                 records += workload_records
                 continue
-            for i, (name, spec) in enumerate(entries):
+            for i, (name, spec, ablation) in enumerate(entries):
                 if context_lost:
                     workload_records.append(failed_record(
-                        workload, name, spec, f"not run: the CUDA context was lost ({context_lost})", args))
+                        workload, name, spec, f"not run: the CUDA context was lost ({context_lost})", args, ablation))
                     continue
                 start = time.perf_counter()
-                rec = evaluate(name, workload, example, init_args, eager_model, model64, args, spec, tag=str(i))
+                rec = evaluate(name, workload, example, init_args, eager_model, model64, args, spec, tag=str(i),
+                               ablation=ablation)
                 rec["wall_s"] = round(time.perf_counter() - start, 2)
                 workload_records.append(rec)
-                print(f"  {name:<24} tol {rec['tolerance']:<7g} correct={rec['correct']!s:<5} "
+                label = name + (f"[{ablation[0]}]" if ablation else "")
+                print(f"  {label:<28} tol {rec['tolerance']:<7g} correct={rec['correct']!s:<5} "
                       f"median {fmt_ms(rec['median_ms'])} ms  ({rec['wall_s']} s)", flush=True)
                 if rec["error"] and not cuda_alive():
                     context_lost = f"{workload} / {name}: {rec['error'][:200]}"
+                # After every record, not only every workload: one l3 workload with
+                # all peers and ablations takes most of a device call, and a run
+                # stopped by its time limit keeps the systems it finished.
+                add_speedups(workload_records)
+                write(args, card, command, records + workload_records, optimize, env, base)
             del eager_model, model64
             gc.collect()
             torch.cuda.empty_cache()
@@ -697,16 +850,23 @@ def main(argv=None):
     path = write(args, card, command, records, optimize, env, base)
     print(f"\nresults: {path}\n")
     print_table(records)
+    table = ablation_table(records)
+    if table:
+        print("\nfact per-pattern ablation:\n")
+        print(table, end="")
     flagged = [r for r in records if r.get("flag")]
     for r in flagged:
         print(f"FLAG {r['workload']} / {r['system']} @ {r['tolerance']:g}: {r['flag']}")
     return 0
 
 
-def failed_record(workload, name, spec, error, args):
-    return {"workload": workload, "system": name, "tolerance": record_tolerance(name, spec),
-            "precision": PEER_PRECISION.get(name, "unknown"), "correct": False, "median_ms": None,
-            "mean_ms": None, "error": error, "trials": args.trials, "reps": args.reps}
+def failed_record(workload, name, spec, error, args, ablation=None):
+    rec = {"workload": workload, "system": name, "tolerance": record_tolerance(name, spec),
+           "precision": PEER_PRECISION.get(name, "unknown"), "correct": False, "median_ms": None,
+           "mean_ms": None, "error": error, "trials": args.trials, "reps": args.reps}
+    if ablation is not None:
+        rec.update(ablation=ablation[0], pattern_selection=ablation[1])
+    return rec
 
 
 def write(args, card, command, records, optimize, env, base):

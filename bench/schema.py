@@ -9,7 +9,10 @@ The keys above keep DESIGN.md's meanings; the harness adds fields (never
 changes one): per record `passes`, `checks`, `error`, `compile_s`,
 `speedup_vs_eager_fp32`, ...; per optimize entry `tolerance`, `cold_rc`, ...
 `median_ms`/`mean_ms` are null only for a record that could not be timed
-(`correct` false and a non-empty `error`). Torch-free: CPU tests import it.
+(`correct` false and a non-empty `error`). A `fact` record may carry
+`ablation` (the setting's name, e.g. "all", "attention", "mlp": the module ran
+with only those patterns bound); a record is identified by (workload, system,
+tolerance, ablation). Torch-free: CPU tests import it.
 """
 import datetime
 import json
@@ -124,7 +127,13 @@ def validate_results(doc):
             v = rec.get(key)
             if isinstance(v, _NUMBER) and not isinstance(v, bool) and not v > 0:
                 problems.append(f"{where}: {key} must be > 0")
-        ident = (rec.get("workload"), rec.get("system"), rec.get("tolerance"))
+        if "ablation" in rec:
+            ablation = rec["ablation"]
+            if not isinstance(ablation, str) or not ablation:
+                problems.append(f"{where}: 'ablation' must be a non-empty string (the setting's name)")
+            if rec.get("system") != "fact":
+                problems.append(f"{where}: only fact records have an 'ablation', not {rec.get('system')!r}")
+        ident = (rec.get("workload"), rec.get("system"), rec.get("tolerance"), rec.get("ablation"))
         if ident in seen:
             problems.append(f"{where}: duplicate record {ident}")
         seen.add(ident)

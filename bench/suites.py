@@ -16,6 +16,12 @@ SUITES = {
         "l1-bmm-128x512x1024x2048": "examples/l1_bmm_128x512x1024x2048.py",
         "l1-largek-256x256x524288": "examples/l1_largek_256x256x524288.py",
     },
+    # Issue 3's transformer workloads: a minGPT pre-LN block (B=128, T=512,
+    # C=768, 8 heads) and its attention module alone; fp32 inputs from torch.rand.
+    "l3-minigpt": {
+        "l3-minigpt-block": "examples/l3_minigpt_block.py",
+        "l3-minigpt-attention": "examples/l3_minigpt_attention.py",
+    },
     # Small models (a few MB of inputs) for quick end-to-end checks of the
     # harness and of composed modules with fallback ops.
     "small": {
@@ -23,6 +29,13 @@ SUITES = {
         "small-transposed-matmul": "examples/small/transposed_matmul.py",
         "small-addmm-bias": "examples/small/addmm_bias.py",
     },
+}
+
+# Peers bench/run.py runs by default beyond its base five (eager fp32/TF32/bf16,
+# inductor default and max-autotune in fp32): the suite's claims compare
+# against these too. Names from DESIGN.md's list of systems.
+EXTRA_PEERS = {
+    "l3-minigpt": ("eager-bf16-sdpa", "inductor-default-bf16", "inductor-max-autotune-bf16"),
 }
 
 

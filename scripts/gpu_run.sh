@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One command on the GPU machine: build FACT, optimize every L1 workload at each
+# One command on the GPU machine: build FACT, optimize every workload of a suite at each
 # tolerance (cold = empty cache and registry, then warm = the same command
 # again), benchmark all systems in one run (bench/run.py), and put results,
 # logs and reports into $OUT (at most 8 files; see bench/README.md).
@@ -13,9 +13,13 @@
 # Environment:
 #   WORKLOADS      space/comma-separated subset of the suite (default: all of SUITE);
 #                  a subset merges into the existing results file (MERGE=1)
-#   SUITE          bench suite (default l1-gemm)
+#   SUITE          bench suite (default l1-gemm; l3-minigpt for the transformer workloads)
 #   TOLERANCES     default "1e-4 1e-2"
 #   SKIP_INDUCTOR  1 leaves out the torch.compile peers
+#   SYSTEMS        comma-separated systems for bench/run.py --systems (default: the
+#                  suite's peers + fact; name `fact` to keep the composed modules)
+#   ABLATIONS      0 times each composed module once (all patterns bound) even where
+#                  the workload declares FACT_ABLATIONS (default 1: once per setting)
 #   REPS           timed runs per system (default 100), TRIALS (default 5)
 #   MERGE          1/0: keep the other workloads of an existing results file
 #   LIMIT_S        wall-clock budget of the whole script (default 590: the device
@@ -37,7 +41,7 @@ for arg in "$@"; do
   case "$arg" in
     --bench-only) MODE=bench ;;
     --optimize-only) MODE=optimize ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,35p' "$0"; exit 0 ;;
     *) echo "gpu_run.sh: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -45,7 +49,7 @@ done
 # The reproducing command for the results file: the arguments and the knobs
 # the caller set (before defaults are filled in below).
 RECORDED="scripts/gpu_run.sh${*:+ $*}"
-for v in TRIALS REPS SKIP_INDUCTOR TOLERANCES SUITE WORKLOADS MERGE; do
+for v in TRIALS REPS SKIP_INDUCTOR SYSTEMS ABLATIONS TOLERANCES SUITE WORKLOADS MERGE; do
   [[ -n "${!v+x}" ]] && RECORDED="$v='${!v}' $RECORDED"
 done
 
@@ -138,6 +142,10 @@ pack() {
       { echo "# $(basename "$d")"; cat "$d/report.md"; echo; } >>"$OUT/reports.md"
     fi
   done
+  if [[ -f "$OUT/$SUITE.json" ]] && grep -q '"ablation"' "$OUT/$SUITE.json"; then
+    { echo "# Per-pattern ablation (bench/run.py, $SUITE.json)"; echo
+      python3 bench/run.py --show-ablations "$OUT/$SUITE.json"; echo; } >>"$OUT/reports.md"
+  fi
   [[ -s "$OUT/reports.md" ]] || rm -f "$OUT/reports.md"
   tar -C "$WORK" -czf "$OUT/logs.tar.gz" logs 2>/dev/null
   local dirs=()
@@ -243,6 +251,8 @@ if [[ $MODE != optimize ]]; then
   names=$(for r in "${SELECTED[@]}"; do printf '%s,' "${r%% *}"; done)
   bench_args=(--suite "$SUITE" --out bench/results --workloads "${names%,}" --reps "$REPS" --trials "$TRIALS")
   [[ ${SKIP_INDUCTOR:-0} == 1 ]] && bench_args+=(--skip-inductor)
+  [[ -n "${SYSTEMS:-}" ]] && bench_args+=(--systems "$SYSTEMS")
+  [[ ${ABLATIONS:-1} == 0 ]] && bench_args+=(--no-ablations)
   [[ $MERGE == 1 ]] && bench_args+=(--merge)
   [[ -f "$TIMES" ]] && bench_args+=(--optimize-times "$TIMES")
   say "bench: python3 bench/run.py ${bench_args[*]} ${fact_args[*]}"

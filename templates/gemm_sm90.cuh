@@ -76,9 +76,12 @@ using MathBf16x6 = MathMode<cutlass::bfloat16_t, __nv_bfloat16, 6, true, false>;
 using MathF16x3 = MathMode<cutlass::half_t, __half, 3, true, true>;
 
 // Splits: >1 forces a split-K decomposition of the stream-K scheduler.
+// Chain_: void, or a fact::epilogue_chain::Chain (epilogue_chain_sm90.cuh) whose
+// generated functor replaces the none / bias / c epilogue; Epilogue_ then only
+// says what the problem's e is (the chain reads it as its GemmSource input).
 template <class Math_, int TileM_, int TileN_, int TileK_, int ClusterM_, int ClusterN_, class KernelSchedule_,
           class EpilogueSchedule_, class TileScheduler_, int Splits_, int Stages_, class LayoutA_, class LayoutB_,
-          int Epilogue_>
+          int Epilogue_, class Chain_ = void>
 struct Config {
   using Math = Math_;
   static constexpr int kTileM = TileM_, kTileN = TileN_, kTileK = TileK_;
@@ -91,6 +94,7 @@ struct Config {
   using LayoutA = LayoutA_;
   using LayoutB = LayoutB_;
   static constexpr int kEpilogue = Epilogue_;
+  using Chain = Chain_;
 };
 
 namespace detail {
@@ -162,9 +166,21 @@ struct Operation {
   static constexpr int kAlignAB = 128 / cutlass::sizeof_bits<Element>::value;
   static constexpr int kAlignD = 4;  // fp32, 16 bytes for TMA
 
-  using ElementC = std::conditional_t<Cfg::kEpilogue == FACT_EPILOGUE_C, float, void>;
-  using FusionOp = std::conditional_t<Cfg::kEpilogue == FACT_EPILOGUE_BIAS, detail::BiasCallbacks<TileShape>,
-                                      cutlass::epilogue::fusion::LinearCombination<float, float, ElementC, float>>;
+  using Chain = typename Cfg::Chain;
+  static constexpr bool kChain = !std::is_void_v<Chain>;
+  template <class C, bool = kChain>
+  struct ChainTypes {
+    using ElementC = typename C::ElementC;
+    using FusionOp = typename C::template Callbacks<TileShape>;
+  };
+  template <class C>
+  struct ChainTypes<C, false> {
+    using ElementC = std::conditional_t<Cfg::kEpilogue == FACT_EPILOGUE_C, float, void>;
+    using FusionOp = std::conditional_t<Cfg::kEpilogue == FACT_EPILOGUE_BIAS, detail::BiasCallbacks<TileShape>,
+                                        cutlass::epilogue::fusion::LinearCombination<float, float, ElementC, float>>;
+  };
+  using ElementC = typename ChainTypes<Chain>::ElementC;
+  using FusionOp = typename ChainTypes<Chain>::FusionOp;
 
   using CollectiveEpilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
@@ -243,7 +259,16 @@ struct Operation {
 
     args.epilogue.ptr_D = static_cast<float*>(p.d);
     args.epilogue.dD = detail::make_stride<StrideD>(p.ld_d, p.batch_stride_d);
-    if constexpr (Cfg::kEpilogue == FACT_EPILOGUE_BIAS) {
+    if constexpr (kChain) {
+      args.epilogue.thread = Chain::template arguments<TileShape>(p, alpha_ptr);
+      if constexpr (Chain::kReadsC) {
+        args.epilogue.ptr_C = Chain::c_pointer(p);
+        args.epilogue.dC = detail::make_stride<StrideC>(Chain::c_ld(p), Chain::c_batch_stride(p));
+      } else {
+        args.epilogue.ptr_C = nullptr;
+        args.epilogue.dC = detail::make_stride<StrideC>(p.ld_d, p.batch_stride_d);
+      }
+    } else if constexpr (Cfg::kEpilogue == FACT_EPILOGUE_BIAS) {
       args.epilogue.thread = {
           {{p.beta}},
           {static_cast<const float*>(p.e), 0.f, {cute::_0{}, cute::_1{}, p.batch_stride_e}},
@@ -309,6 +334,14 @@ struct Operation {
         (p.ld_e < p.n || p.ld_e % 4 != 0 || (p.batch > 1 && p.batch_stride_e % 4 != 0) || !aligned16(p.e))) {
       why = "C needs ld_e >= n, ld_e and batch_stride_e multiples of 4 and a 16-byte aligned pointer (TMA load)";
       return 1;
+    }
+    if constexpr (kChain) {
+      if (p.num_leaves < Chain::kLeaves) {
+        why = "this variant's epilogue chain reads " + std::to_string(Chain::kLeaves) + " leaf tensor(s), the problem "
+              "passes " + std::to_string(p.num_leaves);
+        return 1;
+      }
+      if (Chain::can_implement(p, why) != 0) return 1;
     }
     if (p.ld_a < (kAKmajor ? p.k : p.m) || p.ld_b < (kBKmajor ? p.k : p.n)) {
       why = "leading dimension of A or B is smaller than its contiguous extent";

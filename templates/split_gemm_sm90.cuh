@@ -80,7 +80,7 @@ struct Config {
   static_assert(TileM == 64 || TileM == 128, "TileM must be 64 or 128 (one or two warpgroups)");
   static_assert(TileN == 64 || TileN == 128, "TileN must be 64 or 128 (accumulator registers)");
   static_assert(TileK == 32, "TileK must be 32 (one 128-byte fp32 row, one 64B-swizzle bf16 atom)");
-  static_assert(Stages >= 2 && Stages <= 8, "Stages must be 2..8");
+  static_assert(Stages >= 3 && Stages <= 8, "Stages must be 3..8 (tile kt+2 lands one step early)");
   static_assert(Format == PartsBf16 || Format == PartsFp16Scaled, "unknown part format");
   static_assert(Epilogue == FACT_EPILOGUE_NONE || Epilogue == FACT_EPILOGUE_BIAS ||
                     Epilogue == FACT_EPILOGUE_C,
@@ -149,35 +149,55 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
-// Issues the cp.async copies of one operand tile (rows x TileK of the logical
-// (mn, k) operand) into an fp32 stage.
+// cp.async copies of one operand tile (Rows x TileK of the logical (mn, k)
+// operand) into an fp32 stage. Per-thread source pointers, row predicates and
+// smem offsets are computed once; each k-tile only advances the pointers.
 //  KContig: gmem (mn, k) at mn*ld + k; smem [mn][TileK], 16B chunk c of row r at c ^ (r & 7).
 //  else:    gmem (mn, k) at k*ld + mn; smem [TileK][rows] (plain row-major).
 template <int Rows, int TileK, int Threads, bool KContig>
-__device__ __forceinline__ void load_tile(float* stage, const float* base, int64_t ld, int64_t mn0,
-                                          int64_t mn_extent, int64_t k0, int64_t k_extent, int tid) {
-  constexpr int Chunks = Rows * TileK / 4;
+struct TileLoader {
+  static constexpr int Chunks = Rows * TileK / 4;
+  static constexpr int PerThread = Chunks / Threads;
   static_assert(Chunks % Threads == 0, "tile does not divide among threads");
-  uint32_t sbase = static_cast<uint32_t>(__cvta_generic_to_shared(stage));
+  const float* src[PerThread];  // element (mn, k) of k-tile 0 for this chunk
+  uint32_t dst[PerThread];      // byte offset in the stage
+  int kofs[PerThread];          // k of the chunk within a k-tile
+  bool row_ok[PerThread];       // mn inside the problem
+  int64_t step;                 // elements between consecutive k-tiles
+
+  __device__ __forceinline__ TileLoader(const float* base, int64_t ld, int64_t mn0, int64_t mn_extent,
+                                        int64_t k_first, int tid) {
 #pragma unroll
-  for (int i = 0; i < Chunks / Threads; ++i) {
-    int c = tid + i * Threads;
-    if constexpr (KContig) {
-      int r = c / (TileK / 4), ch = c % (TileK / 4);
-      int64_t gm = mn0 + r, gk = k0 + 4 * ch;
-      bool pred = gm < mn_extent && gk < k_extent;
-      const float* src = pred ? base + gm * ld + gk : base;
-      int dst_chunk = ch ^ (r & 7);
-      cp_async_16(sbase + (r * TileK + dst_chunk * 4) * 4, src, pred);
-    } else {
-      int kr = c / (Rows / 4), ch = c % (Rows / 4);
-      int64_t gk = k0 + kr, gm = mn0 + 4 * ch;
-      bool pred = gm < mn_extent && gk < k_extent;
-      const float* src = pred ? base + gk * ld + gm : base;
-      cp_async_16(sbase + (kr * Rows + ch * 4) * 4, src, pred);
+    for (int i = 0; i < PerThread; ++i) {
+      int c = tid + i * Threads;
+      if constexpr (KContig) {
+        int r = c / (TileK / 4), ch = c % (TileK / 4);
+        row_ok[i] = mn0 + r < mn_extent;
+        kofs[i] = 4 * ch;
+        src[i] = base + (row_ok[i] ? (mn0 + r) * ld + k_first + 4 * ch : 0);
+        dst[i] = (r * TileK + (ch ^ (r & 7)) * 4) * 4;
+      } else {
+        int kr = c / (Rows / 4), ch = c % (Rows / 4);
+        row_ok[i] = mn0 + 4 * ch < mn_extent;
+        kofs[i] = kr;
+        src[i] = base + (row_ok[i] ? (k_first + kr) * ld + mn0 + 4 * ch : 0);
+        dst[i] = (kr * Rows + ch * 4) * 4;
+      }
+    }
+    step = KContig ? TileK : TileK * ld;
+  }
+
+  // Copies k-tile `kt` (relative to k_first; k0 = its first absolute k).
+  __device__ __forceinline__ void load(float* stage, int kt, int64_t k0, int64_t k_extent) const {
+    uint32_t sbase = static_cast<uint32_t>(__cvta_generic_to_shared(stage));
+#pragma unroll
+    for (int i = 0; i < PerThread; ++i) {
+      bool pred = row_ok[i] && k0 + kofs[i] < k_extent;
+      const float* p = pred ? src[i] + kt * step : src[i];
+      cp_async_16(sbase + dst[i], p, pred);
     }
   }
-}
+};
 
 // Splits 8 fp32 values into Parts packed 16-bit x8 vectors (p_0 = rn(x), p_i =
 // rn(residual)); Fp16: of x * scale in fp16, else of x in bf16 (scale unused).
@@ -349,11 +369,14 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel(const Param
   constexpr bool AK = Cfg::ARowMajor;   // A is K-contiguous
   constexpr bool BK = !Cfg::BRowMajor;  // B is K-contiguous
 
+  const int64_t k_first = int64_t(kt_begin) * TK;
+  const TileLoader<TM, TK, NT, AK> loadA(A, p.ld_a, m0, p.m, k_first, tid);
+  const TileLoader<TN, TK, NT, BK> loadB(B, p.ld_b, n0, p.n, k_first, tid);
   auto issue_load = [&](int kt_local, int stage) {
     if (kt_local < nk) {
-      int64_t k0 = int64_t(kt_begin + kt_local) * TK;
-      load_tile<TM, TK, NT, AK>(stageA(stage), A, p.ld_a, m0, p.m, k0, p.k, tid);
-      load_tile<TN, TK, NT, BK>(stageB(stage), B, p.ld_b, n0, p.n, k0, p.k, tid);
+      int64_t k0 = k_first + int64_t(kt_local) * TK;
+      loadA.load(stageA(stage), kt_local, k0, p.k);
+      loadB.load(stageB(stage), kt_local, k0, p.k);
     }
     cp_async_commit();  // empty groups keep the wait counts uniform
   };
@@ -404,11 +427,14 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel(const Param
   Tensor part = partition_fragment_C(mma, Shape<Int<TM>, Int<TN>>{});
   clear(acc);
 
-  // Prologue: S tiles in flight, tile 0 converted into buffer 0.
+  // Pipeline invariant at the top of step kt: bf16 buffer kt&1 holds tile kt
+  // (written and fenced before the last barrier), the fp32 stage of tile kt+1
+  // has landed and is visible to every thread, and tiles up to kt+S-1 are in
+  // flight. One CTA barrier per k-tile.
 #pragma unroll
   for (int s = 0; s < S; ++s) issue_load(s, s);
   if (nk > 0) {
-    cp_async_wait<S - 1>();
+    cp_async_wait<S - 2>();  // tiles 0 and 1
     __syncthreads();
     convert(0, 0);
     eA_cur = eA_next;
@@ -419,9 +445,6 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel(const Param
 
   for (int kt = 0; kt < nk; ++kt) {
     const int buf = kt & 1;
-    // Tile kt's fp32 stage was converted (and barriered) in the previous step.
-    issue_load(kt + S, kt % S);
-
     warpgroup_fence_operand(part);
     warpgroup_arrive();
     mma.accumulate_ = GMMA::ScaleOut::Zero;
@@ -440,11 +463,11 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel(const Param
     }
     warpgroup_commit_batch();
 
-    if (kt + 1 < nk) {  // convert the next tile while the tensor cores run
-      cp_async_wait<S - 1>();
-      __syncthreads();
-      convert((kt + 1) % S, buf ^ 1);
-    }
+    // While the tensor cores run: refill the stage of tile kt (converted
+    // before the last barrier) and convert tile kt+1 into the other buffer
+    // (its last reader, wgmma kt-1, completed before the last barrier).
+    issue_load(kt + S, kt % S);
+    if (kt + 1 < nk) convert((kt + 1) % S, buf ^ 1);
 
     warpgroup_wait<0>();
     warpgroup_fence_operand(part);
@@ -465,6 +488,7 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel(const Param
 #pragma unroll
       for (int i = 0; i < size(acc); ++i) acc(i) += part(i);  // promotion to fp32
     }
+    cp_async_wait<S - 2>();  // this thread's copies of tile kt+2
     cutlass::arch::fence_view_async_shared();
     __syncthreads();
   }

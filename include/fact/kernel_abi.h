@@ -1,4 +1,4 @@
-/* FACT kernel C ABI, version 1 (docs/CONTRACTS.md §4).
+/* FACT kernel C ABI, version 2 (docs/CONTRACTS.md §4).
  *
  * Every realized variant is one shared library exporting these symbols. The
  * library is torch-free: callers pass device pointers and a cudaStream_t as
@@ -16,7 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define FACT_KERNEL_ABI_VERSION 1
+/* 2: FactGemmProblem gained the epilogue-chain leaves (num_leaves, leaves[]). */
+#define FACT_KERNEL_ABI_VERSION 2
 
 #ifdef __cplusplus
 extern "C" {
@@ -29,10 +30,26 @@ enum FactEpilogueKind {
   FACT_EPILOGUE_C = 2     /* E is an m x n row-major matrix (ld_e, batch_stride_e) */
 };
 
+/* Most leaf tensors one epilogue chain reads. */
+#define FACT_GEMM_MAX_LEAVES 8
+
+/* One leaf tensor of an epilogue chain (CONTRACTS.md §2.1, §4): how the
+ * variant reads it (row vector, column vector, scalar or full matrix) is
+ * compiled in; `ld` (full matrix: elements between rows, else 0) and
+ * `batch_stride` (0 = shared by all batches) are run-time. */
+typedef struct FactEpilogueLeaf {
+  const void* ptr;
+  int64_t ld, batch_stride;
+} FactEpilogueLeaf;
+
 /* One (batched) GEMM: D[b] = alpha * A[b] . B[b] + beta * E[b].
  * A is m x k, B is k x n, D is m x n row-major; see CONTRACTS.md §2 for
  * what "row" and "col" mean for A and B. A batch stride of 0 shares that
- * operand across the batch. All strides are in elements. */
+ * operand across the batch. All strides are in elements.
+ * A variant with an epilogue chain (name suffix _evt<key>) computes
+ * D[b] = chain(alpha * A[b] . B[b] + beta * E[b], leaves...) and reads
+ * leaves[0 .. num_leaves-1] in the chain's l0, l1, ... order; every other
+ * variant ignores num_leaves and leaves (zero them). */
 typedef struct FactGemmProblem {
   int64_t batch, m, n, k;
   const void* a;
@@ -44,6 +61,8 @@ typedef struct FactGemmProblem {
   const void* e;
   int64_t ld_e, batch_stride_e;
   float alpha, beta;
+  int32_t num_leaves;
+  FactEpilogueLeaf leaves[FACT_GEMM_MAX_LEAVES];
 } FactGemmProblem;
 
 /* Identity of the library: its procedural variant name and ABI version. */
@@ -63,6 +82,56 @@ int fact_gemm_run(const FactGemmProblem* problem, void* workspace, size_t worksp
                   void* stream);
 
 const char* fact_last_error(void);
+
+/* ---- LayerNorm libraries (layernorm_* variants; docs/CONTRACTS.md §4) ----
+ * y[r, :] = (x[r, :] - mean) / sqrt(var + eps) * weight + bias over `cols`,
+ * mean and (biased) variance in fp32, two passes over the row held in registers.
+ * With a residual variant x = x_in + residual (both read), and `sum` receives x
+ * when the variant writes it. Rows are `row_stride` elements apart; a row's
+ * elements are contiguous. weight / bias are contiguous vectors of `cols`
+ * elements, or null when absent. Element types are compiled in. */
+typedef struct FactLayerNormProblem {
+  int64_t rows, cols;
+  const void* x;        /* the input, or operand a of x = a + b */
+  int64_t x_row_stride;
+  const void* residual; /* operand b of x = a + b; null for a non-residual variant */
+  int64_t residual_row_stride;
+  void* sum;            /* x = a + b is written here by a *_res_sum variant; else null */
+  int64_t sum_row_stride;
+  const void* weight;   /* null when absent */
+  const void* bias;     /* null when absent */
+  void* y;
+  int64_t y_row_stride;
+  float eps;
+} FactLayerNormProblem;
+
+int fact_layernorm_can_implement(const FactLayerNormProblem* problem);
+/* Enqueue on `stream`; asynchronous like fact_gemm_run. No workspace. */
+int fact_layernorm_run(const FactLayerNormProblem* problem, void* stream);
+
+/* ---- Attention libraries (attention_* variants) ----
+ * O[b,h,i,:] = softmax_j(scale * Q[b,h,i,:].K[b,h,j,:] (+ causal mask)) . V[b,h,j,:]
+ * Element (b,h,s,d) of q/k/v/o is at ptr + b*stride_batch + h*stride_head +
+ * s*stride_seq + d (elements; the pointers already include the payload's
+ * offsets). causal: 0 = no mask, 1 = keys j <= i only (top-left aligned). */
+typedef struct FactAttentionProblem {
+  int64_t batch, heads, seq_q, seq_k, head_dim, head_dim_v;
+  const void* q;
+  int64_t q_stride_batch, q_stride_head, q_stride_seq;
+  const void* k;
+  int64_t k_stride_batch, k_stride_head, k_stride_seq;
+  const void* v;
+  int64_t v_stride_batch, v_stride_head, v_stride_seq;
+  void* o;
+  int64_t o_stride_batch, o_stride_head, o_stride_seq;
+  float scale;
+  int32_t causal;
+} FactAttentionProblem;
+
+int fact_attention_can_implement(const FactAttentionProblem* problem);
+size_t fact_attention_workspace_size(const FactAttentionProblem* problem);
+int fact_attention_run(const FactAttentionProblem* problem, void* workspace, size_t workspace_bytes,
+                       void* stream);
 
 #ifdef __cplusplus
 }

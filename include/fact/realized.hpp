@@ -27,9 +27,13 @@ struct RealizedPattern {
   bool from_registry = false;
   std::string rule, problem_key;  // added fields (v1-compatible)
   // Set when the kernel computes only the GEMM core of a plan pattern whose
-  // output comes after the GEMM (an epilogue chain no emitter generates yet):
+  // output comes after the GEMM (an epilogue chain realize did not fuse):
   // the nodes and output the kernel replaces, and the plan's nodes left to PyTorch.
   std::vector<std::string> bound_nodes, bound_outputs, left_to_pytorch;
+  // Set when the winner runs the pattern's epilogue chain in its epilogue (an sm90
+  // EVT variant): how the kernel ABI's e / leaves bind (epilogue_emit.hpp,
+  // docs/CONTRACTS.md §6); null otherwise.
+  nlohmann::json fused_epilogue;
   std::vector<RealizedCandidate> candidates;
 };
 

@@ -60,8 +60,12 @@ struct GemmVariant {
   OperandLayout layout_a = OperandLayout::Row;
   OperandLayout layout_b = OperandLayout::Col;
   EpilogueKind epilogue = EpilogueKind::None;
+  // First 8 hex digits of the pattern's epilogue_chain key when this variant
+  // runs the chain in its epilogue (sm90 EVT, src/realize/epilogue_emit.cpp); "" otherwise.
+  std::string chain_key;
 
   // gemm_<arch>_<math>_<out>_<tM>x<tN>x<tK>_c<cm>x<cn>_<schedule>_<scheduler>_s<stages|auto>_<la><lb>_<epilogue>
+  // [_evt<chain_key>]
   std::string name() const;
   bool operator==(const GemmVariant& o) const { return name() == o.name(); }
 };

@@ -1,4 +1,4 @@
-"""ctypes access to one realized kernel library (include/fact/kernel_abi.h, ABI 1)
+"""ctypes access to one realized kernel library (include/fact/kernel_abi.h, ABI 2)
 and the ONE function that turns a plan pattern's "gemm" binding
 (docs/CONTRACTS.md §2) plus torch tensors into a FactGemmProblem; the worker
 and the runtime both use `problem_from_binding`.
@@ -12,9 +12,19 @@ import ctypes
 import os
 from typing import Mapping
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 
 EPILOGUE_KINDS = {"none": 0, "bias": 1, "c": 2}
+
+MAX_LEAVES = 8  # FACT_GEMM_MAX_LEAVES
+
+
+class FactEpilogueLeaf(ctypes.Structure):
+    _fields_ = [
+        ("ptr", ctypes.c_void_p),
+        ("ld", ctypes.c_int64),
+        ("batch_stride", ctypes.c_int64),
+    ]
 
 
 class FactGemmProblem(ctypes.Structure):
@@ -37,6 +47,8 @@ class FactGemmProblem(ctypes.Structure):
         ("batch_stride_e", ctypes.c_int64),
         ("alpha", ctypes.c_float),
         ("beta", ctypes.c_float),
+        ("num_leaves", ctypes.c_int32),
+        ("leaves", FactEpilogueLeaf * MAX_LEAVES),
     ]
 
     def describe(self) -> str:
@@ -156,9 +168,29 @@ def strides_match(tensor, logical) -> bool:
     return i == len(tdims)
 
 
-def operand_layout(gemm: Mapping, role: str):
-    """Logical (size, stride) dims, innermost first, of operand `role` (a, b, d, e)."""
+def _leaf_spec(fused: Mapping | None, role: str) -> Mapping:
+    for spec in (fused or {}).get("inputs", []):
+        if spec["name"] == role and int(spec.get("abi_leaf", -1)) >= 0:
+            return spec
+    raise BindingError(f"no epilogue leaf {role!r} in the binding")
+
+
+def operand_layout(gemm: Mapping, role: str, fused: Mapping | None = None):
+    """Logical (size, stride) dims, innermost first, of operand `role` (a, b,
+    d, e, or an epilogue-chain leaf l<k> of `fused`, the pattern's
+    fused_epilogue: docs/CONTRACTS.md §6)."""
     batch, m, n, k = (int(gemm[key]) for key in ("batch", "m", "n", "k"))
+    if role not in ("a", "b", "d", "e"):
+        spec = _leaf_spec(fused, role)
+        kind = spec["kind"]
+        dims = {"row": [(n, 1)], "col": [(m, 1)], "scalar": [],
+                "matrix": [(n, 1), (m, int(spec.get("ld", 0)))]}.get(kind)
+        if dims is None:
+            raise BindingError(f"epilogue leaf {role!r} has unknown kind {kind!r}")
+        batch_stride = int(spec.get("batch_stride", 0))
+        if batch > 1 and batch_stride != 0:
+            dims.append((batch, batch_stride))
+        return dims
     if role == "e":
         spec = gemm["epilogue"]
         if spec["kind"] == "bias":
@@ -176,23 +208,39 @@ def operand_layout(gemm: Mapping, role: str):
     return dims
 
 
-def binding_tensor_ids(gemm: Mapping) -> dict[str, str]:
-    """{role: tensor id} of the operands a binding reads (a, b, and e when used)."""
+def leaf_roles(fused: Mapping | None) -> list[tuple[str, str]]:
+    """[(leaf name, tensor id)] of a fused epilogue in ABI order (leaves[i])."""
+    specs = [spec for spec in (fused or {}).get("inputs", []) if int(spec.get("abi_leaf", -1)) >= 0]
+    specs.sort(key=lambda spec: int(spec["abi_leaf"]))
+    if [int(spec["abi_leaf"]) for spec in specs] != list(range(len(specs))):
+        raise BindingError("fused epilogue leaves are not numbered 0..k-1")
+    if len(specs) > MAX_LEAVES:
+        raise BindingError(f"{len(specs)} epilogue leaves; the ABI passes at most {MAX_LEAVES}")
+    return [(spec["name"], spec["tensor"]) for spec in specs]
+
+
+def binding_tensor_ids(gemm: Mapping, fused: Mapping | None = None) -> dict[str, str]:
+    """{role: tensor id} of the operands a binding reads (a, b, e when used,
+    and the epilogue-chain leaves l<k> of a fused epilogue)."""
     ids = {"a": gemm["a"]["tensor"], "b": gemm["b"]["tensor"]}
     epilogue = gemm.get("epilogue") or {"kind": "none"}
     if epilogue.get("kind", "none") != "none":
         ids["e"] = epilogue["tensor"]
+    for name, tensor in leaf_roles(fused):
+        ids[name] = tensor
     return ids
 
 
-def check_operand(gemm: Mapping, role: str, tensor) -> None:
-    if not strides_match(tensor, operand_layout(gemm, role)):
+def check_operand(gemm: Mapping, role: str, tensor, fused: Mapping | None = None) -> None:
+    layout = operand_layout(gemm, role, fused)
+    if not strides_match(tensor, layout):
         raise BindingError(f"operand {role} (shape {list(tensor.shape)}, strides {list(tensor.stride())}) "
-                           f"does not match the binding's layout {operand_layout(gemm, role)}")
+                           f"does not match the binding's layout {layout}")
 
 
 def problem_from_binding(gemm: Mapping, tensors: Mapping[str, object], out, check: bool = True,
-                         skeleton: FactGemmProblem | None = None) -> FactGemmProblem:
+                         skeleton: FactGemmProblem | None = None,
+                         fused: Mapping | None = None) -> FactGemmProblem:
     """FactGemmProblem for `gemm` (a plan pattern's "gemm" object) reading
     operands from `tensors` (tensor id -> torch.Tensor) and writing `out`.
 
@@ -202,31 +250,31 @@ def problem_from_binding(gemm: Mapping, tensors: Mapping[str, object], out, chec
     kernel runs. check=False skips the dtype/device/layout checks: only for a
     caller that already checked tensors of exactly these shapes, strides,
     dtypes and device (the runtime caches that per input signature);
-    `skeleton` is problem_skeleton(gemm) computed earlier (copied, not
-    modified)."""
+    `skeleton` is problem_skeleton(gemm, fused) computed earlier (copied, not
+    modified). `fused`: the pattern's fused_epilogue (its leaves are read
+    from `tensors` too; `out` is then the chain's output)."""
     epilogue = gemm.get("epilogue") or {"kind": "none"}
     kind = epilogue.get("kind", "none")
     if kind not in EPILOGUE_KINDS:
         raise BindingError(f"unknown epilogue kind {kind!r}")
-    ids = binding_tensor_ids(gemm)
+    ids = binding_tensor_ids(gemm, fused)
     operands = {}
     for role, ident in ids.items():
         if ident not in tensors:
             raise BindingError(f"operand {role} names tensor {ident!r}, which was not provided")
         operands[role] = tensors[ident]
     operands["d"] = out
-    element = {"a": gemm.get("element_a"), "b": gemm.get("element_b"), "d": gemm.get("element_d"),
-               "e": gemm.get("element_d")}
     device = out.device
     for role, tensor in operands.items() if check else ():
-        if element[role] and tensor.dtype != torch_dtype(element[role]):
-            raise BindingError(f"operand {role} is {tensor.dtype}, the kernel takes {element[role]}")
+        wanted = gemm.get(_ELEMENT_KEY.get(role, "element_d"))
+        if wanted and tensor.dtype != torch_dtype(wanted):
+            raise BindingError(f"operand {role} is {tensor.dtype}, the kernel takes {wanted}")
         if tensor.device != device:
             raise BindingError(f"operand {role} is on {tensor.device}, the output on {device}")
-        check_operand(gemm, role, tensor)
+        check_operand(gemm, role, tensor, fused)
 
     if skeleton is None:
-        problem = problem_skeleton(gemm)
+        problem = problem_skeleton(gemm, fused)
     else:
         problem = FactGemmProblem.from_buffer_copy(skeleton)
     problem.a = operands["a"].data_ptr()
@@ -234,7 +282,13 @@ def problem_from_binding(gemm: Mapping, tensors: Mapping[str, object], out, chec
     problem.d = out.data_ptr()
     if kind != "none":
         problem.e = operands["e"].data_ptr()
+    for index, (name, _tensor) in enumerate(leaf_roles(fused)):
+        problem.leaves[index].ptr = operands[name].data_ptr()
     return problem
+
+
+# dtype key of each role in the gemm binding; leaves and e have D's element type.
+_ELEMENT_KEY = {"a": "element_a", "b": "element_b", "d": "element_d", "e": "element_d"}
 
 
 # Placeholder device addresses for a can_implement check before any data
@@ -242,19 +296,22 @@ def problem_from_binding(gemm: Mapping, tensors: Mapping[str, object], out, chec
 # pure host check (kernel_abi.h): it may test pointer alignment, never
 # dereference, so these are safe to pass; never pass them to run().
 PLACEHOLDER_ADDRESSES = {"a": 1 << 20, "b": 2 << 20, "d": 3 << 20, "e": 4 << 20}
+PLACEHOLDER_LEAF_ADDRESS = 5 << 20  # leaf i at this + i MiB
 
 
-def placeholder_problem(gemm: Mapping) -> FactGemmProblem:
+def placeholder_problem(gemm: Mapping, fused: Mapping | None = None) -> FactGemmProblem:
     """problem_skeleton with PLACEHOLDER_ADDRESSES for the operands the binding
     uses (real variants reject null operand pointers)."""
-    problem = problem_skeleton(gemm)
+    problem = problem_skeleton(gemm, fused)
     problem.a, problem.b, problem.d = (PLACEHOLDER_ADDRESSES[r] for r in ("a", "b", "d"))
     if "e" in binding_tensor_ids(gemm):
         problem.e = PLACEHOLDER_ADDRESSES["e"]
+    for index, _ in enumerate(leaf_roles(fused)):
+        problem.leaves[index].ptr = PLACEHOLDER_LEAF_ADDRESS + (index << 20)
     return problem
 
 
-def problem_skeleton(gemm: Mapping) -> FactGemmProblem:
+def problem_skeleton(gemm: Mapping, fused: Mapping | None = None) -> FactGemmProblem:
     """The binding's sizes, leading dimensions, batch strides and scalars with
     null pointers (filled in by problem_from_binding / placeholder_problem)."""
     epilogue = gemm.get("epilogue") or {"kind": "none"}
@@ -276,20 +333,25 @@ def problem_skeleton(gemm: Mapping) -> FactGemmProblem:
         problem.batch_stride_e = stride_of(epilogue)
         problem.beta = float(epilogue.get("beta", 1.0))
     problem.alpha = float(epilogue.get("alpha", 1.0))
+    specs = {spec["name"]: spec for spec in (fused or {}).get("inputs", [])}
+    roles = leaf_roles(fused)
+    problem.num_leaves = len(roles)
+    for index, (name, _tensor) in enumerate(roles):
+        problem.leaves[index].ld = int(specs[name].get("ld", 0))
+        problem.leaves[index].batch_stride = int(specs[name].get("batch_stride", 0)) if batch > 1 else 0
     return problem
 
 
-def check_binding_meta(gemm: Mapping, tensors: Mapping[str, object], out) -> None:
+def check_binding_meta(gemm: Mapping, tensors: Mapping[str, object], out, fused: Mapping | None = None) -> None:
     """problem_from_binding's dtype/layout checks without touching data
     pointers (works on meta and fake tensors). Raises BindingError."""
-    element = {"a": gemm.get("element_a"), "b": gemm.get("element_b"), "d": gemm.get("element_d"),
-               "e": gemm.get("element_d")}
-    operands = {role: tensors[ident] for role, ident in binding_tensor_ids(gemm).items()}
+    operands = {role: tensors[ident] for role, ident in binding_tensor_ids(gemm, fused).items()}
     operands["d"] = out
     for role, tensor in operands.items():
-        if element[role] and tensor.dtype != torch_dtype(element[role]):
-            raise BindingError(f"operand {role} is {tensor.dtype}, the kernel takes {element[role]}")
-        check_operand(gemm, role, tensor)
+        wanted = gemm.get(_ELEMENT_KEY.get(role, "element_d"))
+        if wanted and tensor.dtype != torch_dtype(wanted):
+            raise BindingError(f"operand {role} is {tensor.dtype}, the kernel takes {wanted}")
+        check_operand(gemm, role, tensor, fused)
 
 
 def stream_pointer(device) -> int:
@@ -301,14 +363,34 @@ def stream_pointer(device) -> int:
     return int(torch.cuda.current_stream(device).cuda_stream)
 
 
+def kernel_binding(pattern: dict) -> tuple[list, list, dict | None]:
+    """(nodes, outputs, fused_epilogue) a GEMM kernel computes for a plan
+    pattern. A pattern realize bound to an EVT variant carries
+    `fused_epilogue` (docs/CONTRACTS.md §6): the kernel computes the whole
+    epilogue chain, so every node is replaced and the output is the chain's.
+    Otherwise the kernel computes the GEMM core (gemm_core). Raises
+    ValueError for an inconsistent pattern."""
+    fused = pattern.get("fused_epilogue")
+    if not fused:
+        nodes, outputs = gemm_core(pattern)
+        return nodes, outputs, None
+    chain = pattern.get("epilogue_chain") or {}
+    output = fused.get("output")
+    if output != chain.get("output") or list(pattern.get("outputs", [])) != [output]:
+        raise ValueError(f"fused epilogue output {output!r} is not the pattern's chain output "
+                         f"{chain.get('output')!r} / outputs {pattern.get('outputs')}")
+    return list(pattern.get("nodes", [])), [output], fused
+
+
 def gemm_core(pattern: dict) -> tuple[list, list]:
-    """(nodes, outputs) a GEMM kernel computes for a plan pattern. A pattern
-    whose output is computed after the GEMM (an epilogue chain no emitter
-    generates yet) is bound as its GEMM core: its nodes up to and including the
-    root, with D as output; the chain's nodes keep running in PyTorch, reading
-    D. Mirrors realize's reduction (docs/CONTRACTS.md §6); the worker verifies
-    and the runtime installs exactly this core. Raises ValueError when the
-    pattern's root is not among its nodes."""
+    """(nodes, outputs) a GEMM-core kernel computes for a plan pattern. A
+    pattern whose output is computed after the GEMM (an epilogue chain realize
+    did not fuse: no fused_epilogue, see kernel_binding) is bound as its GEMM
+    core: its nodes up to and including the root, with D as output; the
+    chain's nodes keep running in PyTorch, reading D. Mirrors realize's
+    reduction (docs/CONTRACTS.md §6); the worker verifies and the runtime
+    installs exactly this core. Raises ValueError when the pattern's root is
+    not among its nodes."""
     names = list(pattern.get("nodes", []))
     outputs = list(pattern.get("outputs", []))
     d = pattern["gemm"]["d"]["tensor"]

@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Mapping
 
 from . import ops as _ops
+from . import reference_chain as _chain
+from . import reference_other as _other
 
 
 class UnsupportedOp(ValueError):
@@ -157,11 +159,17 @@ def run_nodes(nodes, inputs: Mapping[str, object], tensors: Mapping[str, dict] |
         if promote64 and isinstance(value, torch.Tensor) and value.is_floating_point():
             value = value.to(torch.float64)
         env[ident] = value
+    device = next((v.device for v in env.values() if isinstance(v, torch.Tensor)), torch.device("cpu"))
     for node in nodes:
         op = node["op"]
-        if op.startswith("other:") or op not in _ops.SIGNATURES:
+        if _other.supported(op):  # mask construction, identity dropout, SDPA (reference_other.py)
+            result = _other.call(node, env, device, promote64)
+        elif _chain.supported(op):  # clamp / erf / sqrt / abs of GEMM epilogue chains (reference_chain.py)
+            result = _chain.call(node, env)
+        elif op.startswith("other:") or op not in _ops.SIGNATURES:
             raise UnsupportedOp(f"node {node['id']}: op {op!r} has no reference implementation")
-        result = _call(op, _bind(node, env, tensors, promote64), promote64)
+        else:
+            result = _call(op, _bind(node, env, tensors, promote64), promote64)
         outputs = node.get("outputs") or [node["id"]]
         env[outputs[0]] = result
     return env

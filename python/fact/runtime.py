@@ -6,8 +6,15 @@ re-traces the module with fact.capture.trace (so fx node names equal the IR
 ids), replaces each manifest pattern's nodes by one call of `fact_gemm(operands,
 entry)` -- the custom op `torch.ops.fact.gemm` (with a fake impl for
 torch.compile and an autograd formula), called directly in eager inference --
-and makes `module.forward` run the rewritten graph. The GraphModule is stored with object.__setattr__, so it
-is NOT a submodule: state_dict keys and parameters stay exactly the module's.
+and makes `module.forward` run the rewritten graph. A pattern carrying
+`fused_epilogue` (its kernel runs the whole epilogue chain, docs/CONTRACTS.md
+§6) replaces every node up to the chain's output; the chain's leaves become
+kernel operands read live from the module / graph like A and B. The
+GraphModule is stored with object.__setattr__, so it is NOT a submodule:
+state_dict keys and parameters stay exactly the module's.
+
+Ablation: `install(..., patterns="rule:attention")` or $FACT_PATTERNS binds
+only the patterns select_patterns() names; the rest run in PyTorch.
 
 Fallbacks (each one warns once, naming the pattern and the reason):
 - at install: the library fails to load, its can_implement rejects the
@@ -114,6 +121,9 @@ class _PatternEntry:
         self.id_slots = id_slots          # {binding tensor id: operand index}
         self.module_params = module_params  # {module target: [(param name, operand index)]}
         self.gemm = pattern["gemm"]
+        # The pattern's fused_epilogue when its kernel runs the whole epilogue chain
+        # (leaves bound like operands; docs/CONTRACTS.md §6), else None.
+        self.fused = pattern.get("fused_epilogue") or None
         self.a_slot = id_slots[self.gemm["a"]["tensor"]]
         self._plans: dict = {}
         self._warned: set = set()
@@ -174,9 +184,9 @@ class _PatternEntry:
         gemm = self.gemm
         tensors = {}
         contiguous = set()
-        for role, ident in _kernel.binding_tensor_ids(gemm).items():
+        for role, ident in _kernel.binding_tensor_ids(gemm, self.fused).items():
             tensor = meta[self.id_slots[ident]]
-            layout = _kernel.operand_layout(gemm, role)
+            layout = _kernel.operand_layout(gemm, role, self.fused)
             if not _kernel.strides_match(tensor, layout):
                 tensor = torch.empty(tuple(tensor.shape), dtype=tensor.dtype, device="meta")
                 if not _kernel.strides_match(tensor, layout):
@@ -188,11 +198,11 @@ class _PatternEntry:
         if dense_out:
             out = torch.empty(tuple(out.shape), dtype=out.dtype, device="meta")
         try:
-            _kernel.check_binding_meta(gemm, tensors, out)
+            _kernel.check_binding_meta(gemm, tensors, out, self.fused)
         except _kernel.BindingError as exc:
             return f"run-time operands do not fit the binding: {exc}"
         return _Plan(tuple(out.shape), None if dense_out else tuple(out.stride()), out.dtype, contiguous,
-                     _kernel.problem_skeleton(gemm))
+                     _kernel.problem_skeleton(gemm, self.fused))
 
     def execute(self, operands):
         if self.kernel is None:
@@ -209,7 +219,8 @@ class _PatternEntry:
         else:
             out = torch.empty_strided(plan.shape, plan.strides, dtype=plan.dtype, device=device)
         # The plan checked dtypes and layouts for this exact input signature.
-        problem = _kernel.problem_from_binding(self.gemm, tensors, out, check=False, skeleton=plan.skeleton)
+        problem = _kernel.problem_from_binding(self.gemm, tensors, out, check=False, skeleton=plan.skeleton,
+                                               fused=self.fused)
         why = self.kernel.can_implement(problem)
         if why is not None:
             self.warn(f"can_implement: {why}")
@@ -318,7 +329,7 @@ def _prepare(gm, builder, pattern: dict, base_dir: str, replaced: dict) -> tuple
     if len(outputs) != 1 or outputs[0] not in names:
         raise _Fallback(f"expected one output among the pattern's nodes, got {outputs}")
     try:
-        names, outputs = _kernel.gemm_core(pattern)
+        names, outputs, fused = _kernel.kernel_binding(pattern)
     except ValueError as e:
         raise _Fallback(str(e)) from None
     if outputs[0] not in graph_nodes:
@@ -357,7 +368,7 @@ def _prepare(gm, builder, pattern: dict, base_dir: str, replaced: dict) -> tuple
         steps.append((node.name, node.op, node.target, args, kwargs))
 
     id_slots: dict[str, int] = {}
-    for role, ident in _kernel.binding_tensor_ids(pattern["gemm"]).items():
+    for role, ident in _kernel.binding_tensor_ids(pattern["gemm"], fused).items():
         source = builder.sources.get(ident)
         if source is None:
             raise _Fallback(f"binding operand {role} names {ident!r}, unknown in the re-traced graph")
@@ -380,7 +391,7 @@ def _prepare(gm, builder, pattern: dict, base_dir: str, replaced: dict) -> tuple
     except (_kernel.KernelError, OSError) as exc:
         raise _Fallback(f"library failed to load: {exc}") from exc
     try:
-        why = kern.can_implement(_kernel.placeholder_problem(pattern["gemm"]))
+        why = kern.can_implement(_kernel.placeholder_problem(pattern["gemm"], fused))
     except (KeyError, TypeError, ValueError) as exc:
         raise _Fallback(f"malformed gemm binding: {exc}") from exc
     if why is not None:
@@ -407,24 +418,109 @@ def _rewrite(gm, entry: _PatternEntry, entry_id: int, ordered, out_node) -> torc
     return call
 
 
-def install(module: torch.nn.Module, manifest, *, strict: bool = False) -> torch.nn.Module:
+PATTERNS_ENV = "FACT_PATTERNS"
+
+
+def _root_scopes(gm) -> dict:
+    """Node name -> the qualified paths of the submodules it runs inside
+    (torch.fx's nn_module_stack; a call_module node is inside its own module)."""
+    scopes = {}
+    for node in gm.graph.nodes:
+        paths = set()
+        for value in (node.meta.get("nn_module_stack") or {}).values():
+            path = value[0] if isinstance(value, tuple) else value
+            if isinstance(path, str):
+                paths.add(path)
+        if node.op == "call_module":
+            paths.add(node.target)
+        scopes[node.name] = paths
+    return scopes
+
+
+def select_patterns(patterns: list, gm, selection: str | None) -> list:
+    """The manifest patterns `selection` names: the ones install() binds (ablation).
+
+    `selection` is a comma-separated list of `all`, `none`, a pattern id (`p3`),
+    `rule:NAME` (the patterns of that rule) or `module:PATH` (the patterns whose
+    root node runs inside the submodule PATH, e.g. `mlp` or `attn.c_proj`);
+    None or "" means all. Raises ValueError for an unknown item and for a
+    selection that names none of the manifest's patterns (an ablation that
+    silently binds nothing would time plain PyTorch); an item that matches
+    nothing while others do only warns."""
+    items = [item.strip() for item in (selection or "all").split(",") if item.strip()]
+    if items == ["none"]:
+        return []
+    if "all" in items:
+        return list(patterns)
+    scopes = _root_scopes(gm)
+    chosen = set()
+    idle = []
+    for item in items:
+        kind, sep, value = item.partition(":")
+        if not sep:
+            kind, value = "id", item
+        if kind not in ("id", "rule", "module") or not value or item == "none":
+            raise ValueError(f"pattern selection {selection!r}: cannot read {item!r}; items are all, none, "
+                             f"a pattern id, rule:NAME or module:PATH")
+        hits = []
+        for index, pattern in enumerate(patterns):
+            if kind == "id":
+                hit = pattern.get("id") == value
+            elif kind == "rule":
+                hit = pattern.get("rule") == value
+            else:
+                hit = any(path == value or path.startswith(value + ".")
+                          for path in scopes.get(pattern.get("root", ""), ()))
+            if hit:
+                hits.append(index)
+        if not hits:
+            idle.append(item)
+        chosen.update(hits)
+    if not chosen:
+        have = ", ".join(f"{p.get('id', '?')} ({p.get('rule', '?')} at {p.get('root', '?')})" for p in patterns)
+        raise ValueError(f"pattern selection {selection!r} matches none of the manifest's patterns: "
+                         f"{have or 'the manifest has none'}")
+    for item in idle:
+        warnings.warn(f"fact: pattern selection item {item!r} matches no pattern of the manifest",
+                      RuntimeWarning, stacklevel=3)
+    return [pattern for index, pattern in enumerate(patterns) if index in chosen]
+
+
+def _runtime_ops():
+    """fact.runtime_ops (imported late: it builds on this module)."""
+    from . import runtime_ops
+
+    return runtime_ops
+
+
+def install(module: torch.nn.Module, manifest, *, strict: bool = False,
+            patterns: str | None = None) -> torch.nn.Module:
     """Replace each manifest pattern of `module` by its kernel; returns `module`.
 
     `manifest` is a path to fact_manifest.json (library paths relative to it)
     or the loaded dict. With strict=True an install-time fallback raises
-    instead of warning (for tests and `fact optimize`'s end-to-end check)."""
+    instead of warning (for tests and `fact optimize`'s end-to-end check).
+    `patterns` (default: $FACT_PATTERNS, else all) binds only the patterns
+    select_patterns() names; the others run in PyTorch without a warning:
+    a per-pattern ablation, not a fallback."""
     data, base_dir = _load_manifest(manifest)
     if data.get("fact_manifest") != 1:
         raise ValueError(f"not a FACT manifest (version {data.get('fact_manifest')!r}, expected 1)")
     gm = _capture.trace(module)
     builder = _capture.IRBuilder(gm)
     builder.build()
+    if patterns is None:
+        patterns = os.environ.get(PATTERNS_ENV)
     installed = []
     replaced: dict = {}
-    for pattern in data.get("patterns", []):
+    for pattern in select_patterns(data.get("patterns", []), gm, patterns):
         pid = pattern.get("id", "?")
         try:
             try:
+                if _runtime_ops().handles(pattern):  # layernorm / attention: fact.runtime_ops binds them
+                    _runtime_ops().install_pattern(gm, builder, pattern, base_dir, replaced)
+                    installed.append(pid)
+                    continue
                 entry, ordered, out_node = _prepare(gm, builder, pattern, base_dir, replaced)
             except (KeyError, TypeError, ValueError) as exc:
                 raise _Fallback(f"malformed manifest entry ({type(exc).__name__}: {exc})") from exc

@@ -27,7 +27,7 @@ import sys
 import traceback
 
 from . import kernel as _kernel
-from . import measure, reference
+from . import measure, reference, worker_ops
 
 EXIT_CONTEXT_LOST = 3
 MIN_TRIALS = 5
@@ -73,7 +73,9 @@ class PatternBench:
         self.gemm = pattern.get("gemm")
         if not self.gemm:
             raise ValueError(f"pattern {pattern.get('id')} has no gemm binding; this worker runs GEMM kernels")
-        nodes, outputs = _kernel.gemm_core(pattern)
+        # A fused epilogue chain (sm90 EVT variant): the kernel computes every node of
+        # the pattern and is checked against all of them; else only the GEMM core.
+        nodes, outputs, self.fused = _kernel.kernel_binding(pattern)
         self.pattern = pattern = dict(pattern, nodes=nodes, outputs=outputs)
         self.device = device
         tensors = ir["tensors"]
@@ -81,7 +83,7 @@ class PatternBench:
         for ident in self.input_ids + list(pattern["outputs"]):
             if ident not in tensors:
                 raise KeyError(f"tensor {ident!r} of pattern {pattern.get('id')} is not in the IR")
-        self.out_id = self.gemm["d"]["tensor"]
+        self.out_id = self.fused["output"] if self.fused else self.gemm["d"]["tensor"]
         if self.out_id not in pattern["outputs"]:
             raise ValueError(f"binding output {self.out_id!r} is not a pattern output")
         self.out_entry = tensors[self.out_id]
@@ -140,7 +142,7 @@ class _Launcher:
         self._workspace = None
 
     def problem(self, inputs: dict, out):
-        return _kernel.problem_from_binding(self.bench.gemm, inputs, out)
+        return _kernel.problem_from_binding(self.bench.gemm, inputs, out, fused=self.bench.fused)
 
     def prepare(self, problem):
         """Workspace for `problem`; returns (pointer, bytes)."""
@@ -289,7 +291,8 @@ def run_job(job: dict, emit, loader=_kernel.GemmKernel, device=None) -> int:
             ir = json.load(f)
         if device is None:
             device = torch.device("cuda", torch.cuda.current_device())
-        bench = PatternBench(ir, pattern, device)
+        # layernorm / attention patterns have their own bench (fact.worker_ops); GEMMs this one.
+        bench = worker_ops.OpBench(ir, pattern, device) if worker_ops.handles(pattern) else PatternBench(ir, pattern, device)
     except (OSError, ValueError, KeyError) as exc:
         for cand in candidates:  # every candidate gets the reason, none is silently lost
             emit({"event": "begin", "name": cand.get("name", "")})
@@ -305,7 +308,11 @@ def run_job(job: dict, emit, loader=_kernel.GemmKernel, device=None) -> int:
         name = cand.get("name", "")
         emit({"event": "begin", "name": name})
         try:
-            result = evaluate(cand, bench, float(tol), trials, timing, baseline_cache, loader)
+            if isinstance(bench, worker_ops.OpBench):
+                result = worker_ops.evaluate(cand, bench, float(tol), trials, timing, baseline_cache,
+                                             worker_ops.loader_for(pattern, loader))
+            else:
+                result = evaluate(cand, bench, float(tol), trials, timing, baseline_cache, loader)
         except _ContextLost as exc:
             return _context_lost(name, str(exc))
         except Exception as exc:  # noqa: BLE001 - one candidate's failure must not end the job

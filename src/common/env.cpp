@@ -38,6 +38,12 @@ const std::vector<EnvKnob>& env_knobs() {
        "sm90a|sm90|sm80"},
       {"FACT_VARIANTS", EnvType::Choice, "default", "variant set realize builds per pattern", "default|all"},
       {"FACT_LOG", EnvType::Choice, "info", "log level (debug adds per-step detail)", "info|debug"},
+      // Read by python/fact/runtime.py (install), not by the C++ stages: listed
+      // here because this is the one table of knobs.
+      {"FACT_PATTERNS", EnvType::String, "all",
+       "patterns a composed module binds (ablation): all, none, or a comma list of pattern ids, rule:NAME, "
+       "module:PATH; the rest run in PyTorch",
+       ""},
   };
   return knobs;
 }
@@ -198,6 +204,7 @@ std::string env_effective(const EnvKnob& k) {
   if (name == "FACT_ARCH") return env::arch();
   if (name == "FACT_VARIANTS") return env::variants();
   if (name == "FACT_LOG") return env::debug_logging() ? "debug" : "info";
+  if (name == "FACT_PATTERNS") return env_raw(k.name).value_or("all");
   return env_raw(k.name).value_or("");
 }
 

@@ -148,6 +148,8 @@ int compose(const ComposeOptions& options) {
     // stays in PyTorch): the runtime must replace exactly those nodes.
     for (const char* key : {"nodes", "outputs"})
       if (outcome.contains(key)) bound[key] = outcome[key];
+    // A winner that runs the epilogue chain in its epilogue: how its leaves bind.
+    if (outcome.contains("fused_epilogue")) bound["fused_epilogue"] = outcome["fused_epilogue"];
     bound["variant"] = outcome.at("variant");
     bound["math"] = outcome.at("math");
     bound["library"] = local_library.string();

@@ -75,8 +75,17 @@ std::string compose_report(const json& ir, const json& plan, const json& realize
     if (outcome.contains("left_to_pytorch") && !outcome["left_to_pytorch"].empty()) {
       std::string chain;
       for (const json& node : outcome["left_to_pytorch"]) chain += (chain.empty() ? "`" : ", `") + node.get<std::string>() + "`";
-      md += fmt::format("The kernel computes the GEMM core only; the epilogue chain {} runs in PyTorch (no emitter "
-                        "generates chain epilogues yet).\n\n", chain);
+      md += fmt::format("The kernel computes the GEMM core only; the epilogue chain {} runs in PyTorch (no EVT "
+                        "candidate was realized for it).\n\n", chain);
+    }
+    if (outcome.contains("fused_epilogue") && outcome["fused_epilogue"].is_object()) {
+      const json& fused = outcome["fused_epilogue"];
+      std::string inputs;
+      for (const json& in : fused.value("inputs", json::array()))
+        inputs += fmt::format("{}`{}` ({})", inputs.empty() ? "" : ", ", in.value("tensor", ""), in.value("kind", ""));
+      md += fmt::format("Epilogue chain fused: the kernel's sm90 EVT epilogue computes the whole chain up to `{}` "
+                        "(chain key {}{}).\n\n", fused.value("output", ""), fused.value("key", ""),
+                        inputs.empty() ? std::string() : "; it reads " + inputs);
     }
     const json candidates = outcome.value("candidates", json::array());
     if (candidates.empty()) {

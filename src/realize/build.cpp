@@ -121,7 +121,10 @@ std::vector<std::string> nvcc_command(const Toolchain& tc, const std::vector<std
   for (const auto& inc : {(fs::path(tc.source_dir) / "include").string(),
                           (fs::path(tc.source_dir) / "templates").string(),
                           (fs::path(tc.cutlass_dir) / "include").string(),
-                          (fs::path(tc.cutlass_dir) / "tools" / "util" / "include").string()})
+                          (fs::path(tc.cutlass_dir) / "tools" / "util" / "include").string(),
+                          // the FMHA example headers (templates/attention_sm80.cuh includes
+                          // "41_fused_multi_head_attention/kernel_forward.h")
+                          (fs::path(tc.cutlass_dir) / "examples").string()})
     argv.push_back("-I" + inc);
   argv.push_back("-o");
   argv.push_back(output_path);

@@ -43,7 +43,8 @@ constexpr const char* kSm80Source =
     "FACT_EXPORT_GEMM(fact::gemm_sm80::Operation<FactConfig>, \"${name}\")\n";
 
 // Interface agreed with the split-kernel owner:
-// fact::split_gemm::Config<TileM, TileN, TileK, Terms, ARowMajor, BRowMajor, Epilogue, Stages>.
+// fact::split_gemm::Config<TileM, TileN, TileK, Terms, ARowMajor, BRowMajor, Epilogue, Stages,
+// PartFormat>.
 constexpr const char* kSm90SplitSource =
     "#include \"split_gemm_sm90.cuh\"\n"
     "#include \"fact_export.cuh\"\n"
@@ -51,7 +52,7 @@ constexpr const char* kSm90SplitSource =
     "using FactConfig = fact::split_gemm::Config<\n"
     "    /*tile*/ ${tile_m}, ${tile_n}, ${tile_k}, /*terms*/ ${terms},\n"
     "    /*a_row_major*/ ${a_row_major}, /*b_row_major*/ ${b_row_major},\n"
-    "    ${epilogue}, /*stages*/ ${stages}>;\n"
+    "    ${epilogue}, /*stages*/ ${stages}, ${part_format}>;\n"
     "\n"
     "FACT_EXPORT_GEMM(fact::split_gemm::Operation<FactConfig>, \"${name}\")\n";
 
@@ -96,6 +97,10 @@ std::string template_header(KernelArch arch) {
 }
 
 std::string emit_variant_source(const GemmVariant& v) {
+  if (!v.chain_key.empty())
+    throw std::invalid_argument(fmt::format("{} runs an epilogue chain: its source needs the chain "
+                                            "(emit_chain_variant_source, src/realize/epilogue_emit.cpp)",
+                                            v.name()));
   const std::string math = cpp::math_tag(v.arch, v.math);
   if (math.empty())
     throw std::invalid_argument(fmt::format("the {} family has no {} math mode", token(v.arch), token(v.math)));
@@ -133,6 +138,8 @@ std::string emit_variant_source(const GemmVariant& v) {
     case KernelArch::Sm90Split:
       body = kSm90SplitSource;
       values["terms"] = math;  // the table spells this family's math as its Terms count
+      values["part_format"] =
+          v.math == MathMode::F16x3 ? "fact::split_gemm::PartsFp16Scaled" : "fact::split_gemm::PartsBf16";
       values["a_row_major"] = v.layout_a == OperandLayout::Row ? "true" : "false";
       values["b_row_major"] = v.layout_b == OperandLayout::Row ? "true" : "false";
       break;

@@ -17,10 +17,12 @@
 
 #include "fact/build.hpp"
 #include "fact/emit.hpp"
+#include "fact/epilogue_emit.hpp"
 #include "fact/env.hpp"
 #include "fact/log.hpp"
 #include "fact/realized.hpp"
 #include "fact/registry.hpp"
+#include "fact/pattern_realizer.hpp"
 #include "fact/variant.hpp"
 #include "fact/worker_client.hpp"
 
@@ -28,11 +30,15 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace fact {
+
+static std::vector<std::string> reduce_to_gemm_core(nlohmann::json& pattern);
+
 namespace {
 
 struct Candidate {
-  GemmVariant variant;
+  GemmVariant variant;  // GEMM candidates only; a rule realizer's candidate has just name/math/flags/source
   std::string name;
+  std::string math;     // the math-mode token the report and registry state
   std::vector<std::string> flags;
   std::string source;
   CompileResult compile;
@@ -46,6 +52,9 @@ struct PatternWork {
   std::optional<GemmProblemDesc> problem;
   std::string fallback_reason;  // set when the pattern cannot be attempted at all
   std::vector<std::string> left_to_pytorch;  // epilogue-chain nodes of the plan pattern the kernel does not compute
+  // Set while the pattern's epilogue chain is realized in the kernel (sm90 EVT
+  // variants, epilogue_emit.hpp); cleared when it falls back to the GEMM core.
+  std::optional<ChainPlan> chain;
   // Warm path: the other candidates' outcomes as the registry recorded them
   // (latest per variant, same tolerance and toolchain), so the report still
   // shows what the winner was chosen over.
@@ -53,6 +62,7 @@ struct PatternWork {
   std::vector<Candidate> candidates;
   std::vector<SkippedVariant> skipped;
   bool from_registry = false;
+  const PatternRealizer* realizer = nullptr;  // non-GEMM rules (pattern_realizer.hpp); null for GEMM patterns
 };
 
 std::string str(const json& obj, const char* key) {
@@ -64,41 +74,103 @@ std::string eta_text(double elapsed, int done, int total) {
   return ", ETA " + log::format_seconds(elapsed / done * (total - done));
 }
 
-Candidate make_candidate(const GemmVariant& v, const std::string& target_arch) {
+// `chain`: the pattern's epilogue chain, required by a variant with a chain key.
+Candidate make_candidate(const GemmVariant& v, const std::string& target_arch, const ChainPlan* chain) {
   Candidate c;
   c.variant = v;
   c.name = v.name();
+  c.math = token(v.math);
   c.flags = nvcc_flags(v.arch, target_arch);
-  c.source = emit_variant_source(v);
+  if (v.chain_key.empty()) {
+    c.source = emit_variant_source(v);
+  } else {
+    if (!chain) throw std::invalid_argument(c.name + " runs an epilogue chain, but the pattern has none to emit");
+    c.source = emit_chain_variant_source(v, *chain);
+  }
   return c;
 }
 
-void enumerate_cold(PatternWork& w, double tolerance, VariantSet set, const std::string& filter) {
-  w.candidates.clear();
-  w.skipped.clear();
-  w.from_registry = false;
-  Enumeration e = enumerate_gemm_variants(*w.problem, tolerance, w.arch, set);
+Candidate make_candidate(RealizerCandidate rc) {
+  Candidate c;
+  c.name = std::move(rc.name);
+  c.math = std::move(rc.math);
+  c.flags = std::move(rc.flags);
+  c.source = std::move(rc.source);
+  return c;
+}
+
+// A rule realizer's candidates (LayerNorm, attention); a malformed payload falls back with its reason.
+void enumerate_with_realizer(PatternWork& w, double tolerance, VariantSet set, const std::string& filter) {
+  RealizerEnumeration e;
+  try {
+    e = w.realizer->enumerate(w.pattern, tolerance, w.arch, set);
+  } catch (const std::exception& ex) {
+    w.fallback_reason = ex.what();
+    return;
+  }
   w.skipped = e.skipped;
-  for (const auto& v : e.variants) {
-    if (!filter.empty() && v.name().find(filter) == std::string::npos) continue;
-    w.candidates.push_back(make_candidate(v, w.arch));
+  for (auto& rc : e.candidates) {
+    if (!filter.empty() && rc.name.find(filter) == std::string::npos) continue;
+    w.candidates.push_back(make_candidate(std::move(rc)));
   }
   if (w.candidates.empty())
     w.fallback_reason = !e.reason.empty() ? e.reason
                                           : fmt::format("no variant name contains the filter '{}'", filter);
 }
 
+// Gives up fusing the pattern's epilogue chain: the kernel computes the GEMM core (§6).
+void drop_chain(PatternWork& w) {
+  w.chain.reset();
+  w.pattern.erase("fused_epilogue");
+  w.left_to_pytorch = reduce_to_gemm_core(w.pattern);
+}
+
+void enumerate_cold(PatternWork& w, double tolerance, VariantSet set, const std::string& filter) {
+  w.candidates.clear();
+  w.skipped.clear();
+  w.from_registry = false;
+  if (w.realizer) return enumerate_with_realizer(w, tolerance, set, filter);
+  Enumeration e = enumerate_gemm_variants(*w.problem, tolerance, w.arch, set);
+  if (w.chain) {
+    Enumeration fused = chain_variants(e, *w.chain);
+    if (!fused.variants.empty()) {
+      e = std::move(fused);
+    } else {
+      // No sm90 variant is legal for this problem: the other families may still run its GEMM core.
+      log::info("[realize] {}: {}; realizing its GEMM core with the epilogue chain in PyTorch", w.id, fused.reason);
+      drop_chain(w);
+    }
+  }
+  w.skipped = e.skipped;
+  for (const auto& v : e.variants) {
+    if (!filter.empty() && v.name().find(filter) == std::string::npos) continue;
+    w.candidates.push_back(make_candidate(v, w.arch, w.chain ? &*w.chain : nullptr));
+  }
+  if (w.candidates.empty())
+    w.fallback_reason = !e.reason.empty() ? e.reason
+                                          : fmt::format("no variant name contains the filter '{}'", filter);
+}
+
+// What makes two candidates one compile job: name, flags and source. The source
+// is part of it because an EVT variant's name carries only the chain's key, so two
+// patterns may emit different sources under one name (sharing by name once
+// verified one pattern with the other's kernel).
+std::string compile_identity(const Candidate& c) {
+  std::string id = c.name;
+  for (const auto& f : c.flags) id += " " + f;
+  return id + "\n" + c.source;
+}
+
 // Compiles every not-yet-compiled candidate of `works` together (deduplicated by
-// variant name and flags), with live progress.
+// compile_identity), with live progress.
 double compile_pending(std::vector<PatternWork*>& works, const Toolchain& tc, const std::string& cache_root,
                        int jobs) {
   std::vector<CompileJob> compile_jobs;
-  std::map<std::string, size_t> index;  // name + flags -> job
+  std::map<std::string, size_t> index;  // compile_identity -> job
   for (auto* w : works)
     for (auto& c : w->candidates) {
       if (c.compiled) continue;
-      std::string id = c.name;
-      for (const auto& f : c.flags) id += " " + f;
+      const std::string id = compile_identity(c);
       if (!index.count(id)) {
         index[id] = compile_jobs.size();
         compile_jobs.push_back({c.name, c.source, c.flags});
@@ -124,9 +196,7 @@ double compile_pending(std::vector<PatternWork*>& works, const Toolchain& tc, co
   for (auto* w : works)
     for (auto& c : w->candidates) {
       if (c.compiled) continue;
-      std::string id = c.name;
-      for (const auto& f : c.flags) id += " " + f;
-      c.compile = results[index[id]];
+      c.compile = results[index[compile_identity(c)]];
       c.compiled = true;
     }
   return clock.seconds();
@@ -151,7 +221,7 @@ double verify_pending(std::vector<PatternWork*>& works, const std::string& ir, d
     std::map<std::string, Candidate*> by_name;
     for (auto& c : w->candidates)
       if (c.compile.ok && !c.result) {
-        job.candidates.push_back({c.name, c.compile.library, token(c.variant.math)});
+        job.candidates.push_back({c.name, c.compile.library, c.math});
         by_name[c.name] = &c;
       }
     if (job.candidates.empty()) continue;
@@ -231,13 +301,15 @@ RealizedPattern summarize(const PatternWork& w, bool compile_only) {
     p.status = "realized";
     p.variant = best->name;
     p.library = best->compile.library;
-    p.math = token(best->variant.math);
+    p.math = best->math;
     p.median_ms = best->result->median_ms;
     p.baseline_median_ms = best->result->baseline_median_ms;
     p.max_abs_err = best->result->max_abs_err;
     p.fail_frac = best->result->fail_frac;
     for (auto& rc : p.candidates)
       if (rc.name == best->name) rc.status = "winner";
+    if (!best->variant.chain_key.empty() && w.pattern.contains("fused_epilogue"))
+      p.fused_epilogue = w.pattern.at("fused_epilogue");
     if (w.from_registry) {
       // What the re-verified winner was chosen over, as the registry recorded it.
       for (const auto& o : w.recorded) {
@@ -266,7 +338,7 @@ void record(Registry& registry, const PatternWork& w, const RealizedPattern& p, 
     o.rule = w.rule, o.dtype = w.dtype, o.arch = w.arch, o.problem_key = w.problem_key, o.shape_class = w.shape_class;
     o.tolerance = tolerance;
     o.variant = c.name;
-    o.math = token(c.variant.math);
+    o.math = c.math;
     o.status = (p.status == "realized" && p.variant == c.name) ? "winner" : candidate_status(c);
     o.reason = candidate_reason(c);
     if (c.result) {
@@ -291,10 +363,12 @@ void record(Registry& registry, const PatternWork& w, const RealizedPattern& p, 
 
 }  // namespace
 
-// A plan pattern whose output is computed after the GEMM (an epilogue chain)
-// is realized as its GEMM core: the nodes up to and including the root, with D
-// as the output; the chain's nodes stay in PyTorch and read D. Returns the
-// chain's node ids (empty when the pattern's output already is D).
+// A plan pattern whose output is computed after the GEMM (an epilogue chain
+// that is not fused into an sm90 EVT epilogue: a skip reason, another arch, or
+// no EVT candidate passed) is realized as its GEMM core: the nodes up to and
+// including the root, with D as the output; the chain's nodes stay in PyTorch
+// and read D. Returns the chain's node ids (empty when the pattern's output
+// already is D).
 static std::vector<std::string> reduce_to_gemm_core(nlohmann::json& pattern) {
   const std::string d = pattern.at("gemm").at("d").value("tensor", "");
   const auto& outputs = pattern.value("outputs", nlohmann::json::array());
@@ -380,14 +454,33 @@ int run_realize(const RealizeOptions& options) {
     if (w.arch.empty()) w.arch = env::arch();
     w.problem_key = str(pat, "problem_key");
     w.shape_class = str(pat, "shape_class");
-    if (!pat.contains("gemm") || !pat.at("gemm").is_object()) {
-      w.fallback_reason = fmt::format("no realizer for rule '{}' (only GEMM patterns are realized)", w.rule);
+    if (const PatternRealizer* realizer = find_pattern_realizer(w.rule)) {
+      w.realizer = realizer;
+    } else if (!pat.contains("gemm") || !pat.at("gemm").is_object()) {
+      w.fallback_reason =
+          fmt::format("no realizer for rule '{}' (realized rules: gemm, layernorm, attention)", w.rule);
     } else {
       try {
-        w.left_to_pytorch = reduce_to_gemm_core(w.pattern);
-        if (!w.left_to_pytorch.empty())
-          log::info("[realize] {}: realizing the GEMM core; its epilogue chain ({}) stays in PyTorch until an "
-                    "emitter generates it", w.id, fmt::join(w.left_to_pytorch, ", "));
+        std::string chain_skip;
+        if (pat.contains("epilogue_chain")) {
+          ChainPlan plan = plan_chain_epilogue(pat);
+          if (w.arch != "sm90a" && w.arch != "sm90")
+            chain_skip = fmt::format("arch {} has no EVT epilogue family (sm90a only)", w.arch);
+          else
+            chain_skip = plan.skip_reason;
+          if (chain_skip.empty()) {
+            w.pattern["fused_epilogue"] = fused_epilogue_json(plan);
+            log::info("[realize] {}: fusing its epilogue chain ({} values, {} epilogue input(s)) into sm90 EVT "
+                      "variants", w.id, plan.chain.at("values").size(), plan.inputs.size());
+            w.chain = std::move(plan);
+          }
+        }
+        if (!w.chain) {
+          w.left_to_pytorch = reduce_to_gemm_core(w.pattern);
+          if (!w.left_to_pytorch.empty())
+            log::info("[realize] {}: realizing the GEMM core; its epilogue chain ({}) stays in PyTorch{}", w.id,
+                      fmt::join(w.left_to_pytorch, ", "), chain_skip.empty() ? "" : ": " + chain_skip);
+        }
         w.problem = gemm_problem_from_json(pat.at("gemm"));
       } catch (const std::exception& e) {
         w.fallback_reason = e.what();
@@ -399,13 +492,38 @@ int run_realize(const RealizeOptions& options) {
   // Warm path: a recorded winner whose library is already cached is verified alone.
   std::vector<PatternWork*> active;
   for (auto& w : works) {
-    if (!w.problem) continue;
-    if (options.use_registry && registry && options.filter.empty()) {
+    if (!w.problem && !w.realizer) continue;
+    if (w.realizer && options.use_registry && registry && options.filter.empty()) {
+      try {
+        auto winner = registry->find_winner(w.rule, w.dtype, w.arch, w.problem_key, tolerance);
+        auto rc = winner ? w.realizer->candidate_named(w.pattern, winner->variant, tolerance, w.arch) : std::nullopt;
+        if (rc) {
+          Candidate c = make_candidate(std::move(*rc));
+          const std::string key =
+              kernel_cache_key(tc->cutlass_commit, tc->nvcc_version, c.flags, c.source, templates_digest(tc->source_dir));
+          if (fs::exists(cached_library_path(cache_root, key, c.name))) {
+            w.candidates.push_back(std::move(c));
+            w.from_registry = true;
+            std::map<std::string, CandidateOutcome> latest;  // outcomes_for is in recording order
+            for (auto& o : registry->outcomes_for(w.problem_key))
+              if (o.variant != winner->variant && o.tolerance == winner->tolerance && o.toolchain == toolchain_id)
+                latest[o.variant] = std::move(o);
+            for (auto& [name, o] : latest) w.recorded.push_back(std::move(o));
+            log::info("[realize] {}: registry winner {} is cached; verifying it only", w.id, w.candidates[0].name);
+          }
+        }
+      } catch (const std::exception& e) {
+        log::warn("realize: registry lookup for {} failed: {}", w.id, e.what());
+      }
+    } else if (options.use_registry && registry && options.filter.empty()) {
       try {
         auto winner = registry->find_winner(w.rule, w.dtype, w.arch, w.problem_key, tolerance);
         auto variant = winner ? parse_variant_name(winner->variant) : std::nullopt;
-        if (variant && !variant_illegal_reason(*variant, *w.problem)) {
-          Candidate c = make_candidate(*variant, w.arch);
+        // A recorded winner computes what this pattern's binding needs only when both
+        // run the same epilogue chain (fused) or neither does (GEMM core).
+        const bool same_binding = variant && (w.chain ? variant->chain_key == w.chain->key8 : variant->chain_key.empty());
+        if (variant && same_binding && !variant_illegal_reason(*variant, *w.problem)) {
+          Candidate c = make_candidate(*variant, w.arch, w.chain ? &*w.chain : nullptr);
           const std::string key =
               kernel_cache_key(tc->cutlass_commit, tc->nvcc_version, c.flags, c.source, templates_digest(tc->source_dir));
           if (fs::exists(cached_library_path(cache_root, key, c.name))) {
@@ -446,6 +564,25 @@ int run_realize(const RealizeOptions& options) {
       compile_s += compile_pending(retry, *tc, cache_root, options.jobs);
       verify_s += verify_pending(retry, ir, tolerance, job_dir, command);
     }
+    // A fused epilogue chain that no EVT candidate ran correctly: realize the GEMM
+    // core instead (the chain stays in PyTorch); the EVT candidates stay in the report.
+    std::vector<PatternWork*> core_retry;
+    for (auto* w : active)
+      if (w->chain && !best_candidate(*w)) {
+        log::warn("[realize] {}: no EVT candidate passed; realizing its GEMM core with the epilogue chain in "
+                  "PyTorch", w->id);
+        std::vector<Candidate> tried = std::move(w->candidates);
+        drop_chain(*w);
+        w->fallback_reason.clear();
+        enumerate_cold(*w, tolerance, set, options.filter);
+        w->candidates.insert(w->candidates.begin(), std::make_move_iterator(tried.begin()),
+                             std::make_move_iterator(tried.end()));
+        if (w->fallback_reason.empty()) core_retry.push_back(w);
+      }
+    if (!core_retry.empty()) {
+      compile_s += compile_pending(core_retry, *tc, cache_root, options.jobs);
+      verify_s += verify_pending(core_retry, ir, tolerance, job_dir, command);
+    }
   }
 
   // ---- results ----
@@ -456,7 +593,7 @@ int run_realize(const RealizeOptions& options) {
   int realized = 0;
   for (const auto& w : works) {
     RealizedPattern p = summarize(w, options.compile_only);
-    if (registry && !options.compile_only && w.problem && w.fallback_reason.empty()) {
+    if (registry && !options.compile_only && (w.problem || w.realizer) && w.fallback_reason.empty()) {
       try {
         record(*registry, w, p, tolerance, toolchain_id);
       } catch (const std::exception& e) {

@@ -49,6 +49,7 @@ json realized_to_json(const RealizedFile& f) {
       patterns.back()["outputs"] = p.bound_outputs;
       patterns.back()["left_to_pytorch"] = p.left_to_pytorch;
     }
+    if (!p.fused_epilogue.is_null()) patterns.back()["fused_epilogue"] = p.fused_epilogue;
   }
   return {{"fact_realized", 1},
           {"plan", f.plan},

@@ -8,6 +8,6 @@
 using FactConfig = fact::split_gemm::Config<
     /*tile*/ 128, 128, 32, /*terms*/ 6,
     /*a_row_major*/ true, /*b_row_major*/ true,
-    FACT_EPILOGUE_NONE, /*stages*/ 4>;
+    FACT_EPILOGUE_NONE, /*stages*/ 4, fact::split_gemm::PartsBf16>;
 
 FACT_EXPORT_GEMM(fact::split_gemm::Operation<FactConfig>, "gemm_sm90split_bf16x6_f32_128x128x32_c1x1_ws_dp_s4_tn_none")

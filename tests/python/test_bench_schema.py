@@ -272,3 +272,88 @@ def test_runtime_fallbacks_are_named_in_precision():
     quiet = {"system": "fact", "precision": "bf16x3"}
     run.note_fallbacks(quiet, ["some other warning"])
     assert quiet == {"system": "fact", "precision": "bf16x3"}
+
+
+def ablation_records():
+    """fact timed once per ablation setting of an l3 workload, beside two peers."""
+    base = {"workload": "l3-minigpt-block", "tolerance": 1e-4, "correct": True, "error": None}
+    records = [dict(base, system="eager-fp32", precision="fp32", median_ms=30.6, mean_ms=30.7),
+               dict(base, system="eager-bf16-sdpa", tolerance=1e-2, precision="bf16", median_ms=2.81, mean_ms=2.9)]
+    for name, selection, ms, bound in (("all", "all", 6.0, ["p0", "p1", "p2"]),
+                                       ("attention", "rule:attention", 20.0, ["p2"]),
+                                       ("mlp", "module:ln_2,module:mlp", 15.0, ["p0", "p1"])):
+        records.append(dict(base, system="fact", precision="bf16x3", median_ms=ms, mean_ms=ms,
+                            ablation=name, pattern_selection=selection, patterns_bound=bound))
+    return records
+
+
+def test_ablation_records_are_valid_and_distinct(tmp_path):
+    doc = schema.make_results(CARD, "cmd", ablation_records())
+    assert schema.validate_results(doc) == []
+    written = json.loads(schema.write_results(tmp_path, "l3-minigpt", doc).read_text())
+    assert [r.get("ablation") for r in written["records"] if r["system"] == "fact"] == ["all", "attention", "mlp"]
+
+
+@pytest.mark.parametrize("mutate, expect", [
+    (lambda rs: rs.append(dict(rs[-1])), "duplicate record"),
+    (lambda rs: rs[-1].update(ablation=""), "'ablation' must be a non-empty string"),
+    (lambda rs: rs[-1].update(ablation=3), "'ablation' must be a non-empty string"),
+    (lambda rs: rs[0].update(ablation="all"), "only fact records have an 'ablation'"),
+])
+def test_validate_rejects_bad_ablation_records(mutate, expect):
+    records = ablation_records()
+    mutate(records)
+    problems = schema.validate_results(schema.make_results(CARD, "cmd", records))
+    assert any(expect in p for p in problems), problems
+
+
+def test_ablation_table_and_speedups_vs_every_peer(tmp_path):
+    records = ablation_records()
+    run.add_speedups(records)
+    fact_all = [r for r in records if r.get("ablation") == "all"][0]
+    assert fact_all["speedups"] == {"eager-fp32": pytest.approx(5.1), "eager-bf16-sdpa": pytest.approx(0.4683)}
+    table = run.ablation_table(records)
+    lines = table.splitlines()
+    assert lines[0].startswith("| workload | tol | ablation |") and len(lines) == 2 + 3
+    assert "| mlp (module:ln_2,module:mlp) | p0, p1 | yes | 15.0000 | 2.04x | 0.40x |" in table
+    assert run.ablation_table(fake_records()) == ""
+    path = schema.write_results(tmp_path, "l3-minigpt", schema.make_results(CARD, "cmd", records))
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--show-ablations", str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout == table, proc.stderr
+    shown = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--show", str(path)],
+                           capture_output=True, text=True, timeout=120)
+    assert "fact[attention]" in shown.stdout and "per-pattern ablation" in shown.stdout
+
+
+def test_peers_per_suite_and_workload_hooks():
+    assert set(run.PEERS) <= set(schema.SYSTEMS)
+    for extra in suites.EXTRA_PEERS.values():
+        assert set(extra) <= set(run.PEERS)
+    assert run.default_peers("l1-gemm") == list(run.BASE_PEERS)
+    l3 = run.default_peers("l3-minigpt")
+    assert l3 == [p for p in run.PEERS]  # every peer, in PEERS order
+    assert {"eager-bf16-sdpa", "inductor-default-bf16", "inductor-max-autotune-bf16"} <= set(l3)
+    for name in ("eager-bf16-sdpa", "inductor-default-bf16", "inductor-max-autotune-bf16", "eager-tf32"):
+        assert run.record_tolerance(name, None) == 1e-2
+    assert run.record_tolerance("inductor-max-autotune", None) == 1e-4
+    square = run.load_example(suites.suite("l1-gemm")["l1-square-4096"])
+    assert "offers no sdpa_variant(model) hook" in run.missing_hook("eager-bf16-sdpa", square)
+    assert run.missing_hook("eager-bf16", square) is None
+    assert run.ablation_settings(square) == []
+    block = run.load_example(suites.suite("l3-minigpt")["l3-minigpt-block"])
+    assert run.missing_hook("eager-bf16-sdpa", block) is None
+
+
+@pytest.mark.parametrize("table, expect", [
+    ({}, "non-empty dict"),
+    (["all"], "non-empty dict"),
+    ({"all": ""}, "is not a (name, FACT_PATTERNS selection) pair"),
+    ({"": "all"}, "is not a (name, FACT_PATTERNS selection) pair"),
+])
+def test_malformed_ablation_tables_are_clear_errors(table, expect):
+    import types
+
+    example = types.SimpleNamespace(__file__="examples/x.py", FACT_ABLATIONS=table)
+    with pytest.raises(ValueError, match=re.escape(expect)):
+        run.ablation_settings(example)

@@ -9,13 +9,15 @@ from fact_testutil import ROOT
 
 from fact import kernel  # noqa: E402
 
-_C_TYPES = {"int64_t": ctypes.c_int64, "const void*": ctypes.c_void_p, "void*": ctypes.c_void_p,
-            "float": ctypes.c_float}
+_C_TYPES = {"int64_t": ctypes.c_int64, "int32_t": ctypes.c_int32, "const void*": ctypes.c_void_p,
+            "void*": ctypes.c_void_p, "float": ctypes.c_float, "FactEpilogueLeaf": kernel.FactEpilogueLeaf}
+HEADER = ROOT / "include" / "fact" / "kernel_abi.h"
 
 
-def header_fields():
-    text = (ROOT / "include" / "fact" / "kernel_abi.h").read_text()
-    body = re.search(r"typedef struct FactGemmProblem \{(.*?)\} FactGemmProblem;", text, re.S).group(1)
+def header_fields(struct: str = "FactGemmProblem"):
+    """[(name, C type, array length or None)] of `typedef struct <struct> {...}`."""
+    text = HEADER.read_text()
+    body = re.search(rf"typedef struct {struct} \{{(.*?)\}} {struct};", text, re.S).group(1)
     fields = []
     for decl in body.split(";"):
         decl = re.sub(r"/\*.*?\*/", "", decl, flags=re.S).strip()
@@ -24,20 +26,63 @@ def header_fields():
         match = re.match(r"((?:const\s+)?\w+\s*\*?)\s*(.+)", decl)
         ctype = re.sub(r"\s+", " ", match.group(1)).replace(" *", "*").strip()
         for name in match.group(2).split(","):
-            fields.append((name.strip(), ctype))
+            array = re.match(r"(\w+)\s*\[\s*(\w+)\s*\]", name.strip())
+            if array:
+                length = re.search(rf"#define {array.group(2)} (\d+)", text)
+                fields.append((array.group(1), ctype, int(length.group(1)) if length else array.group(2)))
+            else:
+                fields.append((name.strip(), ctype, None))
     return fields
+
+
+def check_mirror(struct: str, mirror) -> None:
+    fields = header_fields(struct)
+    assert [name for name, _, _ in fields] == [name for name, _ in mirror._fields_]
+    for (name, ctype, length), (_, pytype) in zip(fields, mirror._fields_):
+        expected = _C_TYPES[ctype] if length is None else _C_TYPES[ctype] * length
+        if length is None:
+            assert expected is pytype, (name, ctype, pytype)
+        else:  # ctypes array types are created per call: compare element type and length
+            assert pytype._type_ is _C_TYPES[ctype] and pytype._length_ == length, (name, ctype, length, pytype)
 
 
 def test_problem_struct_mirrors_the_header():
     fields = header_fields()
-    assert len(fields) == 18
-    assert [name for name, _ in fields] == [name for name, _ in kernel.FactGemmProblem._fields_]
-    for (name, ctype), (_, pytype) in zip(fields, kernel.FactGemmProblem._fields_):
-        assert _C_TYPES[ctype] is pytype, (name, ctype, pytype)
-    header = (ROOT / "include" / "fact" / "kernel_abi.h").read_text()
+    assert len(fields) == 20  # ABI 2: the 18 GEMM fields + num_leaves + leaves[]
+    check_mirror("FactGemmProblem", kernel.FactGemmProblem)
+    check_mirror("FactEpilogueLeaf", kernel.FactEpilogueLeaf)
+    header = HEADER.read_text()
     assert f"#define FACT_KERNEL_ABI_VERSION {kernel.ABI_VERSION}" in header
+    assert kernel.ABI_VERSION == 2
+    assert f"#define FACT_GEMM_MAX_LEAVES {kernel.MAX_LEAVES}" in header
     for kind, value in kernel.EPILOGUE_KINDS.items():
         assert re.search(rf"FACT_EPILOGUE_{kind.upper()} = {value}\b", header)
+
+
+def test_problem_struct_layout_matches_the_c_compiler(tmp_path):
+    """Byte offsets and size of FactGemmProblem as a C compiler lays it out
+    (the ABI 2 leaves array after alpha/beta/num_leaves is where padding hides)."""
+    import shutil
+    import subprocess
+
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("g++")
+    if cc is None:
+        pytest.skip("no C compiler on PATH to lay out the header's struct")
+    names = [name for name, _ in kernel.FactGemmProblem._fields_]
+    prints = "".join(f'  printf("{n} %zu\\n", offsetof(FactGemmProblem, {n}));\n' for n in names)
+    source = tmp_path / "layout.c"
+    source.write_text("#include <stddef.h>\n#include <stdio.h>\n#include \"fact/kernel_abi.h\"\n"
+                      "int main(void) {\n" + prints +
+                      '  printf("sizeof %zu\\n", sizeof(FactGemmProblem));\n'
+                      '  printf("leaf %zu\\n", sizeof(FactEpilogueLeaf));\n  return 0;\n}\n')
+    binary = tmp_path / "layout"
+    subprocess.run([cc, "-x", "c", "-I", str(ROOT / "include"), str(source), "-o", str(binary)], check=True)
+    out = dict(line.split() for line in subprocess.run([str(binary)], check=True, capture_output=True,
+                                                        text=True).stdout.splitlines())
+    for name in names:
+        assert int(out[name]) == getattr(kernel.FactGemmProblem, name).offset, name
+    assert int(out["sizeof"]) == ctypes.sizeof(kernel.FactGemmProblem)
+    assert int(out["leaf"]) == ctypes.sizeof(kernel.FactEpilogueLeaf)
 
 
 def test_loading_a_missing_or_foreign_library_raises(tmp_path):

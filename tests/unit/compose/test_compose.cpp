@@ -106,6 +106,22 @@ TEST_F(ComposeTest, GemmCoreBindingOverridesThePlanPatternNodes) {
   EXPECT_NE(report.find("epilogue chain `add`, `gelu` runs in PyTorch"), std::string::npos) << report;
 }
 
+TEST_F(ComposeTest, FusedEpilogueChainIsCarriedIntoTheManifestAndReported) {
+  const json fused = {{"key", "b45b31c661a89d7e"},
+                      {"output", "y"},
+                      {"inputs", json::array({{{"name", "l0"}, {"tensor", "x"}, {"kind", "matrix"}, {"ld", 64},
+                                               {"batch_stride", 0}, {"abi_leaf", 0}}})}};
+  realized_["patterns"][0]["fused_epilogue"] = fused;
+  spit(dir_ / "realized.json", realized_.dump());
+  ASSERT_EQ(fact::run_compose({(dir_ / "realized.json").string(), (dir_ / "out").string()}), 0);
+  json manifest = json::parse(slurp(dir_ / "out" / "fact_manifest.json"));
+  EXPECT_EQ(manifest["patterns"][0]["fused_epilogue"], fused);
+  EXPECT_FALSE(manifest["patterns"][0].contains("left_to_pytorch"));
+  const std::string report = slurp(dir_ / "out" / "report.md");
+  EXPECT_NE(report.find("Epilogue chain fused"), std::string::npos) << report;
+  EXPECT_NE(report.find("`x` (matrix)"), std::string::npos) << report;
+}
+
 TEST_F(ComposeTest, MissingSourceFileIsAClearError) {
   fs::remove(dir_ / "model.py");
   testing::internal::CaptureStderr();

@@ -11,7 +11,9 @@
 
 #include "fact/build.hpp"
 #include "fact/emit.hpp"
+#include "fact/epilogue_emit.hpp"
 #include "fact/kernel_abi.h"
+#include "fact/pattern_realizer.hpp"
 #include "realize_test_util.hpp"
 
 namespace fact {
@@ -71,6 +73,171 @@ TEST(CompileCheck, OneVariantPerFamilyCompilesAndExportsTheAbi) {
     p.batch = 1, p.m = 0, p.n = 64, p.k = 64;
     EXPECT_NE(can(&p), 0) << r.name;
     EXPECT_NE(std::string(last_error()).find("positive"), std::string::npos) << last_error();
+  }
+}
+
+// GEMM + epilogue chain: one sm90 EVT translation unit whose chain reads every
+// input kind (the GEMM's bias as row vector, a full-size residual as the C
+// source, a column vector, a scalar) and spells a spread of ops, through the
+// scaled f16x3 math mode (device alpha). ~1.5-2.5 min and ~3.5 GB with nvcc 13.
+TEST(CompileCheck, EpilogueChainEvtVariantCompilesAndChecksItsLeaves) {
+  std::string why;
+  auto tc = resolve_toolchain(&why);
+  if (!tc) GTEST_SKIP() << "nvcc or CUTLASS missing, compile check skipped: " << why;
+  if (const char* skip = std::getenv("FACT_SKIP_COMPILE_CHECK"); skip && std::string(skip) == "1")
+    GTEST_SKIP() << "FACT_SKIP_COMPILE_CHECK=1";
+  using nlohmann::json;
+  const json acc = {{"ref", "acc"}};
+  auto ref = [](const char* id) { return json{{"ref", id}}; };
+  auto leaf = [](const char* id) { return json{{"leaf", id}}; };
+  auto cst = [](double x) { return json{{"const", x}}; };
+  const json values = json::array({
+      {{"id", "v0"}, {"op", "add"}, {"args", {acc, leaf("l0")}}},
+      {{"id", "v1"}, {"op", "mul"}, {"args", {ref("v0"), leaf("l1")}}},
+      {{"id", "v2"}, {"op", "gelu"}, {"args", {ref("v1")}}, {"approximate", "tanh"}},
+      {{"id", "v3"}, {"op", "clamp"}, {"args", {ref("v2"), json{{"const", nullptr}}, cst(6.0)}}},
+      {{"id", "v4"}, {"op", "sub"}, {"args", {ref("v3"), leaf("l2")}}, {"alpha", 0.5}},
+      {{"id", "v5"}, {"op", "pow"}, {"args", {ref("v4"), cst(3.0)}}},
+      {{"id", "v6"}, {"op", "sigmoid"}, {"args", {ref("v5")}}},
+      {{"id", "v7"}, {"op", "div"}, {"args", {ref("v6"), cst(3.0)}}},
+  });
+  const json pattern = {
+      {"gemm",
+       {{"batch", 1}, {"m", 256}, {"n", 128}, {"k", 64},
+        {"a", {{"tensor", "x"}, {"layout", "row"}, {"ld", 64}, {"batch_stride", 0}}},
+        {"b", {{"tensor", "w"}, {"layout", "col"}, {"ld", 64}, {"batch_stride", 0}}},
+        {"d", {{"tensor", "mm"}, {"ld", 128}, {"batch_stride", 0}}},
+        {"epilogue", {{"kind", "bias"}, {"tensor", "bias"}, {"ld", 0}, {"batch_stride", 0}, {"alpha", 1.0}, {"beta", 1.0}}},
+        {"element_a", "float32"}, {"element_b", "float32"}, {"element_d", "float32"}}},
+      {"epilogue_chain",
+       {{"accumulator", "mm"}, {"output", "out"}, {"shape", {256, 128}}, {"element", "float32"},
+        {"leaves",
+         {{"l0", {{"tensor", "residual"}, {"shape", {256, 128}}, {"strides", {128, 1}}}},
+          {"l1", {{"tensor", "row_scale"}, {"shape", {256, 1}}, {"strides", {1, 0}}}},
+          {"l2", {{"tensor", "shift"}, {"shape", json::array()}, {"strides", {0, 0}}}}}},
+        {"values", values}, {"result", "v7"}, {"key", "c0ffee00deadbeef"}}}};
+  ChainPlan plan = plan_chain_epilogue(pattern);
+  ASSERT_TRUE(plan.skip_reason.empty()) << plan.skip_reason;
+  auto v = parse_variant_name("gemm_sm90_f16x3_f32_128x128x64_c1x1_coop_persistent_sauto_tt_bias_evtc0ffee00");
+  ASSERT_TRUE(v.has_value());
+  TempDir t;
+  const std::vector<CompileJob> jobs{{v->name(), emit_chain_variant_source(*v, plan), nvcc_flags(v->arch, "sm90a")}};
+  auto results = compile_all(*tc, (t.path / "cache").string(), jobs, 1, [](const CompileResult& r, int, int) {
+    std::fprintf(stderr, "[compile check] %s %s (%.0f s)\n", r.ok ? "ok" : "FAILED", r.name.c_str(), r.seconds);
+  });
+  ASSERT_EQ(results.size(), 1u);
+  const auto& r = results[0];
+  ASSERT_TRUE(r.ok) << r.name << " failed to compile:\n" << r.reason << "\nlog: " << r.log_path;
+  Library lib(r.library);
+  ASSERT_NE(lib.handle, nullptr) << ::dlerror();
+  auto name = lib.fn<const char*()>("fact_variant_name");
+  auto abi = lib.fn<int()>("fact_abi_version");
+  auto can = lib.fn<int(const FactGemmProblem*)>("fact_gemm_can_implement");
+  auto last_error = lib.fn<const char*()>("fact_last_error");
+  ASSERT_TRUE(name && abi && can && last_error);
+  EXPECT_EQ(std::string(name()), v->name());
+  EXPECT_EQ(abi(), 2);
+  // Host-side rejections before any device query: too few leaves, a null leaf, a misaligned residual.
+  FactGemmProblem p{};
+  p.batch = 1, p.m = 256, p.n = 128, p.k = 64;
+  p.a = reinterpret_cast<const void*>(1 << 20), p.ld_a = 64;
+  p.b = reinterpret_cast<const void*>(2 << 20), p.ld_b = 64;
+  p.d = reinterpret_cast<void*>(3 << 20), p.ld_d = 128;
+  p.e = reinterpret_cast<const void*>(4 << 20);
+  p.alpha = 1.f, p.beta = 1.f;
+  p.num_leaves = 2;
+  EXPECT_NE(can(&p), 0);
+  EXPECT_NE(std::string(last_error()).find("reads 3 leaf tensor(s)"), std::string::npos) << last_error();
+  p.num_leaves = 3;
+  p.leaves[0] = {reinterpret_cast<const void*>(5 << 20), 128, 0};
+  p.leaves[1] = {nullptr, 0, 0};
+  p.leaves[2] = {reinterpret_cast<const void*>(7 << 20), 0, 0};
+  EXPECT_NE(can(&p), 0);
+  EXPECT_NE(std::string(last_error()).find("leaves[1] is null"), std::string::npos) << last_error();
+  p.leaves[1].ptr = reinterpret_cast<const void*>(6 << 20);
+  p.leaves[0].ld = 130;
+  EXPECT_NE(can(&p), 0);
+  EXPECT_NE(std::string(last_error()).find("leaves[0] (full matrix"), std::string::npos) << last_error();
+}
+
+// One LayerNorm TU (seconds) and one attention TU (CUTLASS example 41; ~15-60 s)
+// through the real nvcc; their host-side ABI rejects bad problems with reasons.
+TEST(CompileCheck, LayerNormAndAttentionVariantsCompileAndExportTheirAbi) {
+  std::string why;
+  auto tc = resolve_toolchain(&why);
+  if (!tc) GTEST_SKIP() << "nvcc or CUTLASS missing, compile check skipped: " << why;
+  if (const char* skip = std::getenv("FACT_SKIP_COMPILE_CHECK"); skip && std::string(skip) == "1")
+    GTEST_SKIP() << "FACT_SKIP_COMPILE_CHECK=1";
+  const auto ln = *parse_layernorm_variant_name("layernorm_f32_c768_w4_v4_res_sum");
+  const auto att = *parse_attention_variant_name("attention_sm80_tf32x3_f32_32x128_maxk128");
+  std::vector<CompileJob> jobs{{ln.name(), emit_layernorm_source(ln), nvcc_flags(KernelArch::Sm80, "sm90a")},
+                               {att.name(), emit_attention_source(att), nvcc_flags(KernelArch::Sm80, "sm90a")}};
+  TempDir t;
+  auto results = compile_all(*tc, (t.path / "cache").string(), jobs, 1, [](const CompileResult& r, int i, int n) {
+    std::fprintf(stderr, "[compile check] %d/%d %s %s (%.0f s)\n", i, n, r.ok ? "ok" : "FAILED", r.name.c_str(),
+                 r.seconds);
+  });
+  for (const auto& r : results) ASSERT_TRUE(r.ok) << r.name << " failed to compile:\n" << r.reason << "\nlog: " << r.log_path;
+  auto addr = [](int mib) { return reinterpret_cast<void*>(static_cast<uintptr_t>(mib) << 20); };
+  {
+    Library lib(results[0].library);
+    ASSERT_NE(lib.handle, nullptr) << ::dlerror();
+    auto name = lib.fn<const char*()>("fact_variant_name");
+    auto abi = lib.fn<int()>("fact_abi_version");
+    auto can = lib.fn<int(const FactLayerNormProblem*)>("fact_layernorm_can_implement");
+    auto run = lib.fn<int(const FactLayerNormProblem*, void*)>("fact_layernorm_run");
+    auto last_error = lib.fn<const char*()>("fact_last_error");
+    ASSERT_TRUE(name && abi && can && run && last_error) << "layernorm library lacks an ABI symbol";
+    EXPECT_EQ(std::string(name()), ln.name());
+    EXPECT_EQ(abi(), FACT_KERNEL_ABI_VERSION);
+    EXPECT_NE(can(nullptr), 0);
+    FactLayerNormProblem p{};
+    p.rows = 64, p.cols = 768, p.eps = 1e-5f;
+    p.x = addr(1), p.residual = addr(2), p.sum = addr(3), p.y = addr(4), p.weight = addr(5), p.bias = addr(6);
+    p.x_row_stride = p.residual_row_stride = p.sum_row_stride = p.y_row_stride = 768;
+    EXPECT_EQ(can(&p), 0) << last_error();
+    p.cols = 512;
+    EXPECT_NE(can(&p), 0);
+    EXPECT_NE(std::string(last_error()).find("rows of 768 columns"), std::string::npos) << last_error();
+    p.cols = 768, p.x = reinterpret_cast<const char*>(addr(1)) + 4;
+    EXPECT_NE(can(&p), 0);
+    EXPECT_NE(std::string(last_error()).find("x is not 16-byte aligned"), std::string::npos) << last_error();
+    p.x = addr(1), p.sum = nullptr;
+    EXPECT_NE(can(&p), 0);
+    EXPECT_NE(std::string(last_error()).find("sum is null"), std::string::npos) << last_error();
+  }
+  {
+    Library lib(results[1].library);
+    ASSERT_NE(lib.handle, nullptr) << ::dlerror();
+    auto name = lib.fn<const char*()>("fact_variant_name");
+    auto can = lib.fn<int(const FactAttentionProblem*)>("fact_attention_can_implement");
+    auto workspace = lib.fn<size_t(const FactAttentionProblem*)>("fact_attention_workspace_size");
+    auto run = lib.fn<int(const FactAttentionProblem*, void*, size_t, void*)>("fact_attention_run");
+    auto last_error = lib.fn<const char*()>("fact_last_error");
+    ASSERT_TRUE(name && can && workspace && run && last_error) << "attention library lacks an ABI symbol";
+    EXPECT_EQ(std::string(name()), att.name());
+    EXPECT_NE(can(nullptr), 0);
+    // minGPT: (B, H, T, d) = (4, 8, 512, 96) on a packed qkv [B, T, 3C], merged-heads output.
+    FactAttentionProblem p{};
+    p.batch = 4, p.heads = 8, p.seq_q = p.seq_k = 512, p.head_dim = p.head_dim_v = 96, p.scale = 0.1f, p.causal = 1;
+    p.q = addr(1), p.k = reinterpret_cast<const char*>(addr(1)) + 768 * 4;
+    p.v = reinterpret_cast<const char*>(addr(1)) + 1536 * 4;
+    p.q_stride_batch = p.k_stride_batch = p.v_stride_batch = 512 * 2304;
+    p.q_stride_head = p.k_stride_head = p.v_stride_head = 96;
+    p.q_stride_seq = p.k_stride_seq = p.v_stride_seq = 2304;
+    p.o = addr(64), p.o_stride_batch = 512 * 768, p.o_stride_head = 96, p.o_stride_seq = 768;
+    EXPECT_EQ(can(&p), 0) << last_error();
+    EXPECT_EQ(workspace(&p), 0u);
+    p.o_stride_head = 512 * 96;
+    EXPECT_NE(can(&p), 0);
+    EXPECT_NE(std::string(last_error()).find("are not that layout"), std::string::npos) << last_error();
+    p.o_stride_head = 96, p.head_dim = 160;
+    EXPECT_NE(can(&p), 0);
+    EXPECT_NE(std::string(last_error()).find("kMaxK 128"), std::string::npos) << last_error();
+    p.head_dim = 96, p.k = reinterpret_cast<const char*>(p.k) + 4;
+    EXPECT_NE(can(&p), 0);
+    EXPECT_NE(std::string(last_error()).find("k pointer or strides are not aligned"), std::string::npos)
+        << last_error();
   }
 }
 

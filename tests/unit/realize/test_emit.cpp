@@ -26,6 +26,7 @@ std::vector<std::string> golden_variants() {
       "gemm_sm80_tf32x3_f32_128x128x16_c1x1_mstage_dp_s4_tt_bias",
       "gemm_sm80_f32_f32_128x128x8_c1x1_simt_splitk16_s3_nn_none",
       "gemm_sm90split_bf16x6_f32_128x128x32_c1x1_ws_dp_s4_tn_none",
+      "gemm_sm90split_f16x3_f32_128x128x32_c1x1_ws_dp_s4_tt_bias",
   };
 }
 
@@ -77,6 +78,11 @@ TEST(Emit, ParametersReachTheSource) {
   const std::string ss = emit_variant_source(split);
   EXPECT_NE(ss.find("/*terms*/ 6"), std::string::npos);
   EXPECT_NE(ss.find("/*a_row_major*/ false, /*b_row_major*/ true"), std::string::npos);
+  EXPECT_NE(ss.find("fact::split_gemm::PartsBf16>"), std::string::npos);
+  split.math = MathMode::F16x3;
+  const std::string sf = emit_variant_source(split);
+  EXPECT_NE(sf.find("/*terms*/ 3"), std::string::npos);
+  EXPECT_NE(sf.find("fact::split_gemm::PartsFp16Scaled>"), std::string::npos);
 }
 
 TEST(Emit, UnsupportedMathModeThrows) {

@@ -208,6 +208,102 @@ TEST(Realize, PatternWithAnEpilogueChainIsRealizedAsItsGemmCore) {
   EXPECT_EQ(p0["left_to_pytorch"], json({"add", "relu"}));
 }
 
+// A GEMM pattern followed by `+ bias` (a row-vector leaf) and a relu, as discover
+// writes it (docs/CONTRACTS.md §2.1). `leaf_strides` [256, 1] twice makes the chain
+// unsupported (two full-size leaves).
+json chained_pattern(const json& leaf_strides = json::array({json::array({0, 1})})) {
+  json p = gemm_pattern("p0");
+  p["nodes"] = {"mm", "add", "relu"};
+  p["outputs"] = {"relu"};
+  json leaves = json::object();
+  json values = json::array();
+  std::string last = "acc";
+  for (size_t i = 0; i < leaf_strides.size(); ++i) {
+    const std::string l = "l" + std::to_string(i), v = "v" + std::to_string(i);
+    leaves[l] = {{"tensor", "bias" + std::to_string(i)}, {"shape", {256, 256}}, {"strides", leaf_strides[i]}};
+    values.push_back({{"id", v}, {"op", "add"}, {"args", {{{"ref", last}}, {{"leaf", l}}}}, {"node", "add"}});
+    p["inputs"].push_back("bias" + std::to_string(i));
+    last = v;
+  }
+  const std::string result = "v" + std::to_string(values.size());
+  values.push_back({{"id", result}, {"op", "relu"}, {"args", {{{"ref", last}}}}, {"node", "relu"}});
+  p["epilogue_chain"] = {{"accumulator", "mm"}, {"output", "relu"}, {"shape", {256, 256}}, {"element", "float32"},
+                         {"leaves", leaves}, {"values", values}, {"result", result}, {"nodes", {"add", "relu"}},
+                         {"key", "00112233aabbccdd"}};
+  p["problem_key"] = p["problem_key"].get<std::string>() + ":evt=00112233aabbccdd";
+  return p;
+}
+
+TEST(Realize, EpilogueChainIsFusedIntoSm90EvtVariants) {
+  Fixture f(R"([])", json::array({chained_pattern()}));
+  ASSERT_EQ(run_realize(f.options()), 0);
+  const json p0 = f.realized()["patterns"][0];
+  EXPECT_EQ(p0["status"], "realized");
+  const std::string variant = p0["variant"];
+  EXPECT_EQ(variant.rfind("gemm_sm90_", 0), 0u) << variant;
+  EXPECT_NE(variant.find("_evt00112233"), std::string::npos) << variant;
+  EXPECT_FALSE(p0.contains("left_to_pytorch")) << "the kernel computes the whole chain";
+  ASSERT_TRUE(p0.contains("fused_epilogue"));
+  EXPECT_EQ(p0["fused_epilogue"]["output"], "relu");
+  EXPECT_EQ(p0["fused_epilogue"]["inputs"][0]["kind"], "row");
+  int evt = 0;
+  for (const auto& c : p0["candidates"]) {
+    const std::string name = c["name"];
+    if (c["status"] == "skipped") {
+      if (name.rfind("gemm_sm80_", 0) == 0 || name.rfind("gemm_sm90split_", 0) == 0)
+        EXPECT_NE(c["reason"].get<std::string>().find("cannot run the epilogue chain"), std::string::npos) << name;
+      continue;
+    }
+    EXPECT_NE(name.find("_evt00112233"), std::string::npos) << "only EVT variants are tried: " << name;
+    ++evt;
+  }
+  EXPECT_GE(evt, 1);
+  // Warm: the recorded EVT winner is rebuilt from the plan's chain, found cached, verified alone.
+  const int compiles = f.lines("nvcc_calls");
+  ASSERT_EQ(run_realize(f.options()), 0);
+  EXPECT_EQ(f.lines("nvcc_calls"), compiles);
+  const json warm = f.realized()["patterns"][0];
+  EXPECT_EQ(warm["from_registry"], true);
+  EXPECT_EQ(warm["variant"], variant);
+  EXPECT_TRUE(warm.contains("fused_epilogue"));
+}
+
+TEST(Realize, FailingEvtCandidatesFallBackToTheGemmCore) {
+  Fixture f(R"([["_evt", "wrong"]])", json::array({chained_pattern()}));
+  ASSERT_EQ(run_realize(f.options()), 0);
+  const json p0 = f.realized()["patterns"][0];
+  EXPECT_EQ(p0["status"], "realized");
+  EXPECT_EQ(p0["variant"].get<std::string>().find("_evt"), std::string::npos);
+  EXPECT_EQ(p0["nodes"], json({"mm"}));
+  EXPECT_EQ(p0["outputs"], json({"mm"}));
+  EXPECT_EQ(p0["left_to_pytorch"], json({"add", "relu"}));
+  EXPECT_FALSE(p0.contains("fused_epilogue"));
+  const json* failed = candidate(p0, "_evt00112233");
+  ASSERT_NE(failed, nullptr) << "the EVT candidates stay in the report";
+  EXPECT_EQ((*failed)["status"], "wrong");
+}
+
+TEST(Realize, ChainWithNoLegalSm90VariantRealizesItsCoreOnAnotherFamily) {
+  json p = chained_pattern();
+  p["gemm"]["d"]["ld"] = 258;  // not 16-byte rows: no TMA store, so no sm90 (EVT) variant
+  Fixture f(R"([])", json::array({p}));
+  ASSERT_EQ(run_realize(f.options()), 0);
+  const json p0 = f.realized()["patterns"][0];
+  EXPECT_EQ(p0["status"], "realized") << p0.dump(1);
+  EXPECT_EQ(p0["variant"].get<std::string>().rfind("gemm_sm80_", 0), 0u) << p0["variant"];
+  EXPECT_EQ(p0["left_to_pytorch"], json({"add", "relu"}));
+  EXPECT_FALSE(p0.contains("fused_epilogue"));
+}
+
+TEST(Realize, UnsupportedChainKeepsTheGemmCorePath) {
+  Fixture f(R"([])", json::array({chained_pattern(json::array({json::array({256, 1}), json::array({256, 1})}))}));
+  ASSERT_EQ(run_realize(f.options()), 0);
+  const json p0 = f.realized()["patterns"][0];
+  EXPECT_EQ(p0["status"], "realized");
+  EXPECT_EQ(p0["left_to_pytorch"], json({"add", "relu"}));
+  for (const auto& c : p0["candidates"]) EXPECT_EQ(c["name"].get<std::string>().find("_evt"), std::string::npos);
+}
+
 TEST(Realize, PlainPatternCarriesNoBindingOverride) {
   Fixture f(R"([])", json::array({gemm_pattern("p0")}));
   ASSERT_EQ(run_realize(f.options()), 0);

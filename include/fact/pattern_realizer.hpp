@@ -1,0 +1,119 @@
+// Per-rule realizers for the pattern families that are not GEMMs (LayerNorm,
+// attention): each turns a plan pattern's payload (docs/CONTRACTS.md §2.1) into
+// candidate translation units that go through the same compile -> verify ->
+// time -> registry pipeline as GEMM variants (src/realize/realize.cpp).
+// Dispatch is by the pattern's rule name, looked up in one table
+// (find_pattern_realizer); nothing matches on substrings of names.
+// Pure C++: nothing here needs CUDA.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "fact/variant.hpp"
+
+namespace fact {
+
+// One compilable candidate: its procedural name (cache, registry and file key),
+// the math mode the report states, nvcc flags and the generated source.
+struct RealizerCandidate {
+  std::string name;
+  std::string math;
+  std::vector<std::string> flags;
+  std::string source;
+};
+
+struct RealizerEnumeration {
+  std::vector<RealizerCandidate> candidates;  // legal, in a stable order
+  std::vector<SkippedVariant> skipped;        // illegal for this pattern, with reasons
+  std::string reason;                         // set when nothing can be enumerated at all
+};
+
+class PatternRealizer {
+ public:
+  virtual ~PatternRealizer() = default;
+  virtual const char* rule() const = 0;
+  // Candidates for a plan pattern at a tolerance on a target arch ("sm90a", "sm80").
+  // Throws std::runtime_error naming the field when the payload is malformed.
+  virtual RealizerEnumeration enumerate(const nlohmann::json& pattern, double tolerance,
+                                        const std::string& target_arch, VariantSet set) const = 0;
+  // The candidate called `name` for this pattern (the registry's warm path), or
+  // nullopt when `name` is not a variant of this family or is illegal here.
+  virtual std::optional<RealizerCandidate> candidate_named(const nlohmann::json& pattern, const std::string& name,
+                                                           double tolerance, const std::string& target_arch) const = 0;
+};
+
+// The realizer of `rule`, or nullptr (GEMM patterns have their own path in
+// realize.cpp; any other rule falls back with "no realizer for rule").
+const PatternRealizer* find_pattern_realizer(const std::string& rule);
+
+// ---- LayerNorm (templates/layernorm.cuh) -------------------------------------
+
+enum class LayerNormResidual { None, Residual, ResidualWritesSum };
+
+// layernorm_<element>_c<cols>_w<warps per row>_v<vector width>_<x|res|res_sum>
+struct LayerNormVariant {
+  std::string element = "f32";
+  int cols = 0;
+  int warps_per_row = 1;
+  int vec = 1;
+  LayerNormResidual residual = LayerNormResidual::None;
+  std::string name() const;
+};
+std::optional<LayerNormVariant> parse_layernorm_variant_name(const std::string& name);
+
+struct LayerNormProblemDesc {
+  int64_t rows = 0, cols = 0;
+  std::string element = "float32";
+  LayerNormResidual residual = LayerNormResidual::None;
+  std::vector<int64_t> row_strides;  // of every row-addressed operand (x or a/b, sum, y)
+};
+// Reads a plan pattern's "layernorm" object; throws std::runtime_error naming the bad field.
+LayerNormProblemDesc layernorm_problem_from_json(const nlohmann::json& layernorm);
+std::optional<std::string> layernorm_illegal_reason(const LayerNormVariant& v, const LayerNormProblemDesc& p);
+struct LayerNormEnumeration {
+  std::vector<LayerNormVariant> variants;
+  std::vector<SkippedVariant> skipped;
+  std::string reason;
+};
+LayerNormEnumeration enumerate_layernorm_variants(const LayerNormProblemDesc& p, VariantSet set);
+std::string emit_layernorm_source(const LayerNormVariant& v);
+
+// ---- Attention (templates/attention_sm80.cuh: CUTLASS example 41) -------------
+
+// attention_sm80_tf32x3_f32_<queries per block>x<keys per block>_maxk<kMaxK>
+struct AttentionVariant {
+  int queries_per_block = 64;
+  int keys_per_block = 64;
+  int max_k = 64;  // 65536 = unbounded
+  std::string name() const;
+};
+std::optional<AttentionVariant> parse_attention_variant_name(const std::string& name);
+
+struct AttentionOperandDesc {
+  int64_t offset = 0, batch = 0, head = 0, seq = 0, dim = 1;
+};
+struct AttentionProblemDesc {
+  int64_t batch = 0, heads = 0, seq_q = 0, seq_k = 0, head_dim = 0, head_dim_v = 0;
+  std::string element = "float32";
+  bool causal = false;
+  std::string mask_kind;  // "" (none), "is_causal", "masked_fill", "additive"
+  AttentionOperandDesc q, k, v, o;
+};
+// Reads a plan pattern's "attention" object; throws std::runtime_error naming the bad field.
+AttentionProblemDesc attention_problem_from_json(const nlohmann::json& attention);
+// Why no attention variant can run the problem (mask, dtype, output layout), or nullopt.
+std::optional<std::string> attention_problem_unsupported_reason(const AttentionProblemDesc& p);
+std::optional<std::string> attention_illegal_reason(const AttentionVariant& v, const AttentionProblemDesc& p);
+struct AttentionEnumeration {
+  std::vector<AttentionVariant> variants;
+  std::vector<SkippedVariant> skipped;
+  std::string reason;
+};
+AttentionEnumeration enumerate_attention_variants(const AttentionProblemDesc& p, double tolerance, VariantSet set);
+std::string emit_attention_source(const AttentionVariant& v);
+
+}  // namespace fact

@@ -1,0 +1,398 @@
+"""Installs realized layernorm and attention patterns into a live module
+(docs/CONTRACTS.md §7); fact.runtime.install dispatches patterns of these rules
+here. Each pattern's nodes are replaced by one call of
+`fact_pattern(operands, entry)` -- the custom op `torch.ops.fact.pattern`
+returning the pattern's outputs as a list (a residual LayerNorm that also
+writes the sum has two) -- followed by one getitem per output.
+
+Fallbacks (each warns once, naming the pattern and the reason):
+- at install: the library fails to load, the pattern's nodes are not in the
+  re-traced graph, a causal mask buffer (payload mask.must_verify) whose kept
+  region of buffer[rows, cols] is not exactly col <= row -> the original nodes stay;
+- at run time: operands whose dtype/device/shape do not fit the binding (after
+  making them contiguous), can_implement rejecting the real pointers, a failed
+  launch -> the op runs the original nodes instead.
+
+Hazard: the mask buffer is checked once, at install. A module whose mask
+buffer is modified afterwards (in place) keeps the causal kernel.
+"""
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.fx
+
+from . import kernel as _kernel
+from . import op_kernels
+from . import runtime as _rt
+
+RULES = ("layernorm", "attention")
+
+
+def handles(pattern: dict) -> bool:
+    return pattern.get("rule") in RULES
+
+
+def binding_tensor_ids(pattern: dict) -> dict:
+    """{role: tensor id} of the tensors the kernel reads."""
+    if pattern["rule"] == "layernorm":
+        return op_kernels.layernorm_tensor_ids(pattern["layernorm"])
+    return op_kernels.attention_tensor_ids(pattern["attention"])
+
+
+def _kept(buffer, mask: dict):
+    """Boolean "kept" map of the mask window of `buffer` (last two dims)."""
+    rows = mask.get("rows") or [None, None]
+    cols = mask.get("cols") or [None, None]
+    window = buffer[..., rows[0]:rows[1], cols[0]:cols[1]]
+    if mask.get("kind") == "additive":
+        masked = window <= -1e4
+        if not bool(((window == 0) | masked).all()):
+            return None  # values other than 0 (kept) and a large negative (masked)
+        return ~masked
+    if mask.get("keep") == "zero":
+        return window == 0
+    return window != 0
+
+
+def check_causal_buffer(buffer, mask: dict) -> str | None:
+    """None when the kept entries of buffer[..., rows, cols] are exactly
+    col <= row (top-left aligned) for every leading index, else the reason."""
+    kept = _kept(buffer.detach(), mask)
+    if kept is None:
+        return "the additive mask buffer holds values other than 0 and <= -1e4"
+    t_q, t_k = kept.shape[-2], kept.shape[-1]
+    causal = torch.ones(t_q, t_k, dtype=torch.bool, device=kept.device).tril()
+    if not bool((kept == causal).all()):
+        return (f"the kept entries of mask buffer {mask.get('buffer')!r} [{t_q} x {t_k} window] are not exactly "
+                f"col <= row, so the causal kernel would compute something else")
+    return None
+
+
+class OpEntry:
+    """One installed layernorm / attention pattern: kernel, binding, original program."""
+
+    def __init__(self, pattern, kern, root, steps, output_names, operand_keys, external, id_slots, module_params):
+        self.pattern = pattern
+        self.pid = pattern.get("id", "?")
+        self.rule = pattern["rule"]
+        self.payload = pattern[self.rule]
+        self.kernel = kern
+        self.root = root
+        self.steps = steps
+        self.output_names = output_names
+        self.operand_keys = operand_keys
+        self.external = external
+        self.id_slots = id_slots
+        self.module_params = module_params
+        self._plans: dict = {}
+        self._warned: set = set()
+
+    def run_original(self, operands) -> list:
+        env = {name: operands[i] for name, i in self.external.items()}
+
+        def resolve(value):
+            return torch.fx.node.map_aggregate(value, lambda v: env[v.name] if isinstance(v, _rt._Ref) else v)
+
+        for name, op, target, args, kwargs in self.steps:
+            args, kwargs = resolve(args), resolve(kwargs)
+            if op == "call_function":
+                value = target(*args, **kwargs)
+            elif op == "call_method":
+                value = getattr(args[0], target)(*args[1:], **kwargs)
+            else:
+                module = self.root.get_submodule(target)
+                params = {pname: operands[i] for pname, i in self.module_params.get(target, [])}
+                value = torch.func.functional_call(module, params, tuple(args), kwargs)
+            env[name] = value
+        outs = []
+        for name in self.output_names:
+            out = env[name]
+            if any(out is o for o in operands) or getattr(out, "_base", None) is not None:
+                out = out.clone()  # a custom op's output must not alias its inputs
+            outs.append(out)
+        return outs
+
+    def warn(self, reason: str) -> None:
+        if reason not in self._warned:
+            self._warned.add(reason)
+            import warnings
+
+            warnings.warn(f"fact: pattern {self.pid} falls back to PyTorch: {reason}", RuntimeWarning, stacklevel=3)
+
+    def _signature_plan(self, operands):
+        """Per input signature: [(shape, dtype)] of the outputs, or a reason."""
+        key = tuple((tuple(t.shape), tuple(t.stride()), t.dtype, t.device) for t in operands)
+        plan = self._plans.get(key)
+        if plan is not None:
+            return plan
+        tensors = [operands[i] for i in self.id_slots.values()]
+        device = tensors[0].device
+        if device.type != getattr(self.kernel, "device_type", "cuda"):
+            plan = f"operands are on {device.type}, the kernel runs on {self.kernel.device_type}"
+        elif any(t.device != device for t in tensors):
+            plan = "kernel operands are on different devices"
+        else:
+            meta = [torch.empty_strided(tuple(t.shape), tuple(t.stride()), dtype=t.dtype, device="meta")
+                    for t in operands]
+            with torch.no_grad():
+                outs = self.run_original(meta)
+            plan = [(tuple(o.shape), o.dtype) for o in outs]
+            if self.rule == "attention":
+                att = self.payload
+                shape = plan[0][0]
+                numel = 1
+                for s in shape:
+                    numel *= s
+                want = att["batch"] * att["seq_q"] * att["heads"] * att["head_dim_v"]
+                if (numel != want or att["o"]["strides"]["seq"] != att["heads"] * att["head_dim_v"]
+                        or (len(shape) >= 3 and shape[0] != att["batch"])):
+                    plan = (f"output {list(shape)} is not the captured [batch {att['batch']}, seq {att['seq_q']}, "
+                            f"heads x dv {att['heads'] * att['head_dim_v']}] layout")
+        self._plans[key] = plan
+        return plan
+
+    def execute(self, operands) -> list:
+        plan = self._signature_plan(operands)
+        if isinstance(plan, str):
+            self.warn(plan)
+            return self.run_original(operands)
+        tensors = {}
+        for ident, i in self.id_slots.items():
+            t = operands[i]
+            if self.rule == "attention" and not t.is_contiguous():
+                t = t.contiguous()
+            elif (self.rule == "layernorm" and t.dim() > 1
+                  and op_kernels.row_stride(t, int(self.payload["cols"])) is None):
+                t = t.contiguous()
+            tensors[ident] = t
+        device = next(iter(tensors.values())).device
+        outs = [torch.empty(shape, dtype=dtype, device=device) for shape, dtype in plan]
+        try:
+            if self.rule == "layernorm":
+                ids = op_kernels.layernorm_output_ids(self.payload)
+                problem = op_kernels.layernorm_problem(self.payload, tensors, dict(zip(ids, outs)))
+            else:
+                problem = op_kernels.attention_problem(self.payload, tensors, outs[0])
+        except _kernel.BindingError as exc:
+            self.warn(f"run-time operands do not fit the binding: {exc}")
+            return self.run_original(operands)
+        why = self.kernel.can_implement(problem)
+        if why is not None:
+            self.warn(f"can_implement: {why}")
+            return self.run_original(operands)
+        size = self.kernel.workspace_size(problem)
+        workspace = torch.empty(size, dtype=torch.uint8, device=device) if size else None
+        try:
+            self.kernel.run(problem, workspace.data_ptr() if size else 0, size, _kernel.stream_pointer(device))
+        except _kernel.KernelError as exc:
+            self.warn(f"launch failed: {exc}")
+            return self.run_original(operands)
+        return outs
+
+
+def _original_grads(entry: int, operands, grads):
+    with torch.enable_grad():
+        leaves = [o.detach().requires_grad_(o.is_floating_point()) for o in operands]
+        outs = _rt._ENTRIES[entry].run_original(leaves)
+        wanted = [leaf for leaf in leaves if leaf.requires_grad]
+        pairs = [(o, g) for o, g in zip(outs, grads) if g is not None and o.requires_grad]
+        found = iter(torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs], allow_unused=True))
+    return [next(found) if leaf.requires_grad else None for leaf in leaves]
+
+
+class _PatternFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, entry, *operands):
+        ctx.entry = entry
+        ctx.save_for_backward(*operands)
+        return tuple(_rt._ENTRIES[entry].execute(list(operands)))
+
+    @staticmethod
+    def backward(ctx, *grads):
+        return (None, *_original_grads(ctx.entry, ctx.saved_tensors, grads))
+
+
+def fact_pattern(operands, entry: int):
+    """What the rewritten graph calls (like fact.runtime.fact_gemm, with a list of outputs)."""
+    if torch.compiler.is_compiling():
+        return torch.ops.fact.pattern.default(operands, entry)
+    if torch.is_grad_enabled() and any(o.requires_grad for o in operands):
+        return list(_PatternFunction.apply(entry, *operands))
+    return _rt._ENTRIES[entry].execute(operands)
+
+
+@torch.library.custom_op("fact::pattern", mutates_args=())
+def _fact_pattern(operands: list[torch.Tensor], entry: int) -> list[torch.Tensor]:
+    return _rt._ENTRIES[entry].execute(operands)
+
+
+@_fact_pattern.register_fake
+def _fact_pattern_fake(operands, entry):
+    return _rt._ENTRIES[entry].run_original(operands)
+
+
+def _fact_pattern_setup_context(ctx, inputs, output):
+    operands, entry = inputs
+    ctx.entry = entry
+    ctx.save_for_backward(*operands)
+
+
+def _fact_pattern_backward(ctx, grads):
+    return _original_grads(ctx.entry, ctx.saved_tensors, grads), None
+
+
+_fact_pattern.register_autograd(_fact_pattern_backward, setup_context=_fact_pattern_setup_context)
+
+
+_PYTHON_MODULES = ("math", "_operator", "operator", "builtins")
+
+
+def _python_value(node) -> bool:
+    """True for nodes that produce python numbers: fact.runtime's size()/shape
+    cases plus math/operator arithmetic on such values (1.0 / math.sqrt(k.size(-1)))."""
+    if _rt._non_tensor(node):
+        return True
+    if node.op == "call_function" and getattr(node.target, "__module__", None) in _PYTHON_MODULES:
+        inputs = []
+        torch.fx.node.map_arg((node.args, node.kwargs), inputs.append)
+        return bool(inputs) and all(_python_value(a) for a in inputs)
+    return False
+
+
+def _buffer_value(gm, builder, ident: str):
+    source = builder.sources.get(ident)
+    if source is not None and source[0] == "node" and source[1].op == "get_attr":
+        target = source[1].target  # a buffer read as a graph node (self.bias[...])
+    elif source is not None and source[0] == "param":
+        target = source[1]
+    else:
+        raise _rt._Fallback(f"mask buffer {ident!r} is not a module buffer in the re-traced graph")
+    value = gm
+    for part in target.split("."):
+        value = getattr(value, part)
+    if not isinstance(value, torch.Tensor):
+        raise _rt._Fallback(f"mask buffer {target!r} is not a tensor")
+    return value
+
+
+def install_pattern(gm, builder, pattern: dict, base_dir: str, replaced: dict) -> None:
+    """Replaces one layernorm / attention pattern's nodes in `gm`; raises
+    fact.runtime._Fallback with the reason when it cannot."""
+    graph_nodes = {n.name: n for n in gm.graph.nodes}
+    rule = pattern.get("rule")
+    payload = pattern.get(rule)
+    if not isinstance(payload, dict):
+        raise _rt._Fallback(f"no {rule!r} payload")
+    names = list(pattern.get("nodes", []))
+    missing = [n for n in names if n not in graph_nodes]
+    if missing:
+        raise _rt._Fallback(f"nodes {missing} are not in the re-traced graph (does the module match the IR?)")
+    outputs = list(pattern.get("outputs", []))
+    expected = (op_kernels.layernorm_output_ids(payload) if rule == "layernorm" else [payload["o"]["tensor"]])
+    if outputs != expected or any(o not in names for o in outputs):
+        raise _rt._Fallback(f"pattern outputs {outputs} are not the payload's {expected} among its nodes")
+    if rule == "attention":
+        mask = payload.get("mask")
+        if isinstance(mask, dict) and mask.get("must_verify"):
+            why = check_causal_buffer(_buffer_value(gm, builder, mask["buffer"]), mask)
+            if why is not None:
+                raise _rt._Fallback(why)
+
+    members = set(names)
+    ordered = [n for n in gm.graph.nodes if n.name in members]
+    operand_keys: list = []
+
+    def slot(key):
+        if key not in operand_keys:
+            operand_keys.append(key)
+        return operand_keys.index(key)
+
+    external: dict = {}
+    steps = []
+    module_params: dict = {}
+    # Python values the pattern's views read (x.size() and arithmetic on it):
+    # recomputed inside the program from their tensor roots, which become
+    # operands (custom-op operands must be tensors).
+    prelude: dict = {}
+
+    def ref(arg):
+        if arg.name in members or arg.name in prelude:
+            return _rt._Ref(arg.name)
+        if _python_value(arg):
+            if arg.op not in ("call_function", "call_method"):
+                raise _rt._Fallback(f"the pattern depends on the non-tensor value {arg.name} ({arg.op})")
+            args = torch.fx.node.map_arg(arg.args, ref)
+            kwargs = torch.fx.node.map_arg(arg.kwargs, ref)
+            prelude[arg.name] = (arg.name, arg.op, arg.target, args, kwargs)  # producers first
+            return _rt._Ref(arg.name)
+        external[arg.name] = slot(("node", arg.name))
+        return _rt._Ref(arg.name)
+
+    for node in ordered:
+        if node.op not in ("call_function", "call_method", "call_module"):
+            raise _rt._Fallback(f"node {node.name} is a {node.op}, not an operation")
+        args = torch.fx.node.map_arg(node.args, ref)
+        kwargs = torch.fx.node.map_arg(node.kwargs, ref)
+        if node.op == "call_module":
+            module = gm.get_submodule(node.target)
+            named = list(module.named_parameters()) + list(module.named_buffers())
+            module_params[node.target] = [(pname, slot(("attr", f"{node.target}.{pname}"))) for pname, _ in named]
+        steps.append((node.name, node.op, node.target, args, kwargs))
+    position = {n.name: i for i, n in enumerate(gm.graph.nodes)}
+    steps = sorted(list(prelude.values()) + steps, key=lambda step: position[step[0]])  # graph order is topological
+
+    id_slots: dict = {}
+    for role, ident in binding_tensor_ids(pattern).items():
+        source = builder.sources.get(ident)
+        if source is None:
+            raise _rt._Fallback(f"binding operand {role} names {ident!r}, unknown in the re-traced graph")
+        if source[0] == "node":
+            node = replaced.get(source[1].name, source[1])
+            id_slots[ident] = slot(("node", node.name))
+        elif source[0] == "param":
+            id_slots[ident] = slot(("attr", source[1]))
+        else:
+            raise _rt._Fallback(f"binding operand {role} is the constant {ident!r}")
+        key = operand_keys[id_slots[ident]]
+        if key[0] == "node" and key[1] in members:
+            raise _rt._Fallback(f"binding operand {role} ({ident}) is computed inside the pattern")
+
+    try:
+        path = _rt._library_path(pattern, base_dir)
+        # fact.runtime.set_kernel_loader's test seam replaces every loader; else the rule's own.
+        custom = _rt._kernel_loader is not _kernel.GemmKernel
+        kern = _rt._kernel_loader(path) if custom else op_kernels.load_kernel(rule, path)
+    except (_kernel.KernelError, OSError) as exc:
+        raise _rt._Fallback(f"library failed to load: {exc}") from exc
+
+    entry = OpEntry(pattern, kern, gm, steps, outputs, operand_keys, external, id_slots, module_params)
+    with _rt._lock:
+        entry_id = next(_rt._ids)
+        _rt._ENTRIES[entry_id] = entry
+
+    graph = gm.graph
+    existing = {n.name: n for n in graph.nodes}
+    with graph.inserting_before(ordered[0]):
+        values = [existing[key] if kind == "node" else graph.get_attr(key) for kind, key in operand_keys]
+    # The call goes right after its latest operand: every operand is defined
+    # there, and every reader of an output outside the pattern (the residual
+    # sum may have readers before the LayerNorm node) comes later.
+    position = {n: i for i, n in enumerate(graph.nodes)}
+    latest = max(values, key=lambda n: position[n]) if values else ordered[0].prev
+    with graph.inserting_after(latest):
+        call = graph.call_function(fact_pattern, (values, entry_id))
+    with graph.inserting_after(call):
+        items = []
+        for i in reversed(range(len(outputs))):
+            items.insert(0, graph.call_function(operator.getitem, (call, i)))
+    for name, item in zip(outputs, items):
+        graph_nodes[name].replace_all_uses_with(item)
+        replaced[name] = item
+    # Members and the python values recomputed inside the program (x.size()
+    # on a member keeps that member alive until the size node goes).
+    removable = {n.name for n in ordered} | set(prelude)
+    for node in reversed(list(graph.nodes)):
+        if node.name in removable and not node.users:
+            graph.erase_node(node)

@@ -1,0 +1,230 @@
+// GEMM + epilogue chain on sm90: the CUTLASS 3.x EVT (epilogue visitor tree)
+// that runs a FACT-generated scalar functor per output element.
+//
+//   D = Fn::apply(alpha, beta, acc, input_0, input_1, ...)      per element, in float
+//
+// as the tree
+//   Sm90EVT<Sm90Compute<PerElement<Fn>, float, float, RN>,
+//           Sm90ScalarBroadcast alpha, Sm90ScalarBroadcast beta, Sm90AccFetch,
+//           one node per input...>
+// where each input is read by the node its kind calls for:
+//   RowVector  Sm90RowBroadcast  (n floats, batch stride dynamic)
+//   ColVector  Sm90ColBroadcast  (m floats, batch stride dynamic)
+//   Scalar     Sm90ScalarBroadcast through a device pointer
+//   Matrix     Sm90SrcFetch: the collective's C source (ptr_C / dC), so at most one
+// and comes from the kernel ABI (include/fact/kernel_abi.h, version 2):
+// GemmSource<Kind> = the problem's e (ld_e, batch_stride_e), Leaf<i, Kind> =
+// problem.leaves[i]. The generated translation unit (src/realize/epilogue_emit.cpp)
+// defines Fn and the Chain<Fn, inputs...> list; gemm_sm90.cuh's Operation takes
+// the Chain as its Config's last parameter.
+//
+// alpha: the problem's alpha, or the device-computed one of the scaled (f16x3)
+// math modes (alpha_ptr), exactly as the plain epilogues read it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <type_traits>
+
+#include "cute/tensor.hpp"
+#include "cutlass/array.h"
+#include "cutlass/epilogue/fusion/sm90_callbacks_tma_warpspecialized.hpp"
+#include "cutlass/epilogue/fusion/sm90_visitor_compute_tma_warpspecialized.hpp"
+#include "cutlass/epilogue/fusion/sm90_visitor_load_tma_warpspecialized.hpp"
+#include "cutlass/epilogue/fusion/sm90_visitor_tma_warpspecialized.hpp"
+
+#include "epilogue_chain_ops.cuh"
+#include "fact/kernel_abi.h"
+
+namespace fact::epilogue_chain {
+
+// ---- input kinds and sources ---------------------------------------------------
+struct RowVector {};
+struct ColVector {};
+struct Scalar {};
+struct Matrix {};
+
+template <class Kind>
+struct GemmSource {
+  using kind = Kind;
+  static const void* ptr(const FactGemmProblem& p) { return p.e; }
+  static int64_t ld(const FactGemmProblem& p) { return p.ld_e; }
+  static int64_t batch_stride(const FactGemmProblem& p) { return p.batch > 1 ? p.batch_stride_e : 0; }
+  static std::string label() { return "e"; }
+};
+
+template <int I, class Kind>
+struct Leaf {
+  static_assert(I >= 0 && I < FACT_GEMM_MAX_LEAVES, "leaf index outside the ABI's leaves array");
+  using kind = Kind;
+  static const void* ptr(const FactGemmProblem& p) { return p.leaves[I].ptr; }
+  static int64_t ld(const FactGemmProblem& p) { return p.leaves[I].ld; }
+  static int64_t batch_stride(const FactGemmProblem& p) { return p.batch > 1 ? p.leaves[I].batch_stride : 0; }
+  static std::string label() { return "leaves[" + std::to_string(I) + "]"; }
+};
+
+// ---- the per-element compute node ------------------------------------------------
+// Sm90Compute's ComputeFn<Array<float, N>>: applies Fn::apply lane by lane.
+template <class Fn, class T>
+struct PerElement;
+
+template <class Fn, int N>
+struct PerElement<Fn, cutlass::Array<float, N>> {
+  template <class... Arrays>
+  CUTLASS_HOST_DEVICE cutlass::Array<float, N> operator()(Arrays const&... inputs) const {
+    cutlass::Array<float, N> out;
+    CUTLASS_PRAGMA_UNROLL
+    for (int i = 0; i < N; ++i) out[i] = Fn::apply(inputs[i]...);
+    return out;
+  }
+};
+
+template <class Fn>
+struct Bind {
+  template <class T>
+  using type = PerElement<Fn, T>;
+};
+
+// ---- nodes per kind ----------------------------------------------------------------
+template <class Kind, class CtaTile>
+struct NodeOf;
+
+template <class CtaTile>
+struct NodeOf<RowVector, CtaTile> {
+  using type = cutlass::epilogue::fusion::Sm90RowBroadcast<0, CtaTile, float, float,
+                                                           cute::Stride<cute::_0, cute::_1, int64_t>>;
+  template <class Source>
+  static typename type::Arguments arguments(const FactGemmProblem& p) {
+    return {static_cast<const float*>(Source::ptr(p)), 0.f, {cute::_0{}, cute::_1{}, Source::batch_stride(p)}};
+  }
+};
+
+template <class CtaTile>
+struct NodeOf<ColVector, CtaTile> {
+  using type = cutlass::epilogue::fusion::Sm90ColBroadcast<0, CtaTile, float, float,
+                                                           cute::Stride<cute::_1, cute::_0, int64_t>>;
+  template <class Source>
+  static typename type::Arguments arguments(const FactGemmProblem& p) {
+    return {static_cast<const float*>(Source::ptr(p)), 0.f, {cute::_1{}, cute::_0{}, Source::batch_stride(p)}};
+  }
+};
+
+template <class CtaTile>
+struct NodeOf<Scalar, CtaTile> {
+  using type = cutlass::epilogue::fusion::Sm90ScalarBroadcast<float>;
+  template <class Source>
+  static typename type::Arguments arguments(const FactGemmProblem& p) {
+    typename type::Arguments args{};
+    args.scalar_ptrs[0] = static_cast<const float*>(Source::ptr(p));
+    return args;
+  }
+};
+
+template <class CtaTile>
+struct NodeOf<Matrix, CtaTile> {
+  using type = cutlass::epilogue::fusion::Sm90SrcFetch<float>;
+  template <class Source>
+  static typename type::Arguments arguments(const FactGemmProblem&) {
+    return {};  // the collective reads C through ptr_C / dC (Operation::make_arguments)
+  }
+};
+
+template <class Input>
+struct IsLeaf : std::false_type {};
+template <int I, class Kind>
+struct IsLeaf<Leaf<I, Kind>> : std::true_type {};
+
+// ---- the chain -------------------------------------------------------------------------
+template <class Fn_, class... Inputs>
+struct Chain {
+  using Fn = Fn_;
+  // Leaves this chain reads: problem.leaves[0 .. kLeaves-1] (the emitter numbers them densely).
+  static constexpr int kLeaves = (0 + ... + int(IsLeaf<Inputs>::value));
+  static constexpr int kMatrices = (0 + ... + int(std::is_same_v<typename Inputs::kind, Matrix>));
+  static_assert(kMatrices <= 1, "the sm90 epilogue has one C source: at most one Matrix input");
+  static constexpr bool kReadsC = kMatrices == 1;
+  // ElementC of the collective: float when an input is the C source, else void (no C load).
+  using ElementC = std::conditional_t<kReadsC, float, void>;
+
+  template <class CtaTile>
+  using Callbacks = cutlass::epilogue::fusion::Sm90EVT<
+      cutlass::epilogue::fusion::Sm90Compute<Bind<Fn>::template type, float, float,
+                                             cutlass::FloatRoundStyle::round_to_nearest>,
+      cutlass::epilogue::fusion::Sm90ScalarBroadcast<float>,  // alpha
+      cutlass::epilogue::fusion::Sm90ScalarBroadcast<float>,  // beta
+      cutlass::epilogue::fusion::Sm90AccFetch,
+      typename NodeOf<typename Inputs::kind, CtaTile>::type...>;
+
+  // alpha_ptr (device, may be null): read instead of p.alpha (scaled math modes).
+  template <class CtaTile>
+  static typename Callbacks<CtaTile>::Arguments arguments(const FactGemmProblem& p, const float* alpha_ptr) {
+    using Scalar = cutlass::epilogue::fusion::Sm90ScalarBroadcast<float>;
+    typename Scalar::Arguments alpha{}, beta{};
+    alpha.scalars[0] = p.alpha;
+    alpha.scalar_ptrs[0] = alpha_ptr;
+    beta.scalars[0] = p.beta;
+    return typename Callbacks<CtaTile>::Arguments{
+        alpha, beta, typename cutlass::epilogue::fusion::Sm90AccFetch::Arguments{},
+        NodeOf<typename Inputs::kind, CtaTile>::template arguments<Inputs>(p)...,
+        typename cutlass::epilogue::fusion::Sm90Compute<Bind<Fn>::template type, float, float,
+                                                        cutlass::FloatRoundStyle::round_to_nearest>::Arguments{}};
+  }
+
+  // The C source (Matrix input): pointer, ld and batch stride; null / 0 when none.
+  static const float* c_pointer(const FactGemmProblem& p) {
+    const void* ptr = nullptr;
+    ((ptr = std::is_same_v<typename Inputs::kind, Matrix> ? Inputs::ptr(p) : ptr), ...);
+    return static_cast<const float*>(ptr);
+  }
+  static int64_t c_ld(const FactGemmProblem& p) {
+    int64_t ld = 0;
+    ((ld = std::is_same_v<typename Inputs::kind, Matrix> ? Inputs::ld(p) : ld), ...);
+    return ld;
+  }
+  static int64_t c_batch_stride(const FactGemmProblem& p) {
+    int64_t bs = 0;
+    ((bs = std::is_same_v<typename Inputs::kind, Matrix> ? Inputs::batch_stride(p) : bs), ...);
+    return bs;
+  }
+
+  // Host check of the inputs' pointers and strides; 0 = ok, else 1 with `why`.
+  static int can_implement(const FactGemmProblem& p, std::string& why) {
+    int status = 0;
+    (void)((status = status ? status : check<Inputs>(p, why)), ...);
+    return status;
+  }
+
+ private:
+  template <class Input>
+  static int check(const FactGemmProblem& p, std::string& why) {
+    using Kind = typename Input::kind;
+    const void* ptr = Input::ptr(p);
+    if (ptr == nullptr) {
+      why = "epilogue input " + Input::label() + " is null";
+      return 1;
+    }
+    const bool aligned16 = reinterpret_cast<uintptr_t>(ptr) % 16 == 0;
+    if constexpr (std::is_same_v<Kind, Scalar>) {
+      if (reinterpret_cast<uintptr_t>(ptr) % 4 != 0) {
+        why = "epilogue input " + Input::label() + " (scalar) is not 4-byte aligned";
+        return 1;
+      }
+    } else if constexpr (std::is_same_v<Kind, Matrix>) {
+      if (!aligned16 || Input::ld(p) < p.n || Input::ld(p) % 4 != 0 || Input::batch_stride(p) % 4 != 0) {
+        why = "epilogue input " + Input::label() +
+              " (full matrix, the C source) needs ld >= n, ld and batch stride multiples of 4 and a 16-byte aligned "
+              "pointer (TMA load)";
+        return 1;
+      }
+    } else {
+      if (!aligned16 || Input::batch_stride(p) % 4 != 0) {
+        why = "epilogue input " + Input::label() +
+              " (broadcast vector) needs a 16-byte aligned pointer and a batch stride that is a multiple of 4";
+        return 1;
+      }
+    }
+    return 0;
+  }
+};
+
+}  // namespace fact::epilogue_chain

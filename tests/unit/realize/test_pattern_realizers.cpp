@@ -1,0 +1,393 @@
+// The layernorm and attention realizers: procedural names (round trip, refusals),
+// legality reasons, enumeration per payload, golden generated sources, the
+// rule -> realizer table, and run_realize dispatching these rules (fake nvcc and
+// worker) instead of falling back with "no realizer".
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "fact/build.hpp"
+#include "fact/pattern_realizer.hpp"
+#include "fact/realize.hpp"
+#include "realize_test_util.hpp"
+
+namespace fact {
+namespace {
+
+using nlohmann::json;
+
+json layernorm_payload(int64_t cols, bool residual, bool sum, int64_t row_stride = -1) {
+  if (row_stride < 0) row_stride = cols;
+  json p = {{"rows", 1024}, {"cols", cols}, {"eps", 1e-5}, {"element", "float32"}, {"weight", "w"}, {"bias", "b"},
+            {"y", {{"tensor", "y"}, {"row_stride", cols}}}};
+  if (residual) {
+    p["x"] = nullptr;
+    p["residual"] = {{"node", "add"},
+                     {"a", {{"tensor", "a"}, {"row_stride", row_stride}}},
+                     {"b", {{"tensor", "b"}, {"row_stride", cols}}},
+                     {"sum", sum ? json{{"tensor", "add"}, {"row_stride", cols}} : json(nullptr)}};
+  } else {
+    p["x"] = {{"tensor", "x"}, {"row_stride", row_stride}};
+    p["residual"] = nullptr;
+  }
+  return p;
+}
+
+// minGPT's attention (B, H, T, d) = (2, 4, 16, 8) on a packed qkv [B, T, 3C] tensor.
+json attention_payload(int64_t head_dim = 8, int64_t heads = 4, int64_t seq = 16) {
+  const int64_t c = heads * head_dim;
+  auto operand = [&](const char* tensor, int64_t offset, int64_t batch, int64_t seq_stride) {
+    return json{{"tensor", tensor},
+                {"offset", offset},
+                {"strides", {{"batch", batch}, {"head", head_dim}, {"seq", seq_stride}, {"dim", 1}}}};
+  };
+  return {{"form", "explicit"}, {"batch", 2}, {"heads", heads}, {"seq_q", seq}, {"seq_k", seq},
+          {"head_dim", head_dim}, {"head_dim_v", head_dim}, {"scale", 0.35}, {"causal", true},
+          {"mask", {{"kind", "masked_fill"}, {"buffer", "bias"}, {"rows", {0, seq}}, {"cols", {0, seq}},
+                    {"keep", "nonzero"}, {"fill", "-inf"}, {"must_verify", "..."}}},
+          {"dropout", nullptr},
+          {"q", operand("qkv", 0, seq * 3 * c, 3 * c)},
+          {"k", operand("qkv", c, seq * 3 * c, 3 * c)},
+          {"v", operand("qkv", 2 * c, seq * 3 * c, 3 * c)},
+          {"o", operand("out", 0, seq * c, c)},
+          {"element", "float32"}};
+}
+
+std::vector<std::string> names_of(const RealizerEnumeration& e) {
+  std::vector<std::string> out;
+  for (const auto& c : e.candidates) out.push_back(c.name);
+  return out;
+}
+
+std::string skipped_reason(const RealizerEnumeration& e, const std::string& name) {
+  for (const auto& s : e.skipped)
+    if (s.name == name) return s.reason;
+  return "";
+}
+
+TEST(PatternRealizers, TableDispatchesByRuleName) {
+  ASSERT_NE(find_pattern_realizer("layernorm"), nullptr);
+  ASSERT_NE(find_pattern_realizer("attention"), nullptr);
+  EXPECT_STREQ(find_pattern_realizer("layernorm")->rule(), "layernorm");
+  EXPECT_STREQ(find_pattern_realizer("attention")->rule(), "attention");
+  EXPECT_EQ(find_pattern_realizer("gemm"), nullptr) << "GEMMs keep their own path";
+  EXPECT_EQ(find_pattern_realizer("layernorm_x"), nullptr) << "no substring matching";
+  EXPECT_EQ(find_pattern_realizer("rmsnorm"), nullptr);
+}
+
+TEST(LayerNormVariants, NamesRoundTripAndRefuseMalformedNames) {
+  LayerNormVariant v;
+  v.cols = 768, v.warps_per_row = 4, v.vec = 4, v.residual = LayerNormResidual::ResidualWritesSum;
+  EXPECT_EQ(v.name(), "layernorm_f32_c768_w4_v4_res_sum");
+  for (const char* name : {"layernorm_f32_c768_w4_v4_res_sum", "layernorm_f32_c32_w1_v1_plain",
+                           "layernorm_f32_c1000_w8_v2_res"}) {
+    auto parsed = parse_layernorm_variant_name(name);
+    ASSERT_TRUE(parsed.has_value()) << name;
+    EXPECT_EQ(parsed->name(), name);
+  }
+  for (const char* name : {"layernorm_f32_c768_w3_v4_plain", "layernorm_f32_c768_w4_v3_plain",
+                           "layernorm_bf16_c768_w4_v4_plain", "layernorm_f32_c768_w4_v4", "layernorm_f32_c0768_w4_v4_res",
+                           "gemm_sm80_f32_f32_128x128x8_c1x1_simt_dp_s3_tn_none"})
+    EXPECT_FALSE(parse_layernorm_variant_name(name).has_value()) << name;
+}
+
+TEST(LayerNormVariants, EnumerationPicksTheWidestLegalVectorPerWarpCount) {
+  const PatternRealizer& r = *find_pattern_realizer("layernorm");
+  json pattern = {{"rule", "layernorm"}, {"layernorm", layernorm_payload(768, true, true)}};
+  auto e = r.enumerate(pattern, 1e-4, "sm90a", VariantSet::Default);
+  EXPECT_EQ(names_of(e), (std::vector<std::string>{"layernorm_f32_c768_w1_v4_res_sum", "layernorm_f32_c768_w2_v4_res_sum",
+                                                   "layernorm_f32_c768_w4_v4_res_sum", "layernorm_f32_c768_w8_v4_res_sum"}));
+  for (const auto& c : e.candidates) {
+    EXPECT_EQ(c.math, "f32");
+    EXPECT_NE(std::find(c.flags.begin(), c.flags.end(), "-DNDEBUG"), c.flags.end());
+  }
+  auto all = r.enumerate(pattern, 1e-4, "sm90a", VariantSet::All);
+  EXPECT_EQ(all.candidates.size(), 12u);
+
+  // A row stride that is not a multiple of 4 rules out float4 and float2 loads.
+  pattern["layernorm"] = layernorm_payload(768, false, false, 771);
+  e = r.enumerate(pattern, 1e-4, "sm90a", VariantSet::Default);
+  EXPECT_EQ(names_of(e).front(), "layernorm_f32_c768_w1_v1_plain");
+  EXPECT_NE(skipped_reason(e, "layernorm_f32_c768_w1_v4_plain").find("row stride 771 is not a multiple of the vector width 4"),
+            std::string::npos);
+
+  // 32 columns: more than one warp would idle; one warp is too many registers at 16384.
+  pattern["layernorm"] = layernorm_payload(32, false, false);
+  e = r.enumerate(pattern, 1e-4, "sm90a", VariantSet::Default);
+  EXPECT_EQ(names_of(e), std::vector<std::string>{"layernorm_f32_c32_w1_v4_plain"});
+  EXPECT_NE(skipped_reason(e, "layernorm_f32_c32_w8_v4_plain").find("idle"), std::string::npos);
+  pattern["layernorm"] = layernorm_payload(16384, false, false);
+  e = r.enumerate(pattern, 1e-4, "sm90a", VariantSet::Default);
+  EXPECT_NE(skipped_reason(e, "layernorm_f32_c16384_w1_v4_plain").find("exceed the 64-register row fragment"),
+            std::string::npos);
+  EXPECT_EQ(names_of(e), std::vector<std::string>{"layernorm_f32_c16384_w8_v4_plain"});
+
+  pattern["layernorm"] = layernorm_payload(768, false, false);
+  pattern["layernorm"]["element"] = "bfloat16";
+  e = r.enumerate(pattern, 1e-2, "sm90a", VariantSet::Default);
+  EXPECT_TRUE(e.candidates.empty());
+  EXPECT_NE(e.reason.find("float32 only"), std::string::npos) << e.reason;
+
+  pattern["layernorm"].erase("rows");
+  EXPECT_THROW(r.enumerate(pattern, 1e-4, "sm90a", VariantSet::Default), std::runtime_error);
+}
+
+TEST(LayerNormVariants, WarmPathRebuildsOnlyLegalNamedCandidates) {
+  const PatternRealizer& r = *find_pattern_realizer("layernorm");
+  json pattern = {{"rule", "layernorm"}, {"layernorm", layernorm_payload(768, true, false)}};
+  auto c = r.candidate_named(pattern, "layernorm_f32_c768_w2_v4_res", 1e-4, "sm90a");
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->source, emit_layernorm_source(*parse_layernorm_variant_name("layernorm_f32_c768_w2_v4_res")));
+  EXPECT_FALSE(r.candidate_named(pattern, "layernorm_f32_c768_w2_v4_res_sum", 1e-4, "sm90a")) << "residual mode";
+  EXPECT_FALSE(r.candidate_named(pattern, "layernorm_f32_c512_w2_v4_res", 1e-4, "sm90a")) << "row length";
+  EXPECT_FALSE(r.candidate_named(pattern, "attention_sm80_tf32x3_f32_64x64_maxk64", 1e-4, "sm90a"));
+}
+
+TEST(AttentionVariants, NamesRoundTripAndRefuseUnknownTiles) {
+  AttentionVariant v{32, 128, 128};
+  EXPECT_EQ(v.name(), "attention_sm80_tf32x3_f32_32x128_maxk128");
+  for (const char* name : {"attention_sm80_tf32x3_f32_32x128_maxk128", "attention_sm80_tf32x3_f32_64x64_maxk65536",
+                           "attention_sm80_tf32x3_f32_64x128_maxk64"})
+    EXPECT_EQ(parse_attention_variant_name(name)->name(), name);
+  for (const char* name : {"attention_sm80_tf32x3_f32_128x128_maxk128", "attention_sm80_tf32x3_f32_64x64_maxk96",
+                           "attention_sm80_bf16_f32_64x64_maxk64", "attention_sm80_tf32x3_f32_64x64"})
+    EXPECT_FALSE(parse_attention_variant_name(name).has_value()) << name;
+}
+
+TEST(AttentionVariants, EnumerationAndIllegalReasons) {
+  const PatternRealizer& r = *find_pattern_realizer("attention");
+  json pattern = {{"rule", "attention"}, {"attention", attention_payload(8)}};
+  auto e = r.enumerate(pattern, 1e-4, "sm90a", VariantSet::Default);
+  EXPECT_EQ(names_of(e), (std::vector<std::string>{"attention_sm80_tf32x3_f32_32x128_maxk64",
+                                                   "attention_sm80_tf32x3_f32_64x64_maxk64",
+                                                   "attention_sm80_tf32x3_f32_64x128_maxk64"}));
+  for (const auto& c : e.candidates) {
+    EXPECT_EQ(c.math, "tf32x3");
+    EXPECT_NE(std::find(c.flags.begin(), c.flags.end(), "-gencode=arch=compute_80,code=sm_90"), c.flags.end());
+  }
+  EXPECT_EQ(r.enumerate(pattern, 1e-4, "sm90a", VariantSet::All).candidates.size(), 9u);
+
+  // minGPT's head dim 96: kMaxK 64 is too small; 64x64 with kMaxK 128 iterates over the value tile.
+  pattern["attention"] = attention_payload(96, 8, 512);
+  e = r.enumerate(pattern, 1e-4, "sm90a", VariantSet::Default);
+  EXPECT_EQ(names_of(e), (std::vector<std::string>{"attention_sm80_tf32x3_f32_32x128_maxk128",
+                                                   "attention_sm80_tf32x3_f32_64x64_maxk128",
+                                                   "attention_sm80_tf32x3_f32_64x128_maxk128"}));
+  EXPECT_EQ(skipped_reason(e, "attention_sm80_tf32x3_f32_64x64_maxk64"), "head dim 96 exceeds kMaxK 64");
+  // A multi-iteration variant accumulates through O with row stride dv*heads: a padded output row refuses it.
+  pattern["attention"]["o"]["strides"]["seq"] = 800;
+  pattern["attention"]["o"]["strides"]["batch"] = 800 * 512;
+  e = r.enumerate(pattern, 1e-4, "sm90a", VariantSet::All);
+  EXPECT_NE(skipped_reason(e, "attention_sm80_tf32x3_f32_64x64_maxk128").find("row stride head_dim_v*heads = 768"),
+            std::string::npos);
+  EXPECT_EQ(skipped_reason(e, "attention_sm80_tf32x3_f32_32x128_maxk128"), "") << "single value iteration";
+
+  // Output not in the merged-heads layout ([B, H, T, d] contiguous): no variant can write it.
+  pattern["attention"]["o"]["strides"] = {{"batch", 8 * 512 * 96}, {"head", 512 * 96}, {"seq", 96}, {"dim", 1}};
+  e = r.enumerate(pattern, 1e-4, "sm90a", VariantSet::Default);
+  EXPECT_TRUE(e.candidates.empty());
+  EXPECT_NE(e.reason.find("merged-heads layout"), std::string::npos) << e.reason;
+
+  pattern["attention"] = attention_payload(8);
+  pattern["attention"]["k"]["offset"] = 33;
+  e = r.enumerate(pattern, 1e-4, "sm90a", VariantSet::Default);
+  EXPECT_NE(e.reason.find("not multiples of 4 elements"), std::string::npos) << e.reason;
+
+  pattern["attention"] = attention_payload(6);
+  e = r.enumerate(pattern, 1e-4, "sm90a", VariantSet::Default);
+  EXPECT_NE(e.reason.find("head_dim 6 is not a multiple of 4"), std::string::npos) << e.reason;
+
+  pattern["attention"] = attention_payload(8);
+  pattern["attention"]["causal"] = false;
+  EXPECT_NE(r.enumerate(pattern, 1e-4, "sm90a", VariantSet::Default).reason.find("not causal"), std::string::npos);
+  pattern["attention"]["mask"] = nullptr;
+  EXPECT_EQ(r.enumerate(pattern, 1e-4, "sm90a", VariantSet::Default).candidates.size(), 3u) << "no mask at all";
+
+  pattern["attention"]["element"] = "bfloat16";
+  EXPECT_NE(r.enumerate(pattern, 1e-2, "sm90a", VariantSet::Default).reason.find("float32 only"), std::string::npos);
+  pattern["attention"] = attention_payload(8);
+  EXPECT_NE(r.enumerate(pattern, 1e-4, "sm70", VariantSet::Default).reason.find("no attention kernel targets"),
+            std::string::npos);
+  pattern["attention"].erase("q");
+  EXPECT_THROW(r.enumerate(pattern, 1e-4, "sm90a", VariantSet::Default), std::runtime_error);
+}
+
+std::string golden_dir() { return std::string(FACT_TEST_DATA_DIR) + "/golden"; }
+
+void check_golden(const std::string& name, const std::string& source) {
+  const fs::path path = fs::path(golden_dir()) / (name + ".cu");
+  if (const char* update = std::getenv("FACT_UPDATE_GOLDEN"); update && std::string(update) == "1") {
+    std::ofstream(path, std::ios::binary) << source;
+    return;
+  }
+  std::ifstream in(path, std::ios::binary);
+  ASSERT_TRUE(in.good()) << "missing golden " << path << " (run with FACT_UPDATE_GOLDEN=1 to create it)";
+  std::ostringstream expected;
+  expected << in.rdbuf();
+  EXPECT_EQ(source, expected.str()) << "generated source of " << name
+                                    << " changed; review and rerun with FACT_UPDATE_GOLDEN=1";
+  EXPECT_EQ(source.find("${"), std::string::npos);
+  EXPECT_NE(source.find("\"" + name + "\""), std::string::npos);
+}
+
+TEST(PatternRealizers, GoldenSources) {
+  const std::string ln = "layernorm_f32_c768_w4_v4_res_sum";
+  check_golden(ln, emit_layernorm_source(*parse_layernorm_variant_name(ln)));
+  const std::string att = "attention_sm80_tf32x3_f32_32x128_maxk128";
+  check_golden(att, emit_attention_source(*parse_attention_variant_name(att)));
+}
+
+// ---- run_realize dispatch (fake nvcc + fake worker, as test_realize.cpp) ------
+
+struct EnvGuard {
+  std::map<std::string, std::optional<std::string>> saved;
+  void set(const std::string& k, const std::string& v) {
+    if (!saved.count(k)) {
+      const char* old = std::getenv(k.c_str());
+      saved[k] = old ? std::optional<std::string>(old) : std::nullopt;
+    }
+    ::setenv(k.c_str(), v.c_str(), 1);
+  }
+  ~EnvGuard() {
+    for (const auto& [k, v] : saved) v ? (void)::setenv(k.c_str(), v->c_str(), 1) : (void)::unsetenv(k.c_str());
+  }
+};
+
+json plan_pattern(const std::string& id, const std::string& rule, const json& payload) {
+  return {{"id", id}, {"rule", rule}, {"root", rule}, {"nodes", {rule}}, {"inputs", json::array()},
+          {"outputs", {rule}}, {"dtype", "float32"}, {"arch", "sm90a"}, {"priority", 0},
+          {"problem_key", rule + ":" + id}, {"shape_class", rule}, {rule, payload}};
+}
+
+json realize_plan(TempDir& t, EnvGuard& env, const json& patterns, bool compile_only) {
+  write(t.path / "cutlass" / "include" / "cutlass" / "cutlass.h", "// fake\n");
+  write(t.path / "cutlass" / "include" / "cutlass" / "version.h", "#define CUTLASS_MAJOR 4\n");
+  script(t.path / "nvcc",
+         "if [ \"$1\" = --version ]; then echo 'Cuda compilation tools, release 12.9, V12.9.0'; exit 0; fi\n"
+         "out=; prev=; for a in \"$@\"; do [ \"$prev\" = -o ] && out=$a; prev=$a; src=$a; done\n"
+         "echo \"$src\" >> " + (t.path / "nvcc_calls").string() + "\n"
+         "echo lib > \"$out\"\n");
+  script(t.path / "python", "shift 2\nexec python3 " + data_file("fake_worker.py") + " \"$@\"\n");
+  env.set("FACT_NVCC", (t.path / "nvcc").string());
+  env.set("CUTLASS_DIR", (t.path / "cutlass").string());
+  env.set("FACT_CACHE_DIR", (t.path / "cache").string());
+  env.set("FACT_PYTHON", (t.path / "python").string());
+  env.set("FACT_JOBS", "1");
+  env.set("FAKE_WORKER_RULES", R"([["64x64", "wrong"], ["_w2_", "ok:0.5"]])");
+  write(t.path / "graph.json", R"({"fact_ir": 1, "tensors": {}, "nodes": [], "outputs": []})");
+  json p = {{"fact_plan", 1}, {"ir", "graph.json"}, {"arch", "sm90a"}, {"tolerance", 1e-4},
+            {"patterns", patterns}, {"unmatched", json::array()}, {"rejections", json::array()}};
+  write(t.path / "plan.json", p.dump(2));
+  RealizeOptions o;
+  o.plan_path = (t.path / "plan.json").string();
+  o.output_path = (t.path / "realized.json").string();
+  o.registry_path = (t.path / "registry.sqlite").string();
+  o.compile_only = compile_only;
+  EXPECT_EQ(run_realize(o), 0);
+  std::ifstream in(t.path / "realized.json");
+  return json::parse(in);
+}
+
+TEST(RealizeDispatch, LayerNormAndAttentionAreRealizedNotFallenBack) {
+  TempDir t;
+  EnvGuard env;
+  json patterns = json::array({plan_pattern("p0", "layernorm", layernorm_payload(768, false, false)),
+                               plan_pattern("p1", "attention", attention_payload(96, 8, 512)),
+                               plan_pattern("p2", "rmsnorm", json::object())});
+  json r = realize_plan(t, env, patterns, /*compile_only=*/false);
+  const json& ln = r["patterns"][0];
+  EXPECT_EQ(ln["status"], "realized") << ln.dump(2);
+  EXPECT_EQ(ln["variant"], "layernorm_f32_c768_w2_v4_plain");  // the fake worker's fastest
+  EXPECT_EQ(ln["math"], "f32");
+  const json& att = r["patterns"][1];
+  EXPECT_EQ(att["status"], "realized") << att.dump(2);
+  EXPECT_EQ(att["variant"], "attention_sm80_tf32x3_f32_32x128_maxk128");  // ties: the first in enumeration order
+  EXPECT_EQ(att["math"], "tf32x3");
+  bool saw_wrong = false;
+  for (const auto& c : att["candidates"]) saw_wrong |= c["name"] == "attention_sm80_tf32x3_f32_64x64_maxk128" && c["status"] == "wrong";
+  EXPECT_TRUE(saw_wrong) << att.dump(2);
+  const json& other = r["patterns"][2];
+  EXPECT_EQ(other["status"], "fallback");
+  EXPECT_NE(other["reason"].get<std::string>().find("no realizer for rule 'rmsnorm'"), std::string::npos);
+}
+
+TEST(RealizeDispatch, WarmRunReverifiesOnlyTheRecordedWinner) {
+  TempDir t;
+  EnvGuard env;
+  json patterns = json::array({plan_pattern("p0", "layernorm", layernorm_payload(768, false, false))});
+  json cold = realize_plan(t, env, patterns, /*compile_only=*/false);
+  ASSERT_EQ(cold["patterns"][0]["status"], "realized");
+  EXPECT_FALSE(cold["patterns"][0]["from_registry"].get<bool>());
+  json warm = realize_plan(t, env, patterns, /*compile_only=*/false);
+  const json& p = warm["patterns"][0];
+  EXPECT_EQ(p["status"], "realized");
+  EXPECT_TRUE(p["from_registry"].get<bool>());
+  EXPECT_EQ(p["variant"], cold["patterns"][0]["variant"]);
+  int recorded = 0;
+  for (const auto& c : p["candidates"])
+    recorded += c["reason"].get<std::string>().rfind("recorded in the registry", 0) == 0;
+  EXPECT_EQ(recorded, 3) << p.dump(2);  // the other three cold candidates, as the registry recorded them
+}
+
+TEST(RealizeDispatch, CompileOnlyCompilesTheRuleCandidates) {
+  TempDir t;
+  EnvGuard env;
+  json patterns = json::array({plan_pattern("p0", "layernorm", layernorm_payload(768, true, true)),
+                               plan_pattern("p1", "attention", attention_payload(8))});
+  json r = realize_plan(t, env, patterns, /*compile_only=*/true);
+  for (const auto& p : r["patterns"]) {
+    EXPECT_EQ(p["status"], "fallback");
+    EXPECT_NE(p["reason"].get<std::string>().find("compile-only run"), std::string::npos) << p["reason"];
+    EXPECT_EQ(p["reason"].get<std::string>().find("no realizer"), std::string::npos);
+    int compiled = 0;
+    for (const auto& c : p["candidates"]) compiled += c["status"] == "compiled";
+    EXPECT_GE(compiled, 3) << p.dump(2);
+  }
+  // Each compiled TU went through nvcc with the generated source.
+  std::ifstream calls(t.path / "nvcc_calls");
+  std::string line, all;
+  while (std::getline(calls, line)) all += line + "\n";
+  EXPECT_NE(all.find("layernorm_f32_c768_w1_v4_res_sum.cu"), std::string::npos) << all;
+  EXPECT_NE(all.find("attention_sm80_tf32x3_f32_64x64_maxk64.cu"), std::string::npos) << all;
+}
+
+TEST(RealizeDispatch, WithoutNvccTheRunStopsWithTheToolchainError) {
+  // As for GEMMs: no toolchain, nothing can be attempted; run_realize returns 3
+  // after logging what is missing (resolve_toolchain's reason), writing no
+  // realized.json that would claim a realizer ran.
+  TempDir t;
+  EnvGuard env;
+  json patterns = json::array({plan_pattern("p0", "layernorm", layernorm_payload(768, false, false))});
+  realize_plan(t, env, patterns, /*compile_only=*/true);
+  env.set("FACT_NVCC", (t.path / "no-nvcc").string());
+  fs::remove(t.path / "realized.json");
+  RealizeOptions o;
+  o.plan_path = (t.path / "plan.json").string();
+  o.output_path = (t.path / "realized.json").string();
+  o.compile_only = true;
+  EXPECT_EQ(run_realize(o), 3);
+  EXPECT_FALSE(fs::exists(t.path / "realized.json"));
+  std::string why;
+  EXPECT_FALSE(resolve_toolchain(&why).has_value());
+  EXPECT_NE(why.find("nvcc"), std::string::npos) << why;
+}
+
+TEST(RealizeDispatch, MalformedPayloadFallsBackWithItsReason) {
+  TempDir t;
+  EnvGuard env;
+  json bad = layernorm_payload(768, false, false);
+  bad.erase("cols");
+  json r = realize_plan(t, env, json::array({plan_pattern("p0", "layernorm", bad)}), /*compile_only=*/true);
+  EXPECT_EQ(r["patterns"][0]["status"], "fallback");
+  EXPECT_NE(r["patterns"][0]["reason"].get<std::string>().find("lacks field 'cols'"), std::string::npos)
+      << r["patterns"][0]["reason"];
+}
+
+}  // namespace
+}  // namespace fact
