@@ -46,45 +46,43 @@ inline int check_launch(const char* what) {
   return static_cast<int>(status);
 }
 
-}  // namespace fact::kernel_export
+// The entry points every exported operation shares, for any problem struct. Each
+// turns a null problem into code 1 and runs the operation inside guarded().
+template <class Operation, class Problem>
+int can_implement(const Problem* problem) {
+  return guarded([&] {
+    if (problem == nullptr) {
+      last_error() = "null problem";
+      return 1;
+    }
+    return Operation::can_implement(*problem, last_error());
+  });
+}
 
-#define FACT_EXPORT_GEMM(Operation, variant_name)                                              \
-  extern "C" const char* fact_variant_name(void) { return variant_name; }                    \
-  extern "C" int fact_abi_version(void) { return FACT_KERNEL_ABI_VERSION; }                  \
-  extern "C" const char* fact_last_error(void) {                                              \
-    return ::fact::kernel_export::last_error().c_str();                                       \
-  }                                                                                           \
-  extern "C" int fact_gemm_can_implement(const FactGemmProblem* problem) {                    \
-    return ::fact::kernel_export::guarded([&] {                                               \
-      if (problem == nullptr) {                                                               \
-        ::fact::kernel_export::last_error() = "null problem";                                 \
-        return 1;                                                                             \
-      }                                                                                       \
-      return Operation::can_implement(*problem, ::fact::kernel_export::last_error());         \
-    });                                                                                       \
-  }                                                                                           \
-  extern "C" size_t fact_gemm_workspace_size(const FactGemmProblem* problem) {               \
-    size_t bytes = 0;                                                                         \
-    ::fact::kernel_export::guarded([&] {                                                      \
-      bytes = problem ? Operation::workspace_size(*problem) : 0;                              \
-      return 0;                                                                               \
-    });                                                                                       \
-    return bytes;                                                                             \
-  }                                                                                           \
-  extern "C" int fact_gemm_run(const FactGemmProblem* problem, void* workspace,              \
-                               size_t workspace_bytes, void* stream) {                        \
-    return ::fact::kernel_export::guarded([&] {                                               \
-      if (problem == nullptr) {                                                               \
-        ::fact::kernel_export::last_error() = "null problem";                                 \
-        return 1;                                                                             \
-      }                                                                                       \
-      if (int why = Operation::can_implement(*problem, ::fact::kernel_export::last_error()))  \
-        return why;                                                                           \
-      return Operation::run(*problem, workspace, workspace_bytes,                             \
-                            static_cast<cudaStream_t>(stream),                                \
-                            ::fact::kernel_export::last_error());                             \
-    });                                                                                       \
-  }
+template <class Operation, class Problem>
+size_t workspace_size(const Problem* problem) {
+  size_t bytes = 0;
+  guarded([&] {
+    bytes = problem ? Operation::workspace_size(*problem) : 0;
+    return 0;
+  });
+  return bytes;
+}
+
+// Re-checks can_implement before `launch(problem)`: run is callable without it.
+template <class Operation, class Problem, class Launch>
+int run(const Problem* problem, Launch&& launch) {
+  return guarded([&] {
+    if (problem == nullptr) {
+      last_error() = "null problem";
+      return 1;
+    }
+    if (int why = Operation::can_implement(*problem, last_error())) return why;
+    return launch(*problem);
+  });
+}
+
+}  // namespace fact::kernel_export
 
 // The symbols every kernel library exports besides its operation's entry points.
 #define FACT_EXPORT_LIBRARY_IDENTITY(variant_name)                                             \
@@ -94,29 +92,38 @@ inline int check_launch(const char* what) {
     return ::fact::kernel_export::last_error().c_str();                                       \
   }
 
+// fact_<op>_can_implement / _workspace_size / _run of an Operation with the
+// FactGemmProblem-style signatures (see the top of this file) on a Problem struct.
+#define FACT_EXPORT_WORKSPACE_OPERATION(Operation, op, Problem)                                \
+  extern "C" int fact_##op##_can_implement(const Problem* problem) {                          \
+    return ::fact::kernel_export::can_implement<Operation>(problem);                          \
+  }                                                                                           \
+  extern "C" size_t fact_##op##_workspace_size(const Problem* problem) {                      \
+    return ::fact::kernel_export::workspace_size<Operation>(problem);                         \
+  }                                                                                           \
+  extern "C" int fact_##op##_run(const Problem* problem, void* workspace,                     \
+                                 size_t workspace_bytes, void* stream) {                      \
+    return ::fact::kernel_export::run<Operation>(problem, [&](const Problem& p) {             \
+      return Operation::run(p, workspace, workspace_bytes, static_cast<cudaStream_t>(stream), \
+                            ::fact::kernel_export::last_error());                             \
+    });                                                                                       \
+  }
+
+#define FACT_EXPORT_GEMM(Operation, variant_name)                                              \
+  FACT_EXPORT_LIBRARY_IDENTITY(variant_name)                                                  \
+  FACT_EXPORT_WORKSPACE_OPERATION(Operation, gemm, FactGemmProblem)
+
 // LayerNorm libraries: Operation provides
 //   static int can_implement(const FactLayerNormProblem&, std::string& why);  // 0 = ok
 //   static int run(const FactLayerNormProblem&, cudaStream_t, std::string& why);
 #define FACT_EXPORT_LAYERNORM(Operation, variant_name)                                         \
   FACT_EXPORT_LIBRARY_IDENTITY(variant_name)                                                  \
   extern "C" int fact_layernorm_can_implement(const FactLayerNormProblem* problem) {          \
-    return ::fact::kernel_export::guarded([&] {                                               \
-      if (problem == nullptr) {                                                               \
-        ::fact::kernel_export::last_error() = "null problem";                                 \
-        return 1;                                                                             \
-      }                                                                                       \
-      return Operation::can_implement(*problem, ::fact::kernel_export::last_error());         \
-    });                                                                                       \
+    return ::fact::kernel_export::can_implement<Operation>(problem);                          \
   }                                                                                           \
   extern "C" int fact_layernorm_run(const FactLayerNormProblem* problem, void* stream) {      \
-    return ::fact::kernel_export::guarded([&] {                                               \
-      if (problem == nullptr) {                                                               \
-        ::fact::kernel_export::last_error() = "null problem";                                 \
-        return 1;                                                                             \
-      }                                                                                       \
-      if (int why = Operation::can_implement(*problem, ::fact::kernel_export::last_error()))  \
-        return why;                                                                           \
-      return Operation::run(*problem, static_cast<cudaStream_t>(stream),                      \
+    return ::fact::kernel_export::run<Operation>(problem, [&](const FactLayerNormProblem& p) { \
+      return Operation::run(p, static_cast<cudaStream_t>(stream),                             \
                             ::fact::kernel_export::last_error());                             \
     });                                                                                       \
   }
@@ -125,34 +132,4 @@ inline int check_launch(const char* what) {
 // with the FactGemmProblem signatures above, on a FactAttentionProblem.
 #define FACT_EXPORT_ATTENTION(Operation, variant_name)                                         \
   FACT_EXPORT_LIBRARY_IDENTITY(variant_name)                                                  \
-  extern "C" int fact_attention_can_implement(const FactAttentionProblem* problem) {          \
-    return ::fact::kernel_export::guarded([&] {                                               \
-      if (problem == nullptr) {                                                               \
-        ::fact::kernel_export::last_error() = "null problem";                                 \
-        return 1;                                                                             \
-      }                                                                                       \
-      return Operation::can_implement(*problem, ::fact::kernel_export::last_error());         \
-    });                                                                                       \
-  }                                                                                           \
-  extern "C" size_t fact_attention_workspace_size(const FactAttentionProblem* problem) {     \
-    size_t bytes = 0;                                                                         \
-    ::fact::kernel_export::guarded([&] {                                                      \
-      bytes = problem ? Operation::workspace_size(*problem) : 0;                              \
-      return 0;                                                                               \
-    });                                                                                       \
-    return bytes;                                                                             \
-  }                                                                                           \
-  extern "C" int fact_attention_run(const FactAttentionProblem* problem, void* workspace,    \
-                                    size_t workspace_bytes, void* stream) {                   \
-    return ::fact::kernel_export::guarded([&] {                                               \
-      if (problem == nullptr) {                                                               \
-        ::fact::kernel_export::last_error() = "null problem";                                 \
-        return 1;                                                                             \
-      }                                                                                       \
-      if (int why = Operation::can_implement(*problem, ::fact::kernel_export::last_error()))  \
-        return why;                                                                           \
-      return Operation::run(*problem, workspace, workspace_bytes,                             \
-                            static_cast<cudaStream_t>(stream),                                \
-                            ::fact::kernel_export::last_error());                             \
-    });                                                                                       \
-  }
+  FACT_EXPORT_WORKSPACE_OPERATION(Operation, attention, FactAttentionProblem)

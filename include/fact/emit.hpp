@@ -24,4 +24,17 @@ std::string emit_variant_source(const GemmVariant& variant);
 // The template header the variant instantiates ("gemm_sm90.cuh", ...).
 std::string template_header(KernelArch arch);
 
+// The `using FactConfig = fact::gemm_sm90::Config<...>;` declaration of an sm90
+// variant, filled; `trailing_args` (",\n    FactChain") follows its epilogue
+// argument. Throws std::invalid_argument when the family has no such math mode.
+std::string sm90_config(const GemmVariant& variant, const std::string& trailing_args = "");
+
+// A generated translation unit: the banner naming its generator (a path under
+// src/realize/), the template header it instantiates and the variant values["name"],
+// a blank line, then `body` filled with `values`. The banner says the logic lives
+// in `logic_home`.
+std::string thin_source(const std::string& generator, const std::string& header, const char* body,
+                        const std::map<std::string, std::string>& values,
+                        const std::string& logic_home = "the template");
+
 }  // namespace fact

@@ -68,15 +68,15 @@ class BindingError(ValueError):
     """Run-time tensors do not fit a pattern's gemm binding (shape, stride, dtype, device)."""
 
 
-class GemmKernel:
-    """One variant library. `device_type` is what its pointers must live on.
-
-    The runtime accepts any object with this interface (see
-    fact.runtime.set_kernel_loader): can_implement(problem) -> None | reason,
-    workspace_size(problem) -> int, run(problem, workspace_ptr, workspace_bytes,
-    stream_ptr) raising KernelError, attributes `name` and `device_type`."""
+class KernelLibrary:
+    """One kernel library of the FACT ABI (include/fact/kernel_abi.h): loads it,
+    declares the entry points every library exports (fact_abi_version,
+    fact_variant_name, fact_last_error) and the subclass's own (`_declare`), and
+    checks the ABI version. Raises KernelError when the file is missing, does not
+    load, does not export the `abi` entry points or has another ABI version."""
 
     device_type = "cuda"
+    abi = "kernel"  # names the entry points in the "does not export" error
 
     def __init__(self, library_path: str):
         self.path = os.path.abspath(library_path)
@@ -94,30 +94,53 @@ class GemmKernel:
             lib.fact_variant_name.argtypes = []
             lib.fact_last_error.restype = ctypes.c_char_p
             lib.fact_last_error.argtypes = []
-            lib.fact_gemm_can_implement.restype = ctypes.c_int
-            lib.fact_gemm_can_implement.argtypes = [ctypes.POINTER(FactGemmProblem)]
-            lib.fact_gemm_workspace_size.restype = ctypes.c_size_t
-            lib.fact_gemm_workspace_size.argtypes = [ctypes.POINTER(FactGemmProblem)]
-            lib.fact_gemm_run.restype = ctypes.c_int
-            lib.fact_gemm_run.argtypes = [ctypes.POINTER(FactGemmProblem), ctypes.c_void_p,
-                                          ctypes.c_size_t, ctypes.c_void_p]
+            self._declare(lib)
         except AttributeError as exc:
-            raise KernelError(f"{self.path} does not export the FACT kernel ABI: {exc}") from exc
+            raise KernelError(f"{self.path} does not export the FACT {self.abi} ABI: {exc}") from exc
         version = lib.fact_abi_version()
         if version != ABI_VERSION:
             raise KernelError(f"{self.path}: kernel ABI version {version}, this FACT expects {ABI_VERSION}")
         self.name = (lib.fact_variant_name() or b"").decode(errors="replace")
 
+    def _declare(self, lib) -> None:
+        """Sets restype/argtypes of the subclass's entry points (AttributeError when one is missing)."""
+        raise NotImplementedError
+
     def last_error(self) -> str:
         text = self._lib.fact_last_error()
         return text.decode(errors="replace") if text else ""
+
+    def _rejection(self, code: int) -> str:
+        """The reason of a nonzero can_implement `code`."""
+        return self.last_error() or f"can_implement returned {code}"
+
+    def _run_failed(self, code: int) -> KernelError:
+        return KernelError(f"{self.name}: run failed ({code}): {self.last_error()}", code)
+
+
+class GemmKernel(KernelLibrary):
+    """One variant library. `device_type` is what its pointers must live on.
+
+    The runtime accepts any object with this interface (see
+    fact.runtime.set_kernel_loader): can_implement(problem) -> None | reason,
+    workspace_size(problem) -> int, run(problem, workspace_ptr, workspace_bytes,
+    stream_ptr) raising KernelError, attributes `name` and `device_type`."""
+
+    def _declare(self, lib) -> None:
+        lib.fact_gemm_can_implement.restype = ctypes.c_int
+        lib.fact_gemm_can_implement.argtypes = [ctypes.POINTER(FactGemmProblem)]
+        lib.fact_gemm_workspace_size.restype = ctypes.c_size_t
+        lib.fact_gemm_workspace_size.argtypes = [ctypes.POINTER(FactGemmProblem)]
+        lib.fact_gemm_run.restype = ctypes.c_int
+        lib.fact_gemm_run.argtypes = [ctypes.POINTER(FactGemmProblem), ctypes.c_void_p,
+                                      ctypes.c_size_t, ctypes.c_void_p]
 
     def can_implement(self, problem: FactGemmProblem) -> str | None:
         """None when the variant can run `problem`, else the library's reason."""
         code = self._lib.fact_gemm_can_implement(ctypes.byref(problem))
         if code == 0:
             return None
-        return self.last_error() or f"can_implement returned {code}"
+        return self._rejection(code)
 
     def workspace_size(self, problem: FactGemmProblem) -> int:
         return int(self._lib.fact_gemm_workspace_size(ctypes.byref(problem)))
@@ -126,7 +149,7 @@ class GemmKernel:
         code = self._lib.fact_gemm_run(ctypes.byref(problem), ctypes.c_void_p(workspace_ptr or None),
                                        ctypes.c_size_t(workspace_bytes), ctypes.c_void_p(stream_ptr or None))
         if code != 0:
-            raise KernelError(f"{self.name}: run failed ({code}): {self.last_error()}", code)
+            raise self._run_failed(code)
 
 
 # ---------------------------------------------------------------------------

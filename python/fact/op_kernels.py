@@ -10,7 +10,6 @@ tests/python/test_fact_op_kernels.py parses the header and compares.
 from __future__ import annotations
 
 import ctypes
-import os
 from typing import Mapping
 
 from . import kernel as _kernel
@@ -64,59 +63,38 @@ class FactAttentionProblem(ctypes.Structure):
     ]
 
 
-class _OpLibrary:
+class _OpLibrary(_kernel.KernelLibrary):
     """A kernel library exporting fact_<kind>_can_implement / _run (and, for
     attention, _workspace_size). Same interface as fact.kernel.GemmKernel:
     can_implement(problem) -> None | reason, workspace_size(problem), run(problem,
     workspace_ptr, workspace_bytes, stream_ptr) raising KernelError."""
 
-    device_type = "cuda"
     kind = ""
     problem_type: type = ctypes.Structure
     has_workspace = False
 
-    def __init__(self, library_path: str):
-        self.path = os.path.abspath(library_path)
-        if not os.path.isfile(self.path):
-            raise KernelError(f"{self.path}: no such kernel library")
-        try:
-            self._lib = ctypes.CDLL(self.path, mode=getattr(os, "RTLD_LOCAL", 0) | getattr(os, "RTLD_NOW", 0))
-        except OSError as exc:
-            raise KernelError(f"cannot load {self.path}: {exc}") from exc
-        lib, ptr = self._lib, ctypes.POINTER(self.problem_type)
-        try:
-            lib.fact_abi_version.restype = ctypes.c_int
-            lib.fact_abi_version.argtypes = []
-            lib.fact_variant_name.restype = ctypes.c_char_p
-            lib.fact_variant_name.argtypes = []
-            lib.fact_last_error.restype = ctypes.c_char_p
-            lib.fact_last_error.argtypes = []
-            self._can = getattr(lib, f"fact_{self.kind}_can_implement")
-            self._can.restype = ctypes.c_int
-            self._can.argtypes = [ptr]
-            self._run = getattr(lib, f"fact_{self.kind}_run")
-            self._run.restype = ctypes.c_int
-            if self.has_workspace:
-                self._workspace = getattr(lib, f"fact_{self.kind}_workspace_size")
-                self._workspace.restype = ctypes.c_size_t
-                self._workspace.argtypes = [ptr]
-                self._run.argtypes = [ptr, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
-            else:
-                self._run.argtypes = [ptr, ctypes.c_void_p]
-        except AttributeError as exc:
-            raise KernelError(f"{self.path} does not export the FACT {self.kind} ABI: {exc}") from exc
-        version = lib.fact_abi_version()
-        if version != _kernel.ABI_VERSION:
-            raise KernelError(f"{self.path}: kernel ABI version {version}, this FACT expects {_kernel.ABI_VERSION}")
-        self.name = (lib.fact_variant_name() or b"").decode(errors="replace")
+    @property
+    def abi(self) -> str:
+        return self.kind
 
-    def last_error(self) -> str:
-        text = self._lib.fact_last_error()
-        return text.decode(errors="replace") if text else ""
+    def _declare(self, lib) -> None:
+        ptr = ctypes.POINTER(self.problem_type)
+        self._can = getattr(lib, f"fact_{self.kind}_can_implement")
+        self._can.restype = ctypes.c_int
+        self._can.argtypes = [ptr]
+        self._run = getattr(lib, f"fact_{self.kind}_run")
+        self._run.restype = ctypes.c_int
+        if self.has_workspace:
+            self._workspace = getattr(lib, f"fact_{self.kind}_workspace_size")
+            self._workspace.restype = ctypes.c_size_t
+            self._workspace.argtypes = [ptr]
+            self._run.argtypes = [ptr, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+        else:
+            self._run.argtypes = [ptr, ctypes.c_void_p]
 
     def can_implement(self, problem) -> str | None:
         code = self._can(ctypes.byref(problem))
-        return None if code == 0 else (self.last_error() or f"can_implement returned {code}")
+        return None if code == 0 else self._rejection(code)
 
     def workspace_size(self, problem) -> int:
         return int(self._workspace(ctypes.byref(problem))) if self.has_workspace else 0
@@ -128,7 +106,7 @@ class _OpLibrary:
         else:
             code = self._run(ctypes.byref(problem), ctypes.c_void_p(stream_ptr or None))
         if code != 0:
-            raise KernelError(f"{self.name}: run failed ({code}): {self.last_error()}", code)
+            raise self._run_failed(code)
 
 
 class LayerNormKernel(_OpLibrary):

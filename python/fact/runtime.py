@@ -105,31 +105,27 @@ class _Plan:
         self.workspace_bytes = None   # from the kernel, on first use
 
 
-class _PatternEntry:
-    """One installed pattern: its kernel, binding and the original program."""
+class _EntryBase:
+    """What an installed pattern keeps (GEMM: _PatternEntry; layernorm /
+    attention: fact.runtime_ops.OpEntry): its kernel, binding and the original
+    program, and the one-warning-per-reason fallback."""
 
-    def __init__(self, pattern: dict, kern, root, steps, output_name, operand_keys, external, id_slots,
-                 module_params):
+    def __init__(self, pattern: dict, kern, root, steps, operand_keys, external, id_slots, module_params):
         self.pattern = pattern
         self.pid = pattern.get("id", "?")
         self.kernel = kern
         self.root = root
         self.steps = steps                # [(name, op, target, args, kwargs)] with _Ref placeholders
-        self.output_name = output_name
         self.operand_keys = operand_keys  # [("node", name) | ("attr", target)]
         self.external = external          # {external node name: operand index}
         self.id_slots = id_slots          # {binding tensor id: operand index}
         self.module_params = module_params  # {module target: [(param name, operand index)]}
-        self.gemm = pattern["gemm"]
-        # The pattern's fused_epilogue when its kernel runs the whole epilogue chain
-        # (leaves bound like operands; docs/CONTRACTS.md §6), else None.
-        self.fused = pattern.get("fused_epilogue") or None
-        self.a_slot = id_slots[self.gemm["a"]["tensor"]]
         self._plans: dict = {}
         self._warned: set = set()
 
     # -- the original nodes -------------------------------------------------
-    def run_original(self, operands):
+    def _run_steps(self, operands) -> dict:
+        """Runs the original program on `operands`; {node name: value}."""
         env = {name: operands[i] for name, i in self.external.items()}
 
         def resolve(value):
@@ -146,7 +142,10 @@ class _PatternEntry:
                 params = {pname: operands[i] for pname, i in self.module_params.get(target, [])}
                 value = torch.func.functional_call(module, params, tuple(args), kwargs)
             env[name] = value
-        out = env[self.output_name]
+        return env
+
+    @staticmethod
+    def _unaliased(out, operands):
         if any(out is o for o in operands) or getattr(out, "_base", None) is not None:
             out = out.clone()  # a custom op's output must not alias its inputs
         return out
@@ -158,6 +157,24 @@ class _PatternEntry:
             warnings.warn(f"fact: pattern {self.pid} falls back to PyTorch: {reason}", RuntimeWarning,
                           stacklevel=3)
 
+
+class _PatternEntry(_EntryBase):
+    """One installed GEMM pattern: its kernel, binding and the original program."""
+
+    def __init__(self, pattern: dict, kern, root, steps, output_name, operand_keys, external, id_slots,
+                 module_params):
+        super().__init__(pattern, kern, root, steps, operand_keys, external, id_slots, module_params)
+        self.output_name = output_name
+        self.gemm = pattern["gemm"]
+        # The pattern's fused_epilogue when its kernel runs the whole epilogue chain
+        # (leaves bound like operands; docs/CONTRACTS.md §6), else None.
+        self.fused = pattern.get("fused_epilogue") or None
+        self.a_slot = id_slots[self.gemm["a"]["tensor"]]
+
+    def run_original(self, operands):
+        return self._unaliased(self._run_steps(operands)[self.output_name], operands)
+
+    # -- kernel path --------------------------------------------------------
     def _plan(self, operands):
         """Per input signature: (out shape, out strides, dtype, contiguous roles) or a reason."""
         key = tuple((tuple(t.shape), tuple(t.stride()), t.dtype, t.device) for t in operands)
@@ -287,7 +304,8 @@ def _fact_gemm_fake(operands, entry):
     return _ENTRIES[entry].run_original(operands)
 
 
-def _fact_gemm_setup_context(ctx, inputs, output):
+def _save_operands(ctx, inputs, output):
+    """setup_context of fact.gemm and fact.pattern (fact.runtime_ops)."""
     operands, entry = inputs
     ctx.entry = entry
     ctx.save_for_backward(*operands)
@@ -297,7 +315,7 @@ def _fact_gemm_backward(ctx, grad):
     return _original_grads(ctx.entry, ctx.saved_tensors, grad), None
 
 
-_fact_gemm.register_autograd(_fact_gemm_backward, setup_context=_fact_gemm_setup_context)
+_fact_gemm.register_autograd(_fact_gemm_backward, setup_context=_save_operands)
 
 
 def _load_manifest(manifest) -> tuple[dict, str]:
@@ -315,14 +333,76 @@ def _library_path(pattern: dict, base_dir: str) -> str:
     return library if os.path.isabs(library) else os.path.join(base_dir, library)
 
 
-def _prepare(gm, builder, pattern: dict, base_dir: str, replaced: dict) -> tuple[_PatternEntry, list, torch.fx.Node]:
-    """`replaced`: output node name of an already installed pattern -> its
-    fact.gemm call node (a later pattern may read that output)."""
+def _pattern_nodes(gm, pattern: dict) -> tuple[dict, list]:
+    """({name: node} of the re-traced graph, the pattern's node names); _Fallback
+    when one of them is not in the graph."""
     graph_nodes = {n.name: n for n in gm.graph.nodes}
     names = list(pattern.get("nodes", []))
     missing = [n for n in names if n not in graph_nodes]
     if missing:
         raise _Fallback(f"nodes {missing} are not in the re-traced graph (does the module match the IR?)")
+    return graph_nodes, names
+
+
+class _Operands:
+    """The operand list of one pattern's kernel call, built while its nodes
+    become a program: `keys` [("node", name) | ("attr", target)], `external`
+    {node name read from outside: operand index}, `module_params` {module
+    target: [(param name, operand index)]}."""
+
+    def __init__(self, gm, members: set):
+        self.gm, self.members = gm, members
+        self.keys: list[tuple[str, str]] = []
+        self.external: dict[str, int] = {}
+        self.module_params: dict[str, list] = {}
+
+    def slot(self, key) -> int:
+        if key not in self.keys:
+            self.keys.append(key)
+        return self.keys.index(key)
+
+    def external_ref(self, arg) -> _Ref:
+        self.external[arg.name] = self.slot(("node", arg.name))
+        return _Ref(arg.name)
+
+    def step(self, node, ref) -> tuple:
+        """The program step of pattern node `node`, its arguments mapped by `ref`."""
+        if node.op not in ("call_function", "call_method", "call_module"):
+            raise _Fallback(f"node {node.name} is a {node.op}, not an operation")
+        args = torch.fx.node.map_arg(node.args, ref)
+        kwargs = torch.fx.node.map_arg(node.kwargs, ref)
+        if node.op == "call_module":
+            module = self.gm.get_submodule(node.target)
+            named = list(module.named_parameters()) + list(module.named_buffers())
+            self.module_params[node.target] = [(pname, self.slot(("attr", f"{node.target}.{pname}")))
+                                               for pname, _ in named]
+        return (node.name, node.op, node.target, args, kwargs)
+
+    def bind(self, builder, tensor_ids: dict, replaced: dict) -> dict:
+        """{binding tensor id: operand index} for {role: tensor id}; `replaced`
+        maps an installed pattern's output to the node now producing it."""
+        id_slots: dict[str, int] = {}
+        for role, ident in tensor_ids.items():
+            source = builder.sources.get(ident)
+            if source is None:
+                raise _Fallback(f"binding operand {role} names {ident!r}, unknown in the re-traced graph")
+            if source[0] == "node":
+                node = replaced.get(source[1].name, source[1])
+                id_slots[ident] = self.slot(("node", node.name))
+            elif source[0] == "param":
+                id_slots[ident] = self.slot(("attr", source[1]))
+            else:
+                raise _Fallback(f"binding operand {role} is the constant {ident!r}")
+            key = self.keys[id_slots[ident]]
+            if key[0] == "node" and key[1] in self.members:
+                raise _Fallback(f"binding operand {role} ({ident}) is computed inside the pattern")
+        return id_slots
+
+
+def _prepare(gm, builder, pattern: dict, base_dir: str, replaced: dict) -> tuple[_PatternEntry, list, torch.fx.Node]:
+    """`replaced`: output node name of an already installed pattern -> its
+    fact.gemm call node (a later pattern may read that output)."""
+    graph_nodes, names = _pattern_nodes(gm, pattern)
     if not pattern.get("gemm"):
         raise _Fallback("no gemm binding (this runtime installs GEMM patterns)")
     outputs = pattern.get("outputs", [])
@@ -337,52 +417,21 @@ def _prepare(gm, builder, pattern: dict, base_dir: str, replaced: dict) -> tuple
     members = set(names)
     ordered = [n for n in gm.graph.nodes if n.name in members]  # graph order is topological
 
-    operand_keys: list[tuple[str, str]] = []
-
-    def slot(key):
-        if key not in operand_keys:
-            operand_keys.append(key)
-        return operand_keys.index(key)
-
-    external: dict[str, int] = {}
+    operands = _Operands(gm, members)
     steps = []
-    module_params: dict[str, list] = {}
     for node in ordered:
-        if node.op not in ("call_function", "call_method", "call_module"):
-            raise _Fallback(f"node {node.name} is a {node.op}, not an operation")
 
-        def ref(arg):
+        def ref(arg, node=node):
             if arg.name in members:
                 return _Ref(arg.name)
             if _non_tensor(arg):
                 raise _Fallback(f"node {node.name} depends on the non-tensor value {arg.name}")
-            external[arg.name] = slot(("node", arg.name))
-            return _Ref(arg.name)
+            return operands.external_ref(arg)
 
-        args = torch.fx.node.map_arg(node.args, ref)
-        kwargs = torch.fx.node.map_arg(node.kwargs, ref)
-        if node.op == "call_module":
-            module = gm.get_submodule(node.target)
-            named = list(module.named_parameters()) + list(module.named_buffers())
-            module_params[node.target] = [(pname, slot(("attr", f"{node.target}.{pname}"))) for pname, _ in named]
-        steps.append((node.name, node.op, node.target, args, kwargs))
+        steps.append(operands.step(node, ref))
 
-    id_slots: dict[str, int] = {}
-    for role, ident in _kernel.binding_tensor_ids(pattern["gemm"], fused).items():
-        source = builder.sources.get(ident)
-        if source is None:
-            raise _Fallback(f"binding operand {role} names {ident!r}, unknown in the re-traced graph")
-        if source[0] == "node":
-            node = replaced.get(source[1].name, source[1])
-            id_slots[ident] = slot(("node", node.name))
-        elif source[0] == "param":
-            id_slots[ident] = slot(("attr", source[1]))
-        else:
-            raise _Fallback(f"binding operand {role} is the constant {ident!r}")
-        key = operand_keys[id_slots[ident]]
-        if key[0] == "node" and key[1] in members:
-            raise _Fallback(f"binding operand {role} ({ident}) is computed inside the pattern")
-    for name, node in ((k[1], graph_nodes.get(k[1])) for k in operand_keys if k[0] == "node"):
+    id_slots = operands.bind(builder, _kernel.binding_tensor_ids(pattern["gemm"], fused), replaced)
+    for name, node in ((k[1], graph_nodes.get(k[1])) for k in operands.keys if k[0] == "node"):
         if node is not None and _non_tensor(node):
             raise _Fallback(f"operand {name} is not a tensor")
 
@@ -397,8 +446,8 @@ def _prepare(gm, builder, pattern: dict, base_dir: str, replaced: dict) -> tuple
     if why is not None:
         raise _Fallback(f"can_implement rejects the binding: {why}")
 
-    entry = _PatternEntry(pattern, kern, gm, steps, outputs[0], operand_keys, external, id_slots,
-                          module_params)
+    entry = _PatternEntry(pattern, kern, gm, steps, outputs[0], operands.keys, operands.external, id_slots,
+                          operands.module_params)
     return entry, ordered, graph_nodes[outputs[0]]
 
 

@@ -70,56 +70,18 @@ def check_causal_buffer(buffer, mask: dict) -> str | None:
     return None
 
 
-class OpEntry:
+class OpEntry(_rt._EntryBase):
     """One installed layernorm / attention pattern: kernel, binding, original program."""
 
     def __init__(self, pattern, kern, root, steps, output_names, operand_keys, external, id_slots, module_params):
-        self.pattern = pattern
-        self.pid = pattern.get("id", "?")
+        super().__init__(pattern, kern, root, steps, operand_keys, external, id_slots, module_params)
         self.rule = pattern["rule"]
         self.payload = pattern[self.rule]
-        self.kernel = kern
-        self.root = root
-        self.steps = steps
         self.output_names = output_names
-        self.operand_keys = operand_keys
-        self.external = external
-        self.id_slots = id_slots
-        self.module_params = module_params
-        self._plans: dict = {}
-        self._warned: set = set()
 
     def run_original(self, operands) -> list:
-        env = {name: operands[i] for name, i in self.external.items()}
-
-        def resolve(value):
-            return torch.fx.node.map_aggregate(value, lambda v: env[v.name] if isinstance(v, _rt._Ref) else v)
-
-        for name, op, target, args, kwargs in self.steps:
-            args, kwargs = resolve(args), resolve(kwargs)
-            if op == "call_function":
-                value = target(*args, **kwargs)
-            elif op == "call_method":
-                value = getattr(args[0], target)(*args[1:], **kwargs)
-            else:
-                module = self.root.get_submodule(target)
-                params = {pname: operands[i] for pname, i in self.module_params.get(target, [])}
-                value = torch.func.functional_call(module, params, tuple(args), kwargs)
-            env[name] = value
-        outs = []
-        for name in self.output_names:
-            out = env[name]
-            if any(out is o for o in operands) or getattr(out, "_base", None) is not None:
-                out = out.clone()  # a custom op's output must not alias its inputs
-            outs.append(out)
-        return outs
-
-    def warn(self, reason: str) -> None:
-        if reason not in self._warned:
-            self._warned.add(reason)
-            import warnings
-
-            warnings.warn(f"fact: pattern {self.pid} falls back to PyTorch: {reason}", RuntimeWarning, stacklevel=3)
+        env = self._run_steps(operands)
+        return [self._unaliased(env[name], operands) for name in self.output_names]
 
     def _signature_plan(self, operands):
         """Per input signature: [(shape, dtype)] of the outputs, or a reason."""
@@ -233,17 +195,11 @@ def _fact_pattern_fake(operands, entry):
     return _rt._ENTRIES[entry].run_original(operands)
 
 
-def _fact_pattern_setup_context(ctx, inputs, output):
-    operands, entry = inputs
-    ctx.entry = entry
-    ctx.save_for_backward(*operands)
-
-
 def _fact_pattern_backward(ctx, grads):
     return _original_grads(ctx.entry, ctx.saved_tensors, grads), None
 
 
-_fact_pattern.register_autograd(_fact_pattern_backward, setup_context=_fact_pattern_setup_context)
+_fact_pattern.register_autograd(_fact_pattern_backward, setup_context=_rt._save_operands)
 
 
 _PYTHON_MODULES = ("math", "_operator", "operator", "builtins")
@@ -280,15 +236,11 @@ def _buffer_value(gm, builder, ident: str):
 def install_pattern(gm, builder, pattern: dict, base_dir: str, replaced: dict) -> None:
     """Replaces one layernorm / attention pattern's nodes in `gm`; raises
     fact.runtime._Fallback with the reason when it cannot."""
-    graph_nodes = {n.name: n for n in gm.graph.nodes}
     rule = pattern.get("rule")
     payload = pattern.get(rule)
     if not isinstance(payload, dict):
         raise _rt._Fallback(f"no {rule!r} payload")
-    names = list(pattern.get("nodes", []))
-    missing = [n for n in names if n not in graph_nodes]
-    if missing:
-        raise _rt._Fallback(f"nodes {missing} are not in the re-traced graph (does the module match the IR?)")
+    graph_nodes, names = _rt._pattern_nodes(gm, pattern)
     outputs = list(pattern.get("outputs", []))
     expected = (op_kernels.layernorm_output_ids(payload) if rule == "layernorm" else [payload["o"]["tensor"]])
     if outputs != expected or any(o not in names for o in outputs):
@@ -302,16 +254,7 @@ def install_pattern(gm, builder, pattern: dict, base_dir: str, replaced: dict) -
 
     members = set(names)
     ordered = [n for n in gm.graph.nodes if n.name in members]
-    operand_keys: list = []
-
-    def slot(key):
-        if key not in operand_keys:
-            operand_keys.append(key)
-        return operand_keys.index(key)
-
-    external: dict = {}
-    steps = []
-    module_params: dict = {}
+    operands = _rt._Operands(gm, members)
     # Python values the pattern's views read (x.size() and arithmetic on it):
     # recomputed inside the program from their tensor roots, which become
     # operands (custom-op operands must be tensors).
@@ -327,37 +270,14 @@ def install_pattern(gm, builder, pattern: dict, base_dir: str, replaced: dict) -
             kwargs = torch.fx.node.map_arg(arg.kwargs, ref)
             prelude[arg.name] = (arg.name, arg.op, arg.target, args, kwargs)  # producers first
             return _rt._Ref(arg.name)
-        external[arg.name] = slot(("node", arg.name))
-        return _rt._Ref(arg.name)
+        return operands.external_ref(arg)
 
-    for node in ordered:
-        if node.op not in ("call_function", "call_method", "call_module"):
-            raise _rt._Fallback(f"node {node.name} is a {node.op}, not an operation")
-        args = torch.fx.node.map_arg(node.args, ref)
-        kwargs = torch.fx.node.map_arg(node.kwargs, ref)
-        if node.op == "call_module":
-            module = gm.get_submodule(node.target)
-            named = list(module.named_parameters()) + list(module.named_buffers())
-            module_params[node.target] = [(pname, slot(("attr", f"{node.target}.{pname}"))) for pname, _ in named]
-        steps.append((node.name, node.op, node.target, args, kwargs))
+    steps = [operands.step(node, ref) for node in ordered]
     position = {n.name: i for i, n in enumerate(gm.graph.nodes)}
     steps = sorted(list(prelude.values()) + steps, key=lambda step: position[step[0]])  # graph order is topological
 
-    id_slots: dict = {}
-    for role, ident in binding_tensor_ids(pattern).items():
-        source = builder.sources.get(ident)
-        if source is None:
-            raise _rt._Fallback(f"binding operand {role} names {ident!r}, unknown in the re-traced graph")
-        if source[0] == "node":
-            node = replaced.get(source[1].name, source[1])
-            id_slots[ident] = slot(("node", node.name))
-        elif source[0] == "param":
-            id_slots[ident] = slot(("attr", source[1]))
-        else:
-            raise _rt._Fallback(f"binding operand {role} is the constant {ident!r}")
-        key = operand_keys[id_slots[ident]]
-        if key[0] == "node" and key[1] in members:
-            raise _rt._Fallback(f"binding operand {role} ({ident}) is computed inside the pattern")
+    id_slots = operands.bind(builder, binding_tensor_ids(pattern), replaced)
+    operand_keys = operands.keys
 
     try:
         path = _rt._library_path(pattern, base_dir)
@@ -367,7 +287,8 @@ def install_pattern(gm, builder, pattern: dict, base_dir: str, replaced: dict) -
     except (_kernel.KernelError, OSError) as exc:
         raise _rt._Fallback(f"library failed to load: {exc}") from exc
 
-    entry = OpEntry(pattern, kern, gm, steps, outputs, operand_keys, external, id_slots, module_params)
+    entry = OpEntry(pattern, kern, gm, steps, outputs, operand_keys, operands.external, id_slots,
+                    operands.module_params)
     with _rt._lock:
         entry_id = next(_rt._ids)
         _rt._ENTRIES[entry_id] = entry

@@ -27,7 +27,7 @@ import sys
 import traceback
 
 from . import kernel as _kernel
-from . import measure, reference, worker_ops
+from . import measure, reference
 
 EXIT_CONTEXT_LOST = 3
 MIN_TRIALS = 5
@@ -63,37 +63,34 @@ def _result(name: str, status: str, reason: str = "", **fields) -> dict:
     return {k: _finite(v) for k, v in out.items()}
 
 
-class PatternBench:
-    """Inputs, references and kernel launches of one plan pattern."""
+class Bench:
+    """What the pattern benches share (GEMM: PatternBench below; layernorm /
+    attention: fact.worker_ops.OpBench): the pattern's non-const inputs, the
+    outputs its kernel writes (`output_ids`, set by the subclass with `dtype`),
+    fresh inputs and outputs. Per-kind hooks, used by evaluate():
+    problem(inputs, outputs) -> the kernel's problem struct; eager(inputs,
+    promote64) -> what the baseline times; eager_outputs(inputs, promote64) ->
+    {output id: eager tensor}; describe_output(ident) -> text naming an output
+    in a failure reason; lost_reason(exc) -> the text of a lost context."""
 
     def __init__(self, ir: dict, pattern: dict, device):
         import torch
 
-        self.ir = ir
-        self.gemm = pattern.get("gemm")
-        if not self.gemm:
-            raise ValueError(f"pattern {pattern.get('id')} has no gemm binding; this worker runs GEMM kernels")
-        # A fused epilogue chain (sm90 EVT variant): the kernel computes every node of
-        # the pattern and is checked against all of them; else only the GEMM core.
-        nodes, outputs, self.fused = _kernel.kernel_binding(pattern)
-        self.pattern = pattern = dict(pattern, nodes=nodes, outputs=outputs)
-        self.device = device
+        self._torch = torch
+        self.ir, self.pattern, self.device = ir, pattern, device
         tensors = ir["tensors"]
         self.input_ids = [i for i in pattern["inputs"] if tensors.get(i, {}).get("kind") != "const"]
         for ident in self.input_ids + list(pattern["outputs"]):
             if ident not in tensors:
                 raise KeyError(f"tensor {ident!r} of pattern {pattern.get('id')} is not in the IR")
-        self.out_id = self.fused["output"] if self.fused else self.gemm["d"]["tensor"]
-        if self.out_id not in pattern["outputs"]:
-            raise ValueError(f"binding output {self.out_id!r} is not a pattern output")
-        self.out_entry = tensors[self.out_id]
-        self.dtype = _kernel.torch_dtype(self.out_entry["dtype"])
-        self._torch = torch
 
     def _empty(self, entry):
-        torch = self._torch
-        return torch.empty_strided(entry["shape"], entry["strides"], dtype=_kernel.torch_dtype(entry["dtype"]),
-                                   device=self.device)
+        return self._torch.empty_strided(entry["shape"], entry["strides"], dtype=_kernel.torch_dtype(entry["dtype"]),
+                                         device=self.device)
+
+    def fixed_input(self, ident: str, entry: dict):
+        """An input that must hold given values rather than random ones; None: random."""
+        return None
 
     def make_inputs(self, distribution: str, seed: int) -> dict:
         """Fresh inputs of the pattern's shapes/strides: 'uniform' = torch.rand's
@@ -103,7 +100,12 @@ class PatternBench:
         generator.manual_seed(seed)
         inputs = {}
         for ident in self.input_ids:
-            t = self._empty(self.ir["tensors"][ident])
+            entry = self.ir["tensors"][ident]
+            fixed = self.fixed_input(ident, entry)
+            if fixed is not None:
+                inputs[ident] = fixed
+                continue
+            t = self._empty(entry)
             if t.is_floating_point():
                 if distribution == "uniform":
                     t.uniform_(0.0, 1.0, generator=generator)
@@ -116,17 +118,12 @@ class PatternBench:
             inputs[ident] = t
         return inputs
 
-    def eager(self, inputs: dict, promote64: bool = False):
-        (out,) = [o for o, ident in zip(reference.run_pattern(self.ir, self.pattern, inputs, promote64),
-                                        self.pattern["outputs"]) if ident == self.out_id]
-        return out
-
-    def new_output(self):
-        return self._empty(self.out_entry)
+    def new_outputs(self) -> dict:
+        return {ident: self._empty(self.ir["tensors"][ident]) for ident in self.output_ids}
 
     def input_bytes(self) -> int:
         total = 0
-        for ident in self.input_ids + [self.out_id]:
+        for ident in self.input_ids + self.output_ids:
             entry = self.ir["tensors"][ident]
             numel = 1
             for s in entry["shape"]:
@@ -135,14 +132,48 @@ class PatternBench:
         return total
 
 
+class PatternBench(Bench):
+    """Inputs, references and kernel launches of one GEMM plan pattern."""
+
+    def __init__(self, ir: dict, pattern: dict, device):
+        self.gemm = pattern.get("gemm")
+        if not self.gemm:
+            raise ValueError(f"pattern {pattern.get('id')} has no gemm binding; this worker runs GEMM kernels")
+        # A fused epilogue chain (sm90 EVT variant): the kernel computes every node of
+        # the pattern and is checked against all of them; else only the GEMM core.
+        nodes, outputs, self.fused = _kernel.kernel_binding(pattern)
+        super().__init__(ir, dict(pattern, nodes=nodes, outputs=outputs), device)
+        pattern = self.pattern
+        self.out_id = self.fused["output"] if self.fused else self.gemm["d"]["tensor"]
+        if self.out_id not in pattern["outputs"]:
+            raise ValueError(f"binding output {self.out_id!r} is not a pattern output")
+        self.output_ids = [self.out_id]
+        self.out_entry = ir["tensors"][self.out_id]
+        self.dtype = _kernel.torch_dtype(self.out_entry["dtype"])
+
+    def eager(self, inputs: dict, promote64: bool = False):
+        (out,) = [o for o, ident in zip(reference.run_pattern(self.ir, self.pattern, inputs, promote64),
+                                        self.pattern["outputs"]) if ident == self.out_id]
+        return out
+
+    def eager_outputs(self, inputs: dict, promote64: bool = False) -> dict:
+        return {self.out_id: self.eager(inputs, promote64)}
+
+    def problem(self, inputs: dict, outputs: dict):
+        return _kernel.problem_from_binding(self.gemm, inputs, outputs[self.out_id], fused=self.fused)
+
+    def describe_output(self, ident: str) -> str:
+        return ""  # one output: a reason names none
+
+    def lost_reason(self, exc: Exception) -> str:
+        return str(exc)
+
+
 class _Launcher:
-    def __init__(self, kern, bench: PatternBench):
+    def __init__(self, kern, bench: Bench):
         self.kern = kern
         self.bench = bench
         self._workspace = None
-
-    def problem(self, inputs: dict, out):
-        return _kernel.problem_from_binding(self.bench.gemm, inputs, out, fused=self.bench.fused)
 
     def prepare(self, problem):
         """Workspace for `problem`; returns (pointer, bytes)."""
@@ -176,9 +207,10 @@ class _ContextLost(Exception):
     pass
 
 
-def evaluate(candidate: dict, bench: PatternBench, tol: float, trials: int, timing: dict,
+def evaluate(candidate: dict, bench: Bench, tol: float, trials: int, timing: dict,
              baseline_cache: dict, loader=_kernel.GemmKernel) -> dict:
-    """Verify (and, when it passes, time) one candidate; returns its result line."""
+    """Verify (and, when it passes, time) one candidate of any bench; returns its
+    result line. Raises _ContextLost when the CUDA context died."""
     torch = bench._torch
     name = candidate.get("name", "")
     extra = {"math": candidate.get("math")} if candidate.get("math") else {}
@@ -190,6 +222,11 @@ def evaluate(candidate: dict, bench: PatternBench, tol: float, trials: int, timi
         extra["note"] = f"library reports variant {kern.name!r}"
     launcher = _Launcher(kern, bench)
 
+    def lost_or(exc, lost: str, reason: str):
+        if not _context_alive(torch, bench.device):
+            raise _ContextLost(lost) from exc
+        return _result(name, "launch_error", reason, **extra)
+
     worst = {"fail_frac": 0.0, "max_abs_err": 0.0, "eager_fail_frac": 0.0, "eager_max_abs_err": 0.0,
              "kb_max_abs_diff": 0.0}
     kb_pass = True
@@ -197,58 +234,53 @@ def evaluate(candidate: dict, bench: PatternBench, tol: float, trials: int, timi
         for distribution in ("uniform", "normal"):
             seed = _SEED_BASE + 2 * trial + (distribution == "normal")
             inputs = bench.make_inputs(distribution, seed)
-            out = bench.new_output()
+            outs = bench.new_outputs()
             try:
-                problem = launcher.problem(inputs, out)
+                problem = bench.problem(inputs, outs)
             except _kernel.BindingError as exc:
                 return _result(name, "cant_implement", f"binding: {exc}", **extra)
             why = kern.can_implement(problem)
             if why is not None:
                 return _result(name, "cant_implement", why, **extra)
-            out.fill_(float("nan"))
+            for out in outs.values():
+                out.fill_(float("nan"))
             try:
                 workspace = launcher.prepare(problem)
                 launcher.run(problem, workspace)
                 _sync(torch, bench.device)
             except _kernel.KernelError as exc:
-                if not _context_alive(torch, bench.device):
-                    raise _ContextLost(str(exc)) from exc
-                return _result(name, "launch_error", str(exc), **extra)
+                return lost_or(exc, bench.lost_reason(exc), str(exc))
             except RuntimeError as exc:  # CUDA error surfaced by synchronize
-                if not _context_alive(torch, bench.device):
-                    raise _ContextLost(f"{type(exc).__name__}: {exc}") from exc
-                return _result(name, "launch_error", f"{type(exc).__name__}: {exc}", **extra)
-            eager = bench.eager(inputs)
-            where = f"trial {trial + 1}/{trials} ({distribution} inputs)"
-            if distribution == "uniform":
-                kb = measure.kernelbench_allclose(out, eager, tol)
-                worst["kb_max_abs_diff"] = max(worst["kb_max_abs_diff"], kb["max_abs_diff"])
-                if not kb["passed"]:
-                    kb_pass = False
-                    return _result(name, "wrong", f"{where}: {kb['reason']}", kb_pass=False, **worst, **extra)
-            else:
-                ref64 = bench.eager(inputs, promote64=True)
-                acc = measure.accuracy_vs_fp64(out, ref64, eager, tol)
-                for key in ("fail_frac", "max_abs_err", "eager_fail_frac", "eager_max_abs_err"):
-                    worst[key] = max(worst[key], acc[key])
-                if not acc["passed"]:
-                    return _result(name, "wrong", f"{where}: {acc['reason']}", kb_pass=kb_pass, **worst, **extra)
-            del inputs, out, eager
+                return lost_or(exc, f"{type(exc).__name__}: {exc}", f"{type(exc).__name__}: {exc}")
+            eager = bench.eager_outputs(inputs)
+            ref64 = bench.eager_outputs(inputs, promote64=True) if distribution == "normal" else None
+            for ident, out in outs.items():
+                where = f"trial {trial + 1}/{trials} ({distribution} inputs){bench.describe_output(ident)}"
+                if distribution == "uniform":
+                    kb = measure.kernelbench_allclose(out, eager[ident], tol)
+                    worst["kb_max_abs_diff"] = max(worst["kb_max_abs_diff"], kb["max_abs_diff"])
+                    if not kb["passed"]:
+                        return _result(name, "wrong", f"{where}: {kb['reason']}", kb_pass=False, **worst, **extra)
+                else:
+                    acc = measure.accuracy_vs_fp64(out, ref64[ident], eager[ident], tol)
+                    for key in ("fail_frac", "max_abs_err", "eager_fail_frac", "eager_max_abs_err"):
+                        worst[key] = max(worst[key], acc[key])
+                    if not acc["passed"]:
+                        return _result(name, "wrong", f"{where}: {acc['reason']}", kb_pass=kb_pass, **worst, **extra)
+            del inputs, outs, eager, ref64
 
     warmup = int(timing.get("warmup", 10))
     reps = int(timing.get("reps", 100))
     copies = measure.rotation_count(bench.input_bytes()) if bench.device.type == "cuda" else 1
     sets = [bench.make_inputs("uniform", _SEED_BASE + 1000 + i) for i in range(copies)]
-    outs = [bench.new_output() for _ in range(copies)]
-    problems = [launcher.problem(s, o) for s, o in zip(sets, outs)]
+    outs = [bench.new_outputs() for _ in range(copies)]
+    problems = [bench.problem(s, o) for s, o in zip(sets, outs)]
     workspace = launcher.prepare(problems[0])
     timer = measure.time_cuda if bench.device.type == "cuda" else measure.time_host
     try:
         timed = timer(lambda p: launcher.run(p, workspace), warmup, reps, rotate_inputs=[(p,) for p in problems])
     except (_kernel.KernelError, RuntimeError) as exc:
-        if not _context_alive(torch, bench.device):
-            raise _ContextLost(str(exc)) from exc
-        return _result(name, "launch_error", f"during timing: {exc}", kb_pass=kb_pass, **worst, **extra)
+        return lost_or(exc, bench.lost_reason(exc), f"during timing: {exc}")
     if "baseline" not in baseline_cache:
         base = timer(lambda s: bench.eager(s), warmup, reps, rotate_inputs=[(s,) for s in sets])
         baseline_cache["baseline"] = base
@@ -267,6 +299,13 @@ def _context_lost(name: str, reason: str) -> int:
     # stderr text and starts a new worker for the remaining candidates.
     print(f"fact.worker: CUDA context lost while running {name}: {reason}", file=sys.stderr, flush=True)
     return EXIT_CONTEXT_LOST
+
+
+def _worker_ops():
+    """fact.worker_ops (imported late: it builds on this module)."""
+    from . import worker_ops
+
+    return worker_ops
 
 
 def run_job(job: dict, emit, loader=_kernel.GemmKernel, device=None) -> int:
@@ -292,7 +331,11 @@ def run_job(job: dict, emit, loader=_kernel.GemmKernel, device=None) -> int:
         if device is None:
             device = torch.device("cuda", torch.cuda.current_device())
         # layernorm / attention patterns have their own bench (fact.worker_ops); GEMMs this one.
-        bench = worker_ops.OpBench(ir, pattern, device) if worker_ops.handles(pattern) else PatternBench(ir, pattern, device)
+        ops = _worker_ops()
+        if ops.handles(pattern):
+            bench, loader = ops.OpBench(ir, pattern, device), ops.loader_for(pattern, loader)
+        else:
+            bench = PatternBench(ir, pattern, device)
     except (OSError, ValueError, KeyError) as exc:
         for cand in candidates:  # every candidate gets the reason, none is silently lost
             emit({"event": "begin", "name": cand.get("name", "")})
@@ -308,11 +351,7 @@ def run_job(job: dict, emit, loader=_kernel.GemmKernel, device=None) -> int:
         name = cand.get("name", "")
         emit({"event": "begin", "name": name})
         try:
-            if isinstance(bench, worker_ops.OpBench):
-                result = worker_ops.evaluate(cand, bench, float(tol), trials, timing, baseline_cache,
-                                             worker_ops.loader_for(pattern, loader))
-            else:
-                result = evaluate(cand, bench, float(tol), trials, timing, baseline_cache, loader)
+            result = evaluate(cand, bench, float(tol), trials, timing, baseline_cache, loader)
         except _ContextLost as exc:
             return _context_lost(name, str(exc))
         except Exception as exc:  # noqa: BLE001 - one candidate's failure must not end the job

@@ -38,6 +38,8 @@ const std::vector<EnvKnob>& env_knobs() {
        "sm90a|sm90|sm80"},
       {"FACT_VARIANTS", EnvType::Choice, "default", "variant set realize builds per pattern", "default|all"},
       {"FACT_LOG", EnvType::Choice, "info", "log level (debug adds per-step detail)", "info|debug"},
+      {"FACT_SOURCE_DIR", EnvType::Path, "the build's source tree, else two levels above the fact executable",
+       "FACT source tree whose templates/ and python/ realize and capture use", ""},
       // Read by python/fact/runtime.py (install), not by the C++ stages: listed
       // here because this is the one table of knobs.
       {"FACT_PATTERNS", EnvType::String, "all",
@@ -205,15 +207,34 @@ std::string env_effective(const EnvKnob& k) {
   if (name == "FACT_VARIANTS") return env::variants();
   if (name == "FACT_LOG") return env::debug_logging() ? "debug" : "info";
   if (name == "FACT_PATTERNS") return env_raw(k.name).value_or("all");
+  if (name == "FACT_SOURCE_DIR") return source_dir();
   return env_raw(k.name).value_or("");
 }
 
+namespace {
+bool is_source_tree(const fs::path& dir) {
+  std::error_code ec;
+  return !dir.empty() && fs::is_directory(dir / "templates", ec) && fs::is_directory(dir / "python" / "fact", ec);
+}
+}  // namespace
+
 std::string source_dir() {
+  // A `fact` binary carried to another machine keeps the path it was built at;
+  // templates/ and python/ then live elsewhere, and nvcc would fail on a missing
+  // include with no hint why. Order: $FACT_SOURCE_DIR, the build-time path, the
+  // tree two levels above the executable (build/<preset>/fact), the build-time path.
+  if (auto env = env_raw("FACT_SOURCE_DIR")) return *env;
 #ifdef FACT_SOURCE_DIR
-  return FACT_SOURCE_DIR;
+  const fs::path built = FACT_SOURCE_DIR;
 #else
-  return ".";
+  const fs::path built = ".";
 #endif
+  if (is_source_tree(built)) return built.string();
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec && is_source_tree(exe.parent_path().parent_path().parent_path()))
+    return exe.parent_path().parent_path().parent_path().string();
+  return built.string();
 }
 
 std::string cutlass_commit(const std::string& dir) {

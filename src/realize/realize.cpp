@@ -151,6 +151,44 @@ void enumerate_cold(PatternWork& w, double tolerance, VariantSet set, const std:
                                           : fmt::format("no variant name contains the filter '{}'", filter);
 }
 
+// The registry's winner for this pattern rebuilt as a candidate, or none when there is
+// no winner or it no longer fits the pattern.
+std::optional<Candidate> winner_candidate(const PatternWork& w, const Winner& winner, double tolerance) {
+  if (w.realizer) {
+    auto rc = w.realizer->candidate_named(w.pattern, winner.variant, tolerance, w.arch);
+    if (!rc) return std::nullopt;
+    return make_candidate(std::move(*rc));
+  }
+  auto variant = parse_variant_name(winner.variant);
+  // A recorded winner computes what this pattern's binding needs only when both
+  // run the same epilogue chain (fused) or neither does (GEMM core).
+  const bool same_binding = variant && (w.chain ? variant->chain_key == w.chain->key8 : variant->chain_key.empty());
+  if (!variant || !same_binding || variant_illegal_reason(*variant, *w.problem)) return std::nullopt;
+  return make_candidate(*variant, w.arch, w.chain ? &*w.chain : nullptr);
+}
+
+// Warm path: a recorded winner whose library is already cached becomes the pattern's only
+// candidate (verified alone); the other outcomes recorded at the winner's tolerance and
+// toolchain are kept, latest per variant, for the report.
+void adopt_cached_winner(PatternWork& w, const Registry& registry, double tolerance, const Toolchain& tc,
+                         const std::string& cache_root, const std::string& toolchain_id) {
+  auto winner = registry.find_winner(w.rule, w.dtype, w.arch, w.problem_key, tolerance);
+  if (!winner) return;
+  std::optional<Candidate> c = winner_candidate(w, *winner, tolerance);
+  if (!c) return;
+  const std::string key =
+      kernel_cache_key(tc.cutlass_commit, tc.nvcc_version, c->flags, c->source, templates_digest(tc.source_dir));
+  if (!fs::exists(cached_library_path(cache_root, key, c->name))) return;
+  w.candidates.push_back(std::move(*c));
+  w.from_registry = true;
+  std::map<std::string, CandidateOutcome> latest;  // outcomes_for is in recording order
+  for (auto& o : registry.outcomes_for(w.problem_key))
+    if (o.variant != winner->variant && o.tolerance == winner->tolerance && o.toolchain == toolchain_id)
+      latest[o.variant] = std::move(o);
+  for (auto& [name, o] : latest) w.recorded.push_back(std::move(o));
+  log::info("[realize] {}: registry winner {} is cached; verifying it only", w.id, w.candidates[0].name);
+}
+
 // What makes two candidates one compile job: name, flags and source. The source
 // is part of it because an EVT variant's name carries only the chain's key, so two
 // patterns may emit different sources under one name (sharing by name once
@@ -493,50 +531,9 @@ int run_realize(const RealizeOptions& options) {
   std::vector<PatternWork*> active;
   for (auto& w : works) {
     if (!w.problem && !w.realizer) continue;
-    if (w.realizer && options.use_registry && registry && options.filter.empty()) {
+    if (options.use_registry && registry && options.filter.empty()) {
       try {
-        auto winner = registry->find_winner(w.rule, w.dtype, w.arch, w.problem_key, tolerance);
-        auto rc = winner ? w.realizer->candidate_named(w.pattern, winner->variant, tolerance, w.arch) : std::nullopt;
-        if (rc) {
-          Candidate c = make_candidate(std::move(*rc));
-          const std::string key =
-              kernel_cache_key(tc->cutlass_commit, tc->nvcc_version, c.flags, c.source, templates_digest(tc->source_dir));
-          if (fs::exists(cached_library_path(cache_root, key, c.name))) {
-            w.candidates.push_back(std::move(c));
-            w.from_registry = true;
-            std::map<std::string, CandidateOutcome> latest;  // outcomes_for is in recording order
-            for (auto& o : registry->outcomes_for(w.problem_key))
-              if (o.variant != winner->variant && o.tolerance == winner->tolerance && o.toolchain == toolchain_id)
-                latest[o.variant] = std::move(o);
-            for (auto& [name, o] : latest) w.recorded.push_back(std::move(o));
-            log::info("[realize] {}: registry winner {} is cached; verifying it only", w.id, w.candidates[0].name);
-          }
-        }
-      } catch (const std::exception& e) {
-        log::warn("realize: registry lookup for {} failed: {}", w.id, e.what());
-      }
-    } else if (options.use_registry && registry && options.filter.empty()) {
-      try {
-        auto winner = registry->find_winner(w.rule, w.dtype, w.arch, w.problem_key, tolerance);
-        auto variant = winner ? parse_variant_name(winner->variant) : std::nullopt;
-        // A recorded winner computes what this pattern's binding needs only when both
-        // run the same epilogue chain (fused) or neither does (GEMM core).
-        const bool same_binding = variant && (w.chain ? variant->chain_key == w.chain->key8 : variant->chain_key.empty());
-        if (variant && same_binding && !variant_illegal_reason(*variant, *w.problem)) {
-          Candidate c = make_candidate(*variant, w.arch, w.chain ? &*w.chain : nullptr);
-          const std::string key =
-              kernel_cache_key(tc->cutlass_commit, tc->nvcc_version, c.flags, c.source, templates_digest(tc->source_dir));
-          if (fs::exists(cached_library_path(cache_root, key, c.name))) {
-            w.candidates.push_back(std::move(c));
-            w.from_registry = true;
-            std::map<std::string, CandidateOutcome> latest;  // outcomes_for is in recording order
-            for (auto& o : registry->outcomes_for(w.problem_key))
-              if (o.variant != winner->variant && o.tolerance == winner->tolerance && o.toolchain == toolchain_id)
-                latest[o.variant] = std::move(o);
-            for (auto& [name, o] : latest) w.recorded.push_back(std::move(o));
-            log::info("[realize] {}: registry winner {} is cached; verifying it only", w.id, w.candidates[0].name);
-          }
-        }
+        adopt_cached_winner(w, *registry, tolerance, *tc, cache_root, toolchain_id);
       } catch (const std::exception& e) {
         log::warn("realize: registry lookup for {} failed: {}", w.id, e.what());
       }

@@ -10,15 +10,10 @@
 
 #include <fmt/format.h>
 
+#include "spelling.hpp"
+
 namespace fact {
 namespace {
-
-template <class E>
-struct Spelling {
-  E value;
-  const char* token;
-  const char* cpp;
-};
 
 // ---- the table ---------------------------------------------------------------
 constexpr std::array<Spelling<KernelArch>, 3> kArch{{
@@ -91,19 +86,7 @@ constexpr std::array<MathTag, 12> kMathTags{{
 }};
 // -------------------------------------------------------------------------------
 
-template <class E, size_t N>
-const Spelling<E>& lookup(const std::array<Spelling<E>, N>& table, E value) {
-  for (const auto& s : table)
-    if (s.value == value) return s;
-  throw std::logic_error("variant spelling table is missing an enum value");
-}
-
-template <class E, size_t N>
-std::optional<E> from_token(const std::array<Spelling<E>, N>& table, const std::string& text) {
-  for (const auto& s : table)
-    if (text == s.token) return s.value;
-  return std::nullopt;
-}
+constexpr const char* kMissing = "variant spelling table is missing an enum value";
 
 bool family_has_math(KernelArch arch, MathMode math) {
   return std::any_of(kMathTags.begin(), kMathTags.end(),
@@ -132,12 +115,12 @@ int64_t tiles(int64_t extent, int tile) { return (extent + tile - 1) / tile; }
 
 }  // namespace
 
-const char* token(KernelArch v) { return lookup(kArch, v).token; }
-const char* token(MathMode v) { return lookup(kMath, v).token; }
-const char* token(OutType v) { return lookup(kOut, v).token; }
-const char* token(Schedule v) { return lookup(kSchedule, v).token; }
-const char* token(SchedulerKind v) { return lookup(kScheduler, v).token; }
-const char* token(EpilogueKind v) { return lookup(kEpilogue, v).token; }
+const char* token(KernelArch v) { return lookup(kArch, v, kMissing).token; }
+const char* token(MathMode v) { return lookup(kMath, v, kMissing).token; }
+const char* token(OutType v) { return lookup(kOut, v, kMissing).token; }
+const char* token(Schedule v) { return lookup(kSchedule, v, kMissing).token; }
+const char* token(SchedulerKind v) { return lookup(kScheduler, v, kMissing).token; }
+const char* token(EpilogueKind v) { return lookup(kEpilogue, v, kMissing).token; }
 
 char layout_letter(OperandLayout layout, bool is_b) {
   const bool k_major = is_b ? layout == OperandLayout::Col : layout == OperandLayout::Row;
@@ -150,11 +133,11 @@ std::string math_tag(KernelArch arch, MathMode math) {
     if (t.arch == arch && t.math == math) return t.cpp;
   return "";
 }
-const char* kernel_schedule(Schedule s) { return lookup(kSchedule, s).cpp; }
-const char* epilogue_schedule(Schedule s) { return lookup(kEpilogueSchedule, s).cpp; }
-const char* tile_scheduler(SchedulerKind s) { return lookup(kScheduler, s).cpp; }
-const char* layout(OperandLayout l) { return lookup(kLayout, l).cpp; }
-const char* epilogue(EpilogueKind e) { return lookup(kEpilogue, e).cpp; }
+const char* kernel_schedule(Schedule s) { return lookup(kSchedule, s, kMissing).cpp; }
+const char* epilogue_schedule(Schedule s) { return lookup(kEpilogueSchedule, s, kMissing).cpp; }
+const char* tile_scheduler(SchedulerKind s) { return lookup(kScheduler, s, kMissing).cpp; }
+const char* layout(OperandLayout l) { return lookup(kLayout, l, kMissing).cpp; }
+const char* epilogue(EpilogueKind e) { return lookup(kEpilogue, e, kMissing).cpp; }
 }  // namespace cpp
 
 std::string GemmVariant::name() const {

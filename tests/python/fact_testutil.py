@@ -66,3 +66,39 @@ class FakeGemm:
             result = result + p.beta * self._view(p.e, [(batch, p.batch_stride_e), (m, p.ld_e), (n, 1)])
         d[...] = result.astype(np.float32)
         self.runs += 1
+
+
+NO_EPILOGUE = {"kind": "none", "tensor": None, "ld": 0, "batch_stride": 0, "alpha": 1.0, "beta": 0.0}
+
+
+def bias_epilogue(tensor):
+    return {"kind": "bias", "tensor": tensor, "ld": 0, "batch_stride": 0, "alpha": 1.0, "beta": 1.0}
+
+
+def gemm_binding(m, n, k, a="x", b="w", d="matmul", epilogue=None):
+    """A float32 single-batch pattern `gemm` binding (docs/CONTRACTS.md §2):
+    A row-major [m, k], B column-major [k, n] (a weight [n, k] as linear and
+    x @ w.t() read it), D row-major [m, n]; no epilogue unless given."""
+    return {"batch": 1, "m": m, "n": n, "k": k,
+            "a": {"tensor": a, "layout": "row", "ld": k, "batch_stride": 0},
+            "b": {"tensor": b, "layout": "col", "ld": k, "batch_stride": 0},
+            "d": {"tensor": d, "ld": n, "batch_stride": 0},
+            "epilogue": dict(epilogue or NO_EPILOGUE),
+            "element_a": "float32", "element_b": "float32", "element_d": "float32"}
+
+
+def run_worker(ir_path, pattern, loader, names, timing=None):
+    """fact.worker.run_job on the CPU for candidates `names` (library
+    /k/NAME.so, which `loader` maps to a stand-in), tolerance 1e-4, 2 trials
+    asked; checks every candidate got a begin and a result line and returns
+    {name: result line}."""
+    import torch
+    from fact import worker
+
+    job = {"fact_job": 1, "ir": str(ir_path), "pattern": pattern, "tolerance": 1e-4, "trials": 2,
+           "timing": timing or {"warmup": 1, "reps": 3},
+           "candidates": [{"name": n, "library": f"/k/{n}.so", "math": "f32"} for n in names]}
+    lines = []
+    assert worker.run_job(job, lines.append, loader=loader, device=torch.device("cpu")) == 0
+    assert [line["event"] for line in lines] == ["begin", "result"] * len(names)
+    return {line["name"]: line for line in lines if line["event"] == "result"}

@@ -10,47 +10,22 @@ import warnings
 
 import pytest
 
-from fact_testutil import ROOT, FakeGemm
+from fact_testutil import ROOT, FakeGemm, bias_epilogue, gemm_binding
 
 torch = pytest.importorskip("torch")
-nn = torch.nn
 
+from ablation_model import Model as TwoStage  # noqa: E402
 from fact import runtime  # noqa: E402
 
 
-class Stage(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.lin = nn.Linear(32, 16)
-
-    def forward(self, x):
-        return torch.relu(self.lin(x))
-
-
-class TwoStage(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.stage = Stage()
-        self.head = nn.Linear(16, 8)
-
-    def forward(self, x):
-        return self.head(self.stage(x))
-
-
-def linear(pid, root, a, a_ld, n, k):
+def linear(pid, root, a, n, k):
     return {"id": pid, "rule": "gemm", "root": root, "nodes": [root], "inputs": [a, f"{root}_weight", f"{root}_bias"],
             "outputs": [root], "dtype": "float32", "library": f"lib{pid}.so", "variant": "fake", "math": "f32",
-            "gemm": {"batch": 1, "m": 32, "n": n, "k": k,
-                     "a": {"tensor": a, "layout": "row", "ld": a_ld, "batch_stride": 0},
-                     "b": {"tensor": f"{root}_weight", "layout": "col", "ld": k, "batch_stride": 0},
-                     "d": {"tensor": root, "ld": n, "batch_stride": 0},
-                     "epilogue": {"kind": "bias", "tensor": f"{root}_bias", "ld": 0, "batch_stride": 0,
-                                  "alpha": 1.0, "beta": 1.0},
-                     "element_a": "float32", "element_b": "float32", "element_d": "float32"}}
+            "gemm": gemm_binding(32, n, k, a, f"{root}_weight", root, bias_epilogue(f"{root}_bias"))}
 
 
-MANIFEST = {"fact_manifest": 1, "patterns": [linear("p0", "stage_lin", "x", 32, 16, 32),
-                                             linear("p1", "head", "relu", 16, 8, 16)]}
+MANIFEST = {"fact_manifest": 1, "patterns": [linear("p0", "stage_lin", "x", 16, 32),
+                                             linear("p1", "head", "relu", 8, 16)]}
 
 
 @pytest.fixture
@@ -128,40 +103,7 @@ def test_an_item_that_matches_nothing_warns_when_others_match(kernels):
 
 # ------------------------------------------------------------------ bench/run.py's use of it
 
-MODEL_SOURCE = '''
-import torch
-import torch.nn as nn
-
-
-class Stage(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.lin = nn.Linear(32, 16)
-
-    def forward(self, x):
-        return torch.relu(self.lin(x))
-
-
-class Model(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.stage = Stage()
-        self.head = nn.Linear(16, 8)
-
-    def forward(self, x):
-        return self.head(self.stage(x))
-
-
-def get_inputs():
-    return [torch.randn(32, 32)]
-
-
-def get_init_inputs():
-    return []
-
-
-FACT_ABLATIONS = {"all": "all", "head": "module:head"}
-'''
+MODEL_SOURCE = (ROOT / "tests" / "python" / "ablation_model.py").read_text()
 
 # What `fact compose` writes, reduced to the part bench/run.py relies on:
 # ModelNew(Model) installs the manifest in its constructor.
@@ -255,7 +197,7 @@ def test_bench_main_times_fact_once_per_ablation_setting(tmp_path, bench_on_cpu,
     composed.mkdir()
     (composed / "model_source.py").write_text(source)
     (composed / "ModelNew.py").write_text(MODEL_NEW)
-    c_attn = linear("p1", "attn_c_attn", "ln_1", 32, 96, 32)
+    c_attn = linear("p1", "attn_c_attn", "ln_1", 96, 32)
     (composed / "fact_manifest.json").write_text(json.dumps({"fact_manifest": 1, "tolerance": 1e-4,
                                                              "patterns": [dict(c_attn, math="bf16x3")]}))
 

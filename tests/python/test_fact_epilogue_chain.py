@@ -13,7 +13,7 @@ import ctypes
 
 import pytest
 
-from fact_testutil import FakeGemm
+from fact_testutil import FakeGemm, gemm_binding, run_worker
 
 torch = pytest.importorskip("torch")
 np = pytest.importorskip("numpy")
@@ -54,13 +54,7 @@ FUSED = {"key": "3f0f3bafdc3e6003", "output": "add_1",
                     {"name": "l2", "tensor": "r", "kind": "matrix", "ld": 48, "batch_stride": 0, "abi_leaf": 2}]}
 PATTERN = {"id": "p0", "rule": "gemm", "root": "matmul", "nodes": ["t", "matmul", "add", "mul", "clamp", "add_1"],
            "inputs": ["x", "w", "b", "scale", "r"], "outputs": ["add_1"], "dtype": "float32",
-           "gemm": {"batch": 1, "m": 32, "n": 48, "k": 64,
-                    "a": {"tensor": "x", "layout": "row", "ld": 64, "batch_stride": 0},
-                    "b": {"tensor": "w", "layout": "col", "ld": 64, "batch_stride": 0},
-                    "d": {"tensor": "matmul", "ld": 48, "batch_stride": 0},
-                    "epilogue": {"kind": "none", "tensor": None, "ld": 0, "batch_stride": 0, "alpha": 1.0,
-                                 "beta": 0.0},
-                    "element_a": "float32", "element_b": "float32", "element_d": "float32"},
+           "gemm": gemm_binding(32, 48, 64),
            "epilogue_chain": CHAIN, "fused_epilogue": FUSED}
 
 
@@ -158,13 +152,8 @@ def test_worker_verifies_the_fused_candidate_against_every_node(tmp_path):
             return FakeChainGemm(name=path, drop="l2")
         return FakeGemm(name=path)  # the GEMM core only: not what the fused pattern computes
 
-    names = ["fused", "dropped_leaf", "core_only"]
-    job = {"fact_job": 1, "ir": str(ir_path), "pattern": PATTERN, "tolerance": 1e-4, "trials": 2,
-           "timing": {"warmup": 1, "reps": 2},
-           "candidates": [{"name": n, "library": f"/k/{n}.so", "math": "f32"} for n in names]}
-    lines = []
-    assert worker.run_job(job, lines.append, loader=loader, device=torch.device("cpu")) == 0
-    results = {line["name"]: line for line in lines if line["event"] == "result"}
+    results = run_worker(ir_path, PATTERN, loader, ["fused", "dropped_leaf", "core_only"],
+                         timing={"warmup": 1, "reps": 2})
     assert results["fused"]["status"] == "ok", results["fused"]
     assert results["fused"]["trials"] == worker.MIN_TRIALS
     assert results["dropped_leaf"]["status"] == "wrong", results["dropped_leaf"]

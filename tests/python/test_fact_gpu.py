@@ -15,7 +15,7 @@ import warnings
 
 import pytest
 
-from fact_testutil import ROOT
+from fact_testutil import ROOT, bias_epilogue, gemm_binding
 
 torch = pytest.importorskip("torch")
 
@@ -83,13 +83,7 @@ class MatmulT(torch.nn.Module):
 
 PATTERN = {"id": "p0", "rule": "gemm", "root": "matmul", "nodes": ["t", "matmul"], "inputs": ["x", "w"],
            "outputs": ["matmul"], "dtype": "float32",
-           "gemm": {"batch": 1, "m": 256, "n": 192, "k": 128,
-                    "a": {"tensor": "x", "layout": "row", "ld": 128, "batch_stride": 0},
-                    "b": {"tensor": "w", "layout": "col", "ld": 128, "batch_stride": 0},
-                    "d": {"tensor": "matmul", "ld": 192, "batch_stride": 0},
-                    "epilogue": {"kind": "none", "tensor": None, "ld": 0, "batch_stride": 0, "alpha": 1.0,
-                                 "beta": 0.0},
-                    "element_a": "float32", "element_b": "float32", "element_d": "float32"}}
+           "gemm": gemm_binding(256, 192, 128)}
 
 
 def test_worker_verifies_and_times_on_the_gpu(libs, tmp_path):
@@ -135,13 +129,7 @@ def test_runtime_runs_the_kernel_on_the_gpu(libs):
     expected = module(x)
     pattern = {"id": "p0", "rule": "gemm", "nodes": ["fc"], "inputs": ["x", "fc_weight", "fc_bias"],
                "outputs": ["fc"], "library": libs["naive_tn_bias"], "variant": "naive_tn_bias", "math": "f32",
-               "gemm": {"batch": 1, "m": 256, "n": 64, "k": 128,
-                        "a": {"tensor": "x", "layout": "row", "ld": 128, "batch_stride": 0},
-                        "b": {"tensor": "fc_weight", "layout": "col", "ld": 128, "batch_stride": 0},
-                        "d": {"tensor": "fc", "ld": 64, "batch_stride": 0},
-                        "epilogue": {"kind": "bias", "tensor": "fc_bias", "ld": 0, "batch_stride": 0,
-                                     "alpha": 1.0, "beta": 1.0},
-                        "element_a": "float32", "element_b": "float32", "element_d": "float32"}}
+               "gemm": gemm_binding(256, 64, 128, "x", "fc_weight", "fc", bias_epilogue("fc_bias"))}
     keys = list(module.state_dict())
     runtime.install(module, {"fact_manifest": 1, "patterns": [pattern]}, strict=True)
     assert list(module.state_dict()) == keys

@@ -15,7 +15,7 @@ import warnings
 
 import pytest
 
-from fact_testutil import ROOT, FakeGemm
+from fact_testutil import ROOT, FakeGemm, run_worker
 
 torch = pytest.importorskip("torch")
 
@@ -68,17 +68,25 @@ def _view(ptr, dims):
     return FakeGemm._view(ptr, dims)
 
 
-class FakeLayerNorm:
-    device_type = "cpu"
+class _FakeOp:
+    """A CPU stand-in for a layernorm / attention library; `flaw` names the
+    mistake it makes on purpose."""
 
-    def __init__(self, name="fake_ln", flaw=None):
-        self.name, self.flaw, self.runs = name, flaw, 0
+    device_type = "cpu"
+    default_name = ""
+
+    def __init__(self, name=None, flaw=None):
+        self.name, self.flaw, self.runs = name or self.default_name, flaw, 0
 
     def can_implement(self, p):
         return None
 
     def workspace_size(self, p):
         return 0
+
+
+class FakeLayerNorm(_FakeOp):
+    default_name = "fake_ln"
 
     def run(self, p, workspace_ptr, workspace_bytes, stream_ptr):
         import numpy as np
@@ -101,17 +109,8 @@ class FakeLayerNorm:
         _view(p.y, [(rows, p.y_row_stride), (cols, 1)])[...] = y.astype(np.float32)
 
 
-class FakeAttention:
-    device_type = "cpu"
-
-    def __init__(self, name="fake_attention", flaw=None):
-        self.name, self.flaw, self.runs = name, flaw, 0
-
-    def can_implement(self, p):
-        return None
-
-    def workspace_size(self, p):
-        return 0
+class FakeAttention(_FakeOp):
+    default_name = "fake_attention"
 
     def run(self, p, workspace_ptr, workspace_bytes, stream_ptr):
         import numpy as np
@@ -185,16 +184,6 @@ def load_fixture_module(name):
     return module
 
 
-def run_worker(tmp_path, ir_path, pattern, loader, names):
-    job = {"fact_job": 1, "ir": str(ir_path), "pattern": pattern, "tolerance": 1e-4, "trials": 2,
-           "timing": {"warmup": 1, "reps": 3},
-           "candidates": [{"name": n, "library": f"/k/{n}.so", "math": "f32"} for n in names]}
-    lines = []
-    assert worker.run_job(job, lines.append, loader=loader, device=torch.device("cpu")) == 0
-    assert [l["event"] for l in lines] == ["begin", "result"] * len(names)
-    return {l["name"]: l for l in lines if l["event"] == "result"}
-
-
 def test_layernorm_problem_translation(tmp_path):
     plan, _ = discover(capture.capture_module(ResidualLN(), [torch.randn(4, 6, 32), torch.randn(4, 6, 32)]),
                        tmp_path)
@@ -231,7 +220,7 @@ def test_worker_verifies_layernorm_candidates(tmp_path):
         flaw = path.rsplit("/", 1)[-1].split(".")[0]
         return FakeLayerNorm(name=path, flaw=None if flaw == "ok" else flaw)
 
-    results = run_worker(tmp_path, ir_path, ln, loader, ["ok", "unwritten", "no_bias"])
+    results = run_worker(ir_path, ln, loader, ["ok", "unwritten", "no_bias"])
     ok = results["ok"]
     assert ok["status"] == "ok", ok
     assert ok["kb_pass"] and ok["trials"] == worker.MIN_TRIALS and ok["median_ms"] > 0
@@ -272,7 +261,7 @@ def test_worker_reference_uses_a_real_causal_buffer(tmp_path):
         flaw = path.rsplit("/", 1)[-1].split(".")[0]
         return FakeAttention(name=path, flaw=None if flaw == "ok" else flaw)
 
-    results = run_worker(tmp_path, ir_path, att, loader, ["ok", "ignores_causal"])
+    results = run_worker(ir_path, att, loader, ["ok", "ignores_causal"])
     assert results["ok"]["status"] == "ok", results["ok"]
     # Had the bench filled the buffer with noise (or ones), the non-causal kernel could pass.
     assert results["ignores_causal"]["status"] == "wrong", results["ignores_causal"]

@@ -5,14 +5,13 @@ import warnings
 
 import pytest
 
-from fact_testutil import FakeGemm
+from fact_testutil import FakeGemm, bias_epilogue, gemm_binding
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
 from fact import kernel, runtime  # noqa: E402
 
-NONE_EPILOGUE = {"kind": "none", "tensor": None, "ld": 0, "batch_stride": 0, "alpha": 1.0, "beta": 0.0}
 
 
 class LinearModel(nn.Module):
@@ -30,24 +29,13 @@ class LinearModel(nn.Module):
 def linear_pattern(library="libgemm_lin.so"):
     return {"id": "p0", "rule": "gemm", "root": "lin", "nodes": ["lin"], "inputs": ["x", "lin_weight", "lin_bias"],
             "outputs": ["lin"], "dtype": "float32", "library": library, "variant": "fake", "math": "f32",
-            "gemm": {"batch": 1, "m": 32, "n": 16, "k": 32,
-                     "a": {"tensor": "x", "layout": "row", "ld": 32, "batch_stride": 0},
-                     "b": {"tensor": "lin_weight", "layout": "col", "ld": 32, "batch_stride": 0},
-                     "d": {"tensor": "lin", "ld": 16, "batch_stride": 0},
-                     "epilogue": {"kind": "bias", "tensor": "lin_bias", "ld": 0, "batch_stride": 0,
-                                  "alpha": 1.0, "beta": 1.0},
-                     "element_a": "float32", "element_b": "float32", "element_d": "float32"}}
+            "gemm": gemm_binding(32, 16, 32, "x", "lin_weight", "lin", bias_epilogue("lin_bias"))}
 
 
 def matmul_t_pattern(library="libgemm_mt.so"):
     return {"id": "p1", "rule": "gemm", "root": "matmul", "nodes": ["t", "matmul"], "inputs": ["relu", "w"],
             "outputs": ["matmul"], "dtype": "float32", "library": library, "variant": "fake", "math": "f32",
-            "gemm": {"batch": 1, "m": 32, "n": 24, "k": 16,
-                     "a": {"tensor": "relu", "layout": "row", "ld": 16, "batch_stride": 0},
-                     "b": {"tensor": "w", "layout": "col", "ld": 16, "batch_stride": 0},
-                     "d": {"tensor": "matmul", "ld": 24, "batch_stride": 0},
-                     "epilogue": NONE_EPILOGUE,
-                     "element_a": "float32", "element_b": "float32", "element_d": "float32"}}
+            "gemm": gemm_binding(32, 24, 16, a="relu")}
 
 
 def manifest(*patterns):

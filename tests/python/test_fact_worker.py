@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from fact_testutil import ROOT, FakeGemm
+from fact_testutil import ROOT, FakeGemm, gemm_binding, run_worker
 
 torch = pytest.importorskip("torch")
 
@@ -26,13 +26,7 @@ class Model(torch.nn.Module):
 
 PATTERN = {"id": "p0", "rule": "gemm", "root": "matmul", "nodes": ["t", "matmul"], "inputs": ["x", "w"],
            "outputs": ["matmul"], "dtype": "float32",
-           "gemm": {"batch": 1, "m": 32, "n": 48, "k": 64,
-                    "a": {"tensor": "x", "layout": "row", "ld": 64, "batch_stride": 0},
-                    "b": {"tensor": "w", "layout": "col", "ld": 64, "batch_stride": 0},
-                    "d": {"tensor": "matmul", "ld": 48, "batch_stride": 0},
-                    "epilogue": {"kind": "none", "tensor": None, "ld": 0, "batch_stride": 0, "alpha": 1.0,
-                                 "beta": 0.0},
-                    "element_a": "float32", "element_b": "float32", "element_d": "float32"}}
+           "gemm": gemm_binding(32, 48, 64)}
 
 
 class Unwritten(FakeGemm):
@@ -63,14 +57,7 @@ def test_verification_outcomes(tmp_path):
     ir = capture.capture_module(Model(), [torch.randn(32, 64)])
     ir_path = tmp_path / "graph.json"
     capture.write_ir(ir, str(ir_path))
-    names = ["ok", "nan", "bf16", "reject", "missing"]
-    job = {"fact_job": 1, "ir": str(ir_path), "pattern": PATTERN, "tolerance": 1e-4, "trials": 2,
-           "timing": {"warmup": 1, "reps": 3},
-           "candidates": [{"name": n, "library": f"/k/{n}.so", "math": "f32"} for n in names]}
-    lines = []
-    assert worker.run_job(job, lines.append, loader=loader, device=torch.device("cpu")) == 0
-    assert [l["event"] for l in lines] == ["begin", "result"] * len(names)
-    results = {l["name"]: l for l in lines if l["event"] == "result"}
+    results = run_worker(ir_path, PATTERN, loader, ["ok", "nan", "bf16", "reject", "missing"])
     ok = results["ok"]
     assert ok["status"] == "ok" and ok["kb_pass"] and ok["trials"] == worker.MIN_TRIALS
     assert ok["median_ms"] > 0 and ok["baseline_median_ms"] > 0
@@ -80,7 +67,7 @@ def test_verification_outcomes(tmp_path):
     assert results["reject"] == {**results["reject"], "status": "cant_implement",
                                  "reason": "m must be a multiple of 128"}
     assert results["missing"]["status"] == "launch_error" and "load" in results["missing"]["reason"]
-    for line in lines:
+    for line in results.values():
         json.dumps(line, allow_nan=False)
 
 

@@ -28,9 +28,17 @@ TEST(Env, KnobTableCoversContract) {
     EXPECT_GT(std::string(k.default_doc).size(), 0u) << k.name;
   }
   for (const char* n : {"FACT_CACHE_DIR", "FACT_REGISTRY", "CUTLASS_DIR", "FACT_NVCC", "FACT_JOBS", "FACT_PYTHON",
-                        "FACT_ARCH", "FACT_VARIANTS", "FACT_LOG", "FACT_PATTERNS"}) {
+                        "FACT_ARCH", "FACT_VARIANTS", "FACT_LOG", "FACT_PATTERNS", "FACT_SOURCE_DIR"}) {
     EXPECT_EQ(names.count(n), 1u) << n;
   }
+}
+
+TEST(Env, SourceDirIsARealTreeOrTheOverride) {
+  // Without an override the tree must hold what realize and capture read.
+  EXPECT_TRUE(std::filesystem::is_directory(std::filesystem::path(source_dir()) / "templates")) << source_dir();
+  EXPECT_TRUE(std::filesystem::is_directory(std::filesystem::path(source_dir()) / "python" / "fact")) << source_dir();
+  test::ScopedEnv over("FACT_SOURCE_DIR", "/opt/fact-src");
+  EXPECT_EQ(source_dir(), "/opt/fact-src");
 }
 
 TEST(Env, TypedAccessorsAndInvalidValues) {

@@ -8,13 +8,12 @@
 #include <sstream>
 
 #include "fact/emit.hpp"
+#include "realize_test_util.hpp"
 
 namespace fs = std::filesystem;
 
 namespace fact {
 namespace {
-
-std::string golden_dir() { return std::string(FACT_TEST_DATA_DIR) + "/golden"; }
 
 // One variant of each family / template path.
 std::vector<std::string> golden_variants() {
@@ -31,23 +30,10 @@ std::vector<std::string> golden_variants() {
 }
 
 TEST(Emit, GoldenSources) {
-  const bool update = std::getenv("FACT_UPDATE_GOLDEN") && std::string(std::getenv("FACT_UPDATE_GOLDEN")) == "1";
   for (const auto& name : golden_variants()) {
     auto v = parse_variant_name(name);
     ASSERT_TRUE(v.has_value()) << name;
-    const std::string source = emit_variant_source(*v);
-    const fs::path path = fs::path(golden_dir()) / (name + ".cu");
-    if (update) {
-      fs::create_directories(golden_dir());
-      std::ofstream(path, std::ios::binary) << source;
-      continue;
-    }
-    std::ifstream in(path, std::ios::binary);
-    ASSERT_TRUE(in.good()) << "missing golden " << path << " (run with FACT_UPDATE_GOLDEN=1 to create it)";
-    std::ostringstream expected;
-    expected << in.rdbuf();
-    EXPECT_EQ(source, expected.str()) << "generated source of " << name
-                                      << " changed; review and rerun with FACT_UPDATE_GOLDEN=1";
+    check_golden(name, emit_variant_source(*v));
   }
 }
 

@@ -88,7 +88,6 @@ GemmVariant sm90_variant(const ChainPlan& plan, MathMode math = MathMode::F16x3)
 // ---- golden sources ------------------------------------------------------------------
 
 TEST(EpilogueEmit, GoldenSources) {
-  const bool update = std::getenv("FACT_UPDATE_GOLDEN") && std::string(std::getenv("FACT_UPDATE_GOLDEN")) == "1";
   // (a) linear -> tanh-GELU written out term by term (minGPT's NewGELU);
   // (b) linear + bias -> residual add of the block input (a full-size leaf: the C source).
   const std::vector<std::pair<std::string, std::string>> cases{{"block_mingpt", "c_fc"},
@@ -99,20 +98,9 @@ TEST(EpilogueEmit, GoldenSources) {
     ASSERT_TRUE(plan.skip_reason.empty()) << plan.skip_reason;
     const GemmVariant v = sm90_variant(plan);
     const std::string source = emit_chain_variant_source(v, plan);
-    const fs::path path = fs::path(FACT_TEST_DATA_DIR) / "golden" / (v.name() + ".cu");
-    if (update) {
-      std::ofstream(path, std::ios::binary) << source;
-      continue;
-    }
-    std::ifstream in(path, std::ios::binary);
-    ASSERT_TRUE(in.good()) << "missing golden " << path << " (run with FACT_UPDATE_GOLDEN=1 to create it)";
-    std::ostringstream expected;
-    expected << in.rdbuf();
-    EXPECT_EQ(source, expected.str()) << "generated source of " << v.name()
-                                      << " changed; review and rerun with FACT_UPDATE_GOLDEN=1";
+    check_golden(v.name(), source);
     EXPECT_NE(source.find("FACT_EXPORT_GEMM(fact::gemm_sm90::Operation<FactConfig>, \"" + v.name() + "\")"),
               std::string::npos);
-    EXPECT_EQ(source.find("${"), std::string::npos);
     EXPECT_EQ(source.find("__global__"), std::string::npos) << "logic in a generated file";
   }
 }

@@ -32,6 +32,19 @@ Row make_row(double offset, double scale, unsigned seed) {
   return r;
 }
 
+// The row's mean and biased variance in float64, two passes: the reference.
+struct Float64Statistics {
+  double mean = 0, var = 0;
+};
+Float64Statistics float64_statistics(const Row& r) {
+  Float64Statistics st;
+  for (int i = 0; i < kCols; ++i) st.mean += r.v[i];
+  st.mean /= kCols;
+  for (int i = 0; i < kCols; ++i) st.var += (r.v[i] - st.mean) * (r.v[i] - st.mean);
+  st.var /= kCols;
+  return st;
+}
+
 auto identity_reduce = [](float value, int) { return value; };  // one thread holds the whole row
 
 TEST(LayerNormMath, TwoPassStatisticsMatchFloat64OnOffsetRows) {
@@ -39,18 +52,15 @@ TEST(LayerNormMath, TwoPassStatisticsMatchFloat64OnOffsetRows) {
     Row r = make_row(offset, 1.0, 7);
     float mean = 0, rstd = 0;
     layernorm::row_statistics(r.v, r.valid, kCols, 1e-5f, identity_reduce, mean, rstd);
-    double m = 0, q = 0;
-    for (int i = 0; i < kCols; ++i) m += r.v[i];
-    m /= kCols;
-    for (int i = 0; i < kCols; ++i) q += (r.v[i] - m) * (r.v[i] - m);
-    const double ref_rstd = 1.0 / std::sqrt(q / kCols + 1e-5);
+    const auto [m, var] = float64_statistics(r);
+    const double ref_rstd = 1.0 / std::sqrt(var + 1e-5);
     EXPECT_NEAR(mean, m, 1e-6 * std::max(1.0, std::fabs(m))) << "offset " << offset;
     EXPECT_NEAR(rstd, ref_rstd, 1e-5 * ref_rstd) << "offset " << offset;
     // The one-pass formula in fp32 on the same row: shows what two passes avoid.
     float s = 0, s2 = 0;
     for (int i = 0; i < kCols; ++i) s += r.v[i], s2 += r.v[i] * r.v[i];
     const double one_pass_var = s2 / kCols - (s / kCols) * (s / kCols);
-    if (offset != 0.0) EXPECT_GT(std::fabs(one_pass_var - q / kCols), 1e-2) << "the test row must defeat one pass";
+    if (offset != 0.0) EXPECT_GT(std::fabs(one_pass_var - var), 1e-2) << "the test row must defeat one pass";
   }
 }
 
@@ -60,11 +70,8 @@ TEST(LayerNormMath, NormalizeAppliesWeightBiasAndEps) {
   for (int i = 0; i < kCols; ++i) w[i] = 0.5f + 0.001f * i, b[i] = -0.25f + 0.002f * i;
   float mean = 0, rstd = 0;
   layernorm::row_statistics(r.v, r.valid, kCols, 1e-5f, identity_reduce, mean, rstd);
-  double m = 0, q = 0;
-  for (int i = 0; i < kCols; ++i) m += r.v[i];
-  m /= kCols;
-  for (int i = 0; i < kCols; ++i) q += (r.v[i] - m) * (r.v[i] - m);
-  const double s = 1.0 / std::sqrt(q / kCols + 1e-5);
+  const auto [m, var] = float64_statistics(r);
+  const double s = 1.0 / std::sqrt(var + 1e-5);
   for (int i = 0; i < kCols; i += 97) {
     const double ref = (r.v[i] - m) * s * w[i] + b[i];
     EXPECT_NEAR(layernorm::normalize(r.v[i], mean, rstd, w.data(), b.data(), i), ref, 2e-6 * (1 + std::fabs(ref)));

@@ -218,24 +218,6 @@ TEST(AttentionVariants, EnumerationAndIllegalReasons) {
   EXPECT_THROW(r.enumerate(pattern, 1e-4, "sm90a", VariantSet::Default), std::runtime_error);
 }
 
-std::string golden_dir() { return std::string(FACT_TEST_DATA_DIR) + "/golden"; }
-
-void check_golden(const std::string& name, const std::string& source) {
-  const fs::path path = fs::path(golden_dir()) / (name + ".cu");
-  if (const char* update = std::getenv("FACT_UPDATE_GOLDEN"); update && std::string(update) == "1") {
-    std::ofstream(path, std::ios::binary) << source;
-    return;
-  }
-  std::ifstream in(path, std::ios::binary);
-  ASSERT_TRUE(in.good()) << "missing golden " << path << " (run with FACT_UPDATE_GOLDEN=1 to create it)";
-  std::ostringstream expected;
-  expected << in.rdbuf();
-  EXPECT_EQ(source, expected.str()) << "generated source of " << name
-                                    << " changed; review and rerun with FACT_UPDATE_GOLDEN=1";
-  EXPECT_EQ(source.find("${"), std::string::npos);
-  EXPECT_NE(source.find("\"" + name + "\""), std::string::npos);
-}
-
 TEST(PatternRealizers, GoldenSources) {
   const std::string ln = "layernorm_f32_c768_w4_v4_res_sum";
   check_golden(ln, emit_layernorm_source(*parse_layernorm_variant_name(ln)));
@@ -245,20 +227,6 @@ TEST(PatternRealizers, GoldenSources) {
 
 // ---- run_realize dispatch (fake nvcc + fake worker, as test_realize.cpp) ------
 
-struct EnvGuard {
-  std::map<std::string, std::optional<std::string>> saved;
-  void set(const std::string& k, const std::string& v) {
-    if (!saved.count(k)) {
-      const char* old = std::getenv(k.c_str());
-      saved[k] = old ? std::optional<std::string>(old) : std::nullopt;
-    }
-    ::setenv(k.c_str(), v.c_str(), 1);
-  }
-  ~EnvGuard() {
-    for (const auto& [k, v] : saved) v ? (void)::setenv(k.c_str(), v->c_str(), 1) : (void)::unsetenv(k.c_str());
-  }
-};
-
 json plan_pattern(const std::string& id, const std::string& rule, const json& payload) {
   return {{"id", id}, {"rule", rule}, {"root", rule}, {"nodes", {rule}}, {"inputs", json::array()},
           {"outputs", {rule}}, {"dtype", "float32"}, {"arch", "sm90a"}, {"priority", 0},
@@ -266,31 +234,11 @@ json plan_pattern(const std::string& id, const std::string& rule, const json& pa
 }
 
 json realize_plan(TempDir& t, EnvGuard& env, const json& patterns, bool compile_only) {
-  write(t.path / "cutlass" / "include" / "cutlass" / "cutlass.h", "// fake\n");
-  write(t.path / "cutlass" / "include" / "cutlass" / "version.h", "#define CUTLASS_MAJOR 4\n");
-  script(t.path / "nvcc",
-         "if [ \"$1\" = --version ]; then echo 'Cuda compilation tools, release 12.9, V12.9.0'; exit 0; fi\n"
-         "out=; prev=; for a in \"$@\"; do [ \"$prev\" = -o ] && out=$a; prev=$a; src=$a; done\n"
-         "echo \"$src\" >> " + (t.path / "nvcc_calls").string() + "\n"
-         "echo lib > \"$out\"\n");
-  script(t.path / "python", "shift 2\nexec python3 " + data_file("fake_worker.py") + " \"$@\"\n");
-  env.set("FACT_NVCC", (t.path / "nvcc").string());
-  env.set("CUTLASS_DIR", (t.path / "cutlass").string());
-  env.set("FACT_CACHE_DIR", (t.path / "cache").string());
-  env.set("FACT_PYTHON", (t.path / "python").string());
-  env.set("FACT_JOBS", "1");
-  env.set("FAKE_WORKER_RULES", R"([["64x64", "wrong"], ["_w2_", "ok:0.5"]])");
-  write(t.path / "graph.json", R"({"fact_ir": 1, "tensors": {}, "nodes": [], "outputs": []})");
-  json p = {{"fact_plan", 1}, {"ir", "graph.json"}, {"arch", "sm90a"}, {"tolerance", 1e-4},
-            {"patterns", patterns}, {"unmatched", json::array()}, {"rejections", json::array()}};
-  write(t.path / "plan.json", p.dump(2));
-  RealizeOptions o;
-  o.plan_path = (t.path / "plan.json").string();
-  o.output_path = (t.path / "realized.json").string();
-  o.registry_path = (t.path / "registry.sqlite").string();
+  fake_realize_toolchain(t.path, env, R"([["64x64", "wrong"], ["_w2_", "ok:0.5"]])", /*jobs=*/1);
+  RealizeOptions o = write_fake_plan(t.path, patterns);
   o.compile_only = compile_only;
   EXPECT_EQ(run_realize(o), 0);
-  std::ifstream in(t.path / "realized.json");
+  std::ifstream in(o.output_path);
   return json::parse(in);
 }
 

@@ -17,21 +17,6 @@ namespace {
 
 using nlohmann::json;
 
-// Sets environment variables for the test's lifetime.
-struct EnvGuard {
-  std::map<std::string, std::optional<std::string>> saved;
-  void set(const std::string& k, const std::string& v) {
-    if (!saved.count(k)) {
-      const char* old = std::getenv(k.c_str());
-      saved[k] = old ? std::optional<std::string>(old) : std::nullopt;
-    }
-    ::setenv(k.c_str(), v.c_str(), 1);
-  }
-  ~EnvGuard() {
-    for (const auto& [k, v] : saved) v ? (void)::setenv(k.c_str(), v->c_str(), 1) : (void)::unsetenv(k.c_str());
-  }
-};
-
 json gemm_pattern(const std::string& id, const std::string& dtype = "float32") {
   return json::parse(R"({"id": ")" + id + R"(", "rule": "gemm", "root": "mm", "nodes": ["mm"],
     "inputs": ["x", "w"], "outputs": ["mm"], "dtype": "float32", "arch": "sm90a", "priority": 0,
@@ -49,39 +34,18 @@ struct Fixture {
   TempDir t;
   EnvGuard env;
   fs::path plan, out, registry;
+  RealizeOptions base;
   Fixture(const std::string& worker_rules, const json& patterns) {
-    write(t.path / "cutlass" / "include" / "cutlass" / "cutlass.h", "// fake\n");
-    write(t.path / "cutlass" / "include" / "cutlass" / "version.h", "#define CUTLASS_MAJOR 4\n");
-    script(t.path / "nvcc",
-           "if [ \"$1\" = --version ]; then echo 'Cuda compilation tools, release 12.9, V12.9.0'; exit 0; fi\n"
-           "out=; prev=; for a in \"$@\"; do [ \"$prev\" = -o ] && out=$a; prev=$a; src=$a; done\n"
-           "echo \"$src\" >> " + (t.path / "nvcc_calls").string() + "\n"
-           "if grep -q split_gemm_sm90 \"$src\"; then echo \"$src(1): error: cannot open source file "
-           "\\\"split_gemm_sm90.cuh\\\"\"; exit 1; fi\n"
-           "echo lib > \"$out\"\n");
-    script(t.path / "python", "shift 2\nexec python3 " + data_file("fake_worker.py") + " \"$@\"\n");
-    env.set("FACT_NVCC", (t.path / "nvcc").string());
-    env.set("CUTLASS_DIR", (t.path / "cutlass").string());
-    env.set("FACT_CACHE_DIR", (t.path / "cache").string());
-    env.set("FACT_PYTHON", (t.path / "python").string());
-    env.set("FACT_JOBS", "2");
-    env.set("FAKE_WORKER_RULES", worker_rules);
+    fake_realize_toolchain(t.path, env, worker_rules, /*jobs=*/2,
+                           "if grep -q split_gemm_sm90 \"$src\"; then echo \"$src(1): error: cannot open source file "
+                           "\\\"split_gemm_sm90.cuh\\\"\"; exit 1; fi\n");
     env.set("FAKE_WORKER_LOG", (t.path / "worker_starts").string());
-    write(t.path / "graph.json", R"({"fact_ir": 1, "tensors": {}, "nodes": [], "outputs": []})");
-    json p = {{"fact_plan", 1}, {"ir", "graph.json"}, {"arch", "sm90a"}, {"tolerance", 1e-4},
-              {"patterns", patterns}, {"unmatched", json::array()}, {"rejections", json::array()}};
-    plan = t.path / "plan.json";
-    write(plan, p.dump(2));
-    out = t.path / "realized.json";
-    registry = t.path / "registry.sqlite";
+    base = write_fake_plan(t.path, patterns);
+    plan = base.plan_path;
+    out = base.output_path;
+    registry = base.registry_path;
   }
-  RealizeOptions options() const {
-    RealizeOptions o;
-    o.plan_path = plan.string();
-    o.output_path = out.string();
-    o.registry_path = registry.string();
-    return o;
-  }
+  RealizeOptions options() const { return base; }
   json realized() const {
     std::ifstream in(out);
     return json::parse(in);
