@@ -15,6 +15,10 @@ struct RealizeOptions {
   int jobs = 0;                    // 0 = memory- and core-aware default (FACT_JOBS)
   bool compile_only = false;       // emit + compile into the cache, no verification (no GPU needed)
   bool use_registry = true;        // reuse a recorded winner when its library is cached
+  // With a reused winner: false trusts the verification and timing the registry
+  // recorded for this kernel (same source, flags, templates and toolchain: the
+  // cached library is that binary); true verifies and times it again.
+  bool reverify = false;
   std::string variant_set = "default";  // "default" | "all" (FACT_VARIANTS)
   std::string filter;              // substring filter on variant names ("" = all)
   std::string registry_path;       // "" = Registry::default_path()

@@ -25,6 +25,7 @@ struct RealizedPattern {
   std::string variant, library, math;
   std::optional<double> median_ms, baseline_median_ms, max_abs_err, fail_frac;
   bool from_registry = false;
+  bool verification_reused = false;  // from_registry without verifying again (RealizeOptions::reverify)
   std::string rule, problem_key;  // added fields (v1-compatible)
   // Set when the kernel computes only the GEMM core of a plan pattern whose
   // output comes after the GEMM (an epilogue chain realize did not fuse):

@@ -87,6 +87,7 @@ void register_pipeline(CLI::App& app, int* exit_code) {
     add_variants(sub, a->variants);
     sub->add_option("--filter", a->o.filter, "only variants whose name contains this substring");
     sub->add_flag("--no-registry", a->no_registry, "do not reuse recorded winners");
+    sub->add_flag("--reverify", a->o.reverify, "verify and time a reused registry winner again");
     sub->add_option("--registry", a->o.registry_path, "registry database (default $FACT_REGISTRY)");
     sub->callback([a, exit_code] {
       if (!check_input_file("fact realize", a->o.plan_path)) {
@@ -120,7 +121,7 @@ void register_pipeline(CLI::App& app, int* exit_code) {
       std::string file, out, arch, variants, filter;
       std::optional<double> tolerance;
       int jobs = 0;
-      bool compile_only = false, no_registry = false;
+      bool compile_only = false, no_registry = false, reverify = false;
     };
     auto a = std::make_shared<Args>();
     CLI::App* sub = app.add_subcommand("optimize", "capture -> discover -> realize -> compose in one go");
@@ -133,6 +134,7 @@ void register_pipeline(CLI::App& app, int* exit_code) {
     sub->add_option("--filter", a->filter, "only variants whose name contains this substring");
     sub->add_option("--arch", a->arch, "target arch (default $FACT_ARCH or detected)");
     sub->add_flag("--no-registry", a->no_registry, "ignore recorded winners");
+    sub->add_flag("--reverify", a->reverify, "verify and time reused registry winners again");
     sub->callback([a, exit_code] {
       log::Stopwatch total;
       if (!check_input_file("fact optimize", a->file)) {
@@ -185,6 +187,7 @@ void register_pipeline(CLI::App& app, int* exit_code) {
             o.jobs = a->jobs;
             o.compile_only = a->compile_only;
             o.use_registry = !a->no_registry;
+            o.reverify = a->reverify;
             o.variant_set = a->variants.empty() ? env::variants() : a->variants;
             o.filter = a->filter;
             return run_realize(o);

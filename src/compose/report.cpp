@@ -71,7 +71,11 @@ std::string compose_report(const json& ir, const json& plan, const json& realize
     md += fmt::format("### {}\n\n", outcome.value("id", ""));
     if (outcome.value("status", "") != "realized")
       md += fmt::format("Fallback reason: {}\n\n", outcome.value("reason", "(none given)"));
-    if (outcome.value("from_registry", false)) md += "Winner reused from the registry (verified again, not re-tuned).\n\n";
+    if (outcome.value("verification_reused", false))
+      md += "Winner reused from the registry with the verification and timing recorded for this kernel binary "
+            "(not verified again; `--reverify` does).\n\n";
+    else if (outcome.value("from_registry", false))
+      md += "Winner reused from the registry (verified again, not re-tuned).\n\n";
     if (outcome.contains("left_to_pytorch") && !outcome["left_to_pytorch"].empty()) {
       std::string chain;
       for (const json& node : outcome["left_to_pytorch"]) chain += (chain.empty() ? "`" : ", `") + node.get<std::string>() + "`";

@@ -62,6 +62,9 @@ struct PatternWork {
   std::vector<Candidate> candidates;
   std::vector<SkippedVariant> skipped;
   bool from_registry = false;
+  // The reused winner kept the registry's verification and timing (no worker ran):
+  // nothing new to record.
+  bool reused_verification = false;
   const PatternRealizer* realizer = nullptr;  // non-GEMM rules (pattern_realizer.hpp); null for GEMM patterns
 };
 
@@ -129,6 +132,7 @@ void enumerate_cold(PatternWork& w, double tolerance, VariantSet set, const std:
   w.candidates.clear();
   w.skipped.clear();
   w.from_registry = false;
+  w.reused_verification = false;
   if (w.realizer) return enumerate_with_realizer(w, tolerance, set, filter);
   Enumeration e = enumerate_gemm_variants(*w.problem, tolerance, w.arch, set);
   if (w.chain) {
@@ -168,10 +172,12 @@ std::optional<Candidate> winner_candidate(const PatternWork& w, const Winner& wi
 }
 
 // Warm path: a recorded winner whose library is already cached becomes the pattern's only
-// candidate (verified alone); the other outcomes recorded at the winner's tolerance and
-// toolchain are kept, latest per variant, for the report.
+// candidate; the other outcomes recorded at the winner's tolerance and toolchain are kept,
+// latest per variant, for the report. Unless `reverify`, the winner keeps the verification
+// and timing recorded with it: the cache key covers its source, flags, templates and
+// toolchain, so the cached library is the binary that was verified.
 void adopt_cached_winner(PatternWork& w, const Registry& registry, double tolerance, const Toolchain& tc,
-                         const std::string& cache_root, const std::string& toolchain_id) {
+                         const std::string& cache_root, const std::string& toolchain_id, bool reverify) {
   auto winner = registry.find_winner(w.rule, w.dtype, w.arch, w.problem_key, tolerance);
   if (!winner) return;
   std::optional<Candidate> c = winner_candidate(w, *winner, tolerance);
@@ -182,11 +188,34 @@ void adopt_cached_winner(PatternWork& w, const Registry& registry, double tolera
   w.candidates.push_back(std::move(*c));
   w.from_registry = true;
   std::map<std::string, CandidateOutcome> latest;  // outcomes_for is in recording order
-  for (auto& o : registry.outcomes_for(w.problem_key))
-    if (o.variant != winner->variant && o.tolerance == winner->tolerance && o.toolchain == toolchain_id)
+  std::optional<CandidateOutcome> verified;        // the winner's own latest passing record
+  for (auto& o : registry.outcomes_for(w.problem_key)) {
+    if (o.tolerance != winner->tolerance || o.toolchain != toolchain_id) continue;
+    if (o.variant == winner->variant) {
+      if (o.status == "winner" || o.status == "ok") verified = o;
+    } else {
       latest[o.variant] = std::move(o);
+    }
+  }
   for (auto& [name, o] : latest) w.recorded.push_back(std::move(o));
-  log::info("[realize] {}: registry winner {} is cached; verifying it only", w.id, w.candidates[0].name);
+  Candidate& c0 = w.candidates[0];
+  if (!reverify && verified && winner->median_ms > 0) {
+    CandidateResult r;
+    r.name = c0.name;
+    r.status = "ok";
+    r.median_ms = winner->median_ms;
+    r.mean_ms = verified->mean_ms;
+    r.baseline_median_ms = winner->baseline_ms;
+    r.max_abs_err = verified->max_abs_err;
+    r.fail_frac = verified->fail_frac;
+    r.reason = "reused: verified and timed when recorded in the registry on " + verified->created_at;
+    c0.result = std::move(r);
+    w.reused_verification = true;
+    log::info("[realize] {}: registry winner {} is cached and was verified on {}; reusing it (--reverify checks it "
+              "again)", w.id, c0.name, verified->created_at);
+  } else {
+    log::info("[realize] {}: registry winner {} is cached; verifying it only", w.id, c0.name);
+  }
 }
 
 // What makes two candidates one compile job: name, flags and source. The source
@@ -304,6 +333,7 @@ RealizedPattern summarize(const PatternWork& w, bool compile_only) {
   p.rule = w.rule;
   p.problem_key = w.problem_key;
   p.from_registry = w.from_registry;
+  p.verification_reused = w.reused_verification;
   if (!w.left_to_pytorch.empty()) {
     p.bound_nodes = w.pattern.at("nodes").get<std::vector<std::string>>();
     p.bound_outputs = w.pattern.at("outputs").get<std::vector<std::string>>();
@@ -371,6 +401,7 @@ RealizedPattern summarize(const PatternWork& w, bool compile_only) {
 
 void record(Registry& registry, const PatternWork& w, const RealizedPattern& p, double tolerance,
             const std::string& toolchain) {
+  if (w.reused_verification) return;
   for (const auto& c : w.candidates) {
     CandidateOutcome o;
     o.rule = w.rule, o.dtype = w.dtype, o.arch = w.arch, o.problem_key = w.problem_key, o.shape_class = w.shape_class;
@@ -533,7 +564,7 @@ int run_realize(const RealizeOptions& options) {
     if (!w.problem && !w.realizer) continue;
     if (options.use_registry && registry && options.filter.empty()) {
       try {
-        adopt_cached_winner(w, *registry, tolerance, *tc, cache_root, toolchain_id);
+        adopt_cached_winner(w, *registry, tolerance, *tc, cache_root, toolchain_id, options.reverify);
       } catch (const std::exception& e) {
         log::warn("realize: registry lookup for {} failed: {}", w.id, e.what());
       }

@@ -41,6 +41,7 @@ json realized_to_json(const RealizedFile& f) {
                         {"max_abs_err", opt(p.max_abs_err)},
                         {"fail_frac", opt(p.fail_frac)},
                         {"from_registry", p.from_registry},
+                        {"verification_reused", p.verification_reused},
                         {"rule", p.rule},
                         {"problem_key", p.problem_key},
                         {"candidates", candidates}});

@@ -65,7 +65,7 @@ const json* candidate(const json& pattern, const std::string& substring) {
   return nullptr;
 }
 
-TEST(Realize, ColdRunRecordsEveryOutcomeAndWarmRunVerifiesOnlyTheWinner) {
+TEST(Realize, ColdRunRecordsEveryOutcomeAndWarmRunReusesOrReverifiesOnlyTheWinner) {
   const std::string fastest = "gemm_sm90_f16x3_f32_128x128x64_c1x1_coop_persistent_sauto_tt_none";
   Fixture f(R"([[")" + fastest + R"(", "ok:0.5"], ["pingpong", "segv"], ["sm80_f32", "wrong"]])",
             json::array({gemm_pattern("p0"), json{{"id", "p1"}, {"rule", "layer_norm"}, {"dtype", "float32"}},
@@ -120,14 +120,41 @@ TEST(Realize, ColdRunRecordsEveryOutcomeAndWarmRunVerifiesOnlyTheWinner) {
     EXPECT_GE(statuses["ok"], 1);
   }
 
-  // Warm: the recorded winner's library is cached -> no compile, one candidate verified.
+  // Warm: the recorded winner's library is cached -> no compile, no worker: the
+  // winner keeps the verification and timing recorded for that binary.
   const int compiles = f.lines("nvcc_calls");
+  size_t outcomes_before = 0;
+  {
+    Registry reg(f.registry.string());
+    outcomes_before = reg.outcomes_for(p0["problem_key"]).size();
+  }
   ASSERT_EQ(run_realize(f.options()), 0);
+  EXPECT_EQ(f.lines("nvcc_calls"), compiles);
+  EXPECT_EQ(f.lines("worker_starts"), 1 + crashes) << "a reused verification starts no worker";
+  json reused = f.realized();
+  const json& u0 = reused["patterns"][0];
+  EXPECT_EQ(u0["status"], "realized");
+  EXPECT_EQ(u0["from_registry"], true);
+  EXPECT_EQ(u0["verification_reused"], true);
+  EXPECT_EQ(u0["median_ms"], 0.5);
+  EXPECT_EQ(u0["baseline_median_ms"], 2.0);
+  EXPECT_NE((*candidate(u0, fastest))["reason"].get<std::string>().find("recorded in the registry on"),
+            std::string::npos);
+  {
+    Registry reg(f.registry.string());
+    EXPECT_EQ(reg.outcomes_for(p0["problem_key"]).size(), outcomes_before) << "nothing new measured, nothing recorded";
+  }
+
+  // --reverify: the one cached winner is verified and timed again.
+  RealizeOptions again = f.options();
+  again.reverify = true;
+  ASSERT_EQ(run_realize(again), 0);
   EXPECT_EQ(f.lines("nvcc_calls"), compiles);
   json warm = f.realized();
   const json& w0 = warm["patterns"][0];
   EXPECT_EQ(w0["status"], "realized");
   EXPECT_EQ(w0["from_registry"], true);
+  EXPECT_EQ(w0["verification_reused"], false);
   EXPECT_EQ(w0["variant"], fastest);
   EXPECT_EQ((*candidate(w0, fastest))["status"], "winner");
   EXPECT_EQ((*candidate(w0, fastest))["reason"], "") << "the winner was verified again in this run";
