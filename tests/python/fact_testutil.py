@@ -1,5 +1,8 @@
 """Shared helpers of the fact package's CPU tests (no CUDA is touched)."""
 import ctypes
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -102,3 +105,25 @@ def run_worker(ir_path, pattern, loader, names, timing=None):
     assert worker.run_job(job, lines.append, loader=loader, device=torch.device("cpu")) == 0
     assert [line["event"] for line in lines] == ["begin", "result"] * len(names)
     return {line["name"]: line for line in lines if line["event"] == "result"}
+
+
+def fact_binary():
+    """The built `fact` CLI ($FACT_BIN, else build/release/fact); skips the test when absent."""
+    import pytest
+
+    path = os.environ.get("FACT_BIN") or str(ROOT / "build" / "release" / "fact")
+    if not os.path.isfile(path):
+        pytest.skip(f"the fact binary ({path}) is not built: `cmake --build --preset release` first")
+    return path
+
+
+def discover(ir: dict, tmp_path):
+    """(plan, graph.json path) of `fact discover` on `ir` for sm90a, without the registry."""
+    from fact import capture
+
+    ir_path = tmp_path / "graph.json"
+    capture.write_ir(ir, str(ir_path))
+    plan_path = tmp_path / "plan.json"
+    subprocess.run([fact_binary(), "discover", str(ir_path), "-o", str(plan_path), "--no-registry",
+                    "--arch", "sm90a"], check=True, capture_output=True)
+    return json.loads(plan_path.read_text()), ir_path
