@@ -24,6 +24,18 @@ std::string speedup(const json& outcome) {
 }
 
 std::string problem_text(const json& pattern) {
+  if (pattern.contains("attention") && pattern["attention"].is_object()) {
+    const json& a = pattern["attention"];
+    return fmt::format("batch {}, {} heads, {}×{} tokens, head dim {}{}", a.value("batch", 0), a.value("heads", 0),
+                       a.value("seq_q", 0), a.value("seq_k", 0), a.value("head_dim", 0),
+                       a.value("causal", false) ? ", causal" : "");
+  }
+  if (pattern.contains("layernorm") && pattern["layernorm"].is_object()) {
+    const json& l = pattern["layernorm"];
+    const bool residual = l.contains("residual") && l["residual"].is_object();
+    return fmt::format("{} rows × {}{}", l.value("rows", 0), l.value("cols", 0),
+                       residual ? " (residual add fused)" : "");
+  }
   if (!pattern.contains("gemm")) return pattern.value("rule", "");
   const json& g = pattern["gemm"];
   return fmt::format("{}×{}×{}{} (A {}, B {}, epilogue {})", g.value("m", 0), g.value("n", 0), g.value("k", 0),

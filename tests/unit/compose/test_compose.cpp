@@ -8,6 +8,7 @@
 #include <string>
 
 #include "fact/compose.hpp"
+#include "../../../src/compose/report.hpp"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -146,3 +147,27 @@ TEST_F(ComposeTest, WrongVersionIsRefused) {
 }
 
 }  // namespace
+
+namespace fact {
+namespace {
+
+// The report names each pattern's problem in its own terms, not just its rule.
+TEST(ComposeReport, AttentionAndLayerNormProblemsAreDescribed) {
+  const nlohmann::json plan = {
+      {"arch", "sm90a"},
+      {"patterns",
+       {{{"id", "a"}, {"rule", "attention"},
+         {"attention", {{"batch", 128}, {"heads", 8}, {"seq_q", 512}, {"seq_k", 512}, {"head_dim", 96}, {"causal", true}}}},
+        {{"id", "l"}, {"rule", "layernorm"},
+         {"layernorm", {{"rows", 65536}, {"cols", 768}, {"residual", {{"node", "add"}}}}}}}}};
+  const nlohmann::json realized = {
+      {"tolerance", 1e-4},
+      {"patterns", {{{"id", "a"}, {"status", "realized"}, {"candidates", nlohmann::json::array()}},
+                    {{"id", "l"}, {"status", "realized"}, {"candidates", nlohmann::json::array()}}}}};
+  const std::string md = compose_report(nlohmann::json::object(), plan, realized);
+  EXPECT_NE(md.find("batch 128, 8 heads, 512×512 tokens, head dim 96, causal"), std::string::npos) << md;
+  EXPECT_NE(md.find("65536 rows × 768 (residual add fused)"), std::string::npos) << md;
+}
+
+}  // namespace
+}  // namespace fact
