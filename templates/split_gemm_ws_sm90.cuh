@@ -1,0 +1,485 @@
+// FACT fp32-faithful GEMM for Hopper (sm90a), warp-specialized (v3). Same arithmetic as
+// templates/split_gemm_sm90.cuh (fp32 operands split into 16-bit parts, Terms products
+// per multiply-add on wgmma, fp32 promotion after every 32-wide k-tile, optional
+// per-k-tile power-of-two operand scaling for PartsFp16Scaled) and the same
+// Operation<Config> interface, but the conversion no longer runs on the MMA threads:
+//
+//   CTA = 3 warpgroups (384 threads), one 128 x TileN output tile, 1 CTA per SM.
+//   WG0 (producer): cp.async fp32 tiles (zero-fill outside the problem) into a private
+//       LoadStages-deep fp32 ring; per k-tile: reads its 8-wide units of the landed stage
+//       into registers, PartsFp16Scaled: tile max |x| of A and of B over the producer
+//       warpgroup (shuffles + named barrier 1, never a CTA barrier), splits the units into
+//       16-bit parts and writes them K-major, GMMA 64B-swizzled, into part stage s of a
+//       Stages-deep ring, writes the stage's two exponents, arrives on full[s].
+//   WG1, WG2 (consumers, 64 rows each): wait full[s], Terms wgmmas into `part` (first
+//       issue zeroes it), wait for them, arrive on empty[s], promote part into acc with
+//       2^-(sA + sB); epilogue (alpha, beta * bias/C) or the split-K partial tile.
+//
+// Why an fp32 smem ring and not global -> registers: the tile exponent needs the whole
+// 128 x 32 operand tile before any of it can be converted, so a register path must hold
+// one tile (64 floats per producer thread) while the next one is in flight: 128 data
+// registers, beyond a producer's budget next to 2 x 128 consumer threads that hold
+// acc + part (128 registers each). cp.async keeps LoadStages - 1 tiles in flight with no
+// registers, at the price of 64 KB more shared-memory traffic per k-tile
+// (docs/notes/split_gemm.md, "v3").
+//
+// The two consumer warpgroups each wait for their own wgmma (one `part` accumulator) and
+// promote while the other warpgroup's wgmma runs, so the tensor cores see back-to-back
+// work from alternating warpgroups without a second `part` (which would not fit: acc +
+// 2 parts = 192 registers).
+//
+// Shared with split_gemm_sm90.cuh (included, unchanged): Params, tile decode and
+// rasterisation, the fp32 stage layout and cp.async wrapper, split8, tile_exponent/pow2, store_out, the split-K plan,
+// workspace layout and reduce kernel (the consumer fragment mapping is the base kernel's
+// 256-thread TiledMma, so its partial tiles are bit-compatible with split_gemm_reduce),
+// and can_implement's requirements.
+#pragma once
+
+#include "split_gemm_sm90.cuh"
+
+namespace fact::split_gemm::ws {
+
+template <int TileM_, int TileN_, int TileK_, int Terms_, bool ARowMajor_, bool BRowMajor_,
+          int Epilogue_, int Stages_, int Format_ = PartsBf16>
+struct Config {
+  // The base kernel's configuration with the same tile, terms, layouts, epilogue and part
+  // format: its TiledMma (2 warpgroups = the consumers), plan and reduce kernel are reused.
+  // Its Stages argument (3) only satisfies its own asserts; nothing here uses its smem plan.
+  using Base = split_gemm::Config<TileM_, TileN_, TileK_, Terms_, ARowMajor_, BRowMajor_, Epilogue_, 3, Format_>;
+  static constexpr int TileM = TileM_;
+  static constexpr int TileN = TileN_;
+  static constexpr int TileK = TileK_;
+  static constexpr int Terms = Terms_;
+  static constexpr bool ARowMajor = ARowMajor_;
+  static constexpr bool BRowMajor = BRowMajor_;
+  static constexpr int Epilogue = Epilogue_;
+  static constexpr int Stages = Stages_;  // 16-bit part ring depth (producer -> consumers)
+  static constexpr int Format = Format_;
+  static constexpr int Parts = Base::Parts;
+  static constexpr int ProducerThreads = 128;
+  static constexpr int ConsumerThreads = Base::Threads;  // 256
+  static constexpr int Threads = ProducerThreads + ConsumerThreads;
+
+  static_assert(TileM == 128, "the warp-specialized kernel has two consumer warpgroups: TileM = 128");
+  static_assert(Stages >= 2 && Stages <= 8, "Stages (part ring) must be 2..8");
+
+  static constexpr int StageFloats = (TileM + TileN) * TileK;
+  static constexpr size_t Fp32StageBytes = size_t(StageFloats) * 4;
+  static constexpr size_t PartStageBytes = size_t(Parts) * (TileM + TileN) * TileK * 2;
+  // fp32 ring depth: 3 (two tiles in flight behind the one being converted) where it
+  // fits, else 2.
+  static constexpr int LoadStages =
+      Stages * PartStageBytes + 3 * Fp32StageBytes + 2048 <= 227 * 1024 ? 3 : 2;
+  // Part ring, fp32 ring, per-warp maxima [2][4], exponents int2[Stages], mbarriers
+  // full[Stages] + empty[Stages], + alignment slack.
+  static constexpr size_t SmemBytes = Stages * PartStageBytes + LoadStages * Fp32StageBytes + 2 * 4 * 4 +
+                                      Stages * 8 + 2 * Stages * 8 + 1024;
+  static_assert(SmemBytes <= 227 * 1024, "shared memory over the sm90 limit: fewer Stages");
+};
+
+namespace detail {
+
+using namespace cute;
+using split_gemm::detail::Params;
+
+// Reads this thread's 8-wide units of one operand stage of the fp32 ring (the layout
+// TileLoader writes) into registers: unit u = tid + i * Threads is 8 consecutive k of
+// row r. Same unit mapping as split_gemm::detail::convert_tile, so the part stores below
+// keep its bank-conflict-free pattern.
+template <int Rows, int TileK, int Threads, bool KContig>
+struct Units {
+  static constexpr int N = Rows * TileK / 8 / Threads;
+  static_assert(Rows * TileK / 8 % Threads == 0, "tile does not divide among producer threads");
+  __device__ __forceinline__ static void coords(int u, int& r, int& kc) {
+    if constexpr (KContig) {
+      r = u / (TileK / 8);
+      kc = u % (TileK / 8);
+    } else {
+      r = u % Rows;
+      kc = u / Rows;
+    }
+  }
+  __device__ __forceinline__ static void read(const float* stage, float (&v)[N][8], int tid) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+      int r, kc;
+      coords(tid + i * Threads, r, kc);
+      if constexpr (KContig) {
+        const float4* row = reinterpret_cast<const float4*>(stage + r * TileK);
+        float4 x0 = row[(2 * kc) ^ (r & 7)];
+        float4 x1 = row[(2 * kc + 1) ^ (r & 7)];
+        v[i][0] = x0.x; v[i][1] = x0.y; v[i][2] = x0.z; v[i][3] = x0.w;
+        v[i][4] = x1.x; v[i][5] = x1.y; v[i][6] = x1.z; v[i][7] = x1.w;
+      } else {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) v[i][j] = stage[(8 * kc + j) * Rows + r];
+      }
+    }
+  }
+  __device__ __forceinline__ static float absmax(const float (&v)[N][8]) {
+    float m = 0.f;  // NaN is ignored by fmaxf and still propagates through the parts
+#pragma unroll
+    for (int i = 0; i < N; ++i)
+#pragma unroll
+      for (int j = 0; j < 8; ++j) m = fmaxf(m, fabsf(v[i][j]));
+    return m;
+  }
+  // Splits the units into Parts 16-bit vectors and stores part p at mode-2 index
+  // slot + p of `layout` (K-major, GMMA-swizzled; buffers 1024-byte aligned, so the
+  // position-independent form of the swizzle gives the hardware's placement). Slot q of
+  // the layout starts Rows * TileK elements after slot q - 1, a multiple of the swizzle's
+  // 512-byte period, so an element's offset is its slot-0 offset + q * Rows * TileK (the
+  // slot-0 offsets depend only on tid and stay in registers across k-tiles).
+  template <int Parts, bool Fp16, class Elem, class SmemLayout>
+  __device__ __forceinline__ static void store(const float (&v)[N][8], Elem* buf, SmemLayout layout, int slot,
+                                               float scale, int tid) {
+    static_assert(Rows * TileK * sizeof(Elem) % 512 == 0, "slot stride must be a multiple of the swizzle period");
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+      int r, kc;
+      coords(tid + i * Threads, r, kc);
+      uint4 parts[Parts];
+      split_gemm::detail::split8<Parts, Fp16>(v[i], scale, parts);
+      const int off0 = cute::as_position_independent_swizzle_layout(layout)(r, 8 * kc, 0);
+#pragma unroll
+      for (int p = 0; p < Parts; ++p)
+        *reinterpret_cast<uint4*>(buf + off0 + (slot + p) * (Rows * TileK)) = parts[p];
+    }
+  }
+};
+
+// cp.async copies of one operand tile (Rows x TileK of the logical (mn, k) operand) into
+// an fp32 stage, in split_gemm::detail::TileLoader's smem layout (KContig: [mn][TileK] with
+// 16-byte chunk c of row r at c ^ (r & 7); else [TileK][Rows]). Differs from it in cost
+// only: a chunk whose row lies outside the problem reads from row mn0 (inside, as the
+// tile exists) with source size 0, so for a k-tile that lies wholly inside the problem
+// every address is valid and the copy needs no k compare and no select (the common
+// path: ~4 instructions per copy instead of ~10).
+template <int Rows, int TileK, int Threads, bool KContig>
+struct StageLoader {
+  static constexpr int PerThread = Rows * TileK / 4 / Threads;
+  static_assert(Rows * TileK / 4 % Threads == 0 && PerThread <= 32, "tile does not divide among threads");
+  const float* src[PerThread];  // the chunk's first element in k-tile 0 (row-clamped)
+  uint32_t dst[PerThread];      // byte offset in the stage
+  uint32_t row_ok = 0;          // bit i: chunk i's row (KContig) / columns (else) inside
+  int64_t step;                 // elements between consecutive k-tiles
+  int tid;
+
+  __device__ __forceinline__ static void chunk(int i, int tid, int& r, int& ch) {
+    const int c = tid + i * Threads;
+    r = KContig ? c / (TileK / 4) : c / (Rows / 4);  // KContig: row; else: k within the tile
+    ch = KContig ? c % (TileK / 4) : c % (Rows / 4);
+  }
+
+  __device__ __forceinline__ StageLoader(const float* base, int64_t ld, int64_t mn0, int64_t mn_extent,
+                                         int64_t k_first, int tid_)
+      : tid(tid_) {
+#pragma unroll
+    for (int i = 0; i < PerThread; ++i) {
+      int r, ch;
+      chunk(i, tid, r, ch);
+      const int64_t mn = KContig ? mn0 + r : mn0 + 4 * ch;
+      const bool ok = mn < mn_extent;
+      row_ok |= uint32_t(ok) << i;
+      if constexpr (KContig) {
+        src[i] = base + (ok ? mn : mn0) * ld + k_first + 4 * ch;
+        dst[i] = (r * TileK + (ch ^ (r & 7)) * 4) * 4;
+      } else {
+        src[i] = base + (k_first + r) * ld + (ok ? mn : mn0);
+        dst[i] = (r * Rows + ch * 4) * 4;
+      }
+    }
+    step = KContig ? TileK : TileK * ld;
+  }
+
+  // Copies k-tile `kt` (relative to k_first; k0 = its first absolute k).
+  __device__ __forceinline__ void load(float* stage, int kt, int64_t k0, int64_t k_extent) const {
+    const uint32_t sbase = static_cast<uint32_t>(__cvta_generic_to_shared(stage));
+    const int64_t off = kt * step;
+    if (k0 + TileK <= k_extent) {
+#pragma unroll
+      for (int i = 0; i < PerThread; ++i)
+        split_gemm::detail::cp_async_16(sbase + dst[i], src[i] + off, (row_ok >> i) & 1);
+    } else {  // the last k-tile of a K that is not a multiple of TileK
+#pragma unroll
+      for (int i = 0; i < PerThread; ++i) {
+        int r, ch;
+        chunk(i, tid, r, ch);
+        const bool pred = ((row_ok >> i) & 1) && k0 + (KContig ? 4 * ch : r) < k_extent;
+        split_gemm::detail::cp_async_16(sbase + dst[i], pred ? src[i] + off : src[i], pred);
+      }
+    }
+  }
+};
+
+__device__ __forceinline__ float warp_max(float m) {
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
+  return m;
+}
+
+// Named barrier 1 over the producer warpgroup only (barrier 0 is __syncthreads).
+__device__ __forceinline__ void producer_sync() { asm volatile("bar.sync 1, 128;\n" ::: "memory"); }
+
+// Converts one landed operand stage of the fp32 ring into its parts (producer warpgroup,
+// all 128 threads) and returns the tile exponent (0 for PartsBf16). Fp16: the tile max
+// goes through this operand's four per-warp `slots`, written after the previous
+// iteration's producer_sync and read after this call's.
+template <class U, int Parts, bool Fp16, class Elem, class SmemLayout>
+__device__ __forceinline__ int convert_operand(const float* stage, Elem* buf, SmemLayout layout, int slot,
+                                               float* slots, int tid) {
+  float v[U::N][8];
+  U::read(stage, v, tid);
+  int e = 0;
+  if constexpr (Fp16) {
+    const float m = warp_max(U::absmax(v));
+    if (tid % 32 == 0) slots[tid / 32] = m;
+    producer_sync();  // all four warps' maxima of this operand tile are in the slots
+    e = split_gemm::detail::tile_exponent(fmaxf(fmaxf(slots[0], slots[1]), fmaxf(slots[2], slots[3])));
+  }
+  U::template store<Parts, Fp16>(v, buf, layout, slot, split_gemm::detail::pow2(14 - e), tid);
+  return e;
+}
+
+template <class Cfg>
+__global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel_ws(const Params p) {
+  using Base = typename Cfg::Base;
+  using T = split_gemm::detail::Types<Base>;
+  using Elem = typename T::Bf16;
+  using split_gemm::detail::cp_async_commit;
+  using split_gemm::detail::cp_async_wait;
+  using Barrier = cutlass::arch::ClusterBarrier;
+  constexpr int TM = Cfg::TileM, TN = Cfg::TileN, TK = Cfg::TileK, S = Cfg::Stages, LS = Cfg::LoadStages;
+  constexpr int P = Cfg::Parts, NP = Cfg::ProducerThreads, NC = Cfg::ConsumerThreads;
+  constexpr bool F16 = Cfg::Format == PartsFp16Scaled;
+  constexpr bool AK = Cfg::ARowMajor;   // A is K-contiguous
+  constexpr bool BK = !Cfg::BRowMajor;  // B is K-contiguous
+
+  // Part ring: (rows, k, stage * P + part), K-major, 64B swizzle, the wgmma operands.
+  using LayoutA = decltype(tile_to_shape(GMMA::Layout_K_SW64_Atom<Elem>{},
+                                         make_shape(Int<TM>{}, Int<TK>{}, Int<S * P>{})));
+  using LayoutB = decltype(tile_to_shape(GMMA::Layout_K_SW64_Atom<Elem>{},
+                                         make_shape(Int<TN>{}, Int<TK>{}, Int<S * P>{})));
+
+  // Ownership: partA/partB stage s is written by the producer between empty[s] and
+  // full[s] and read by the consumers' wgmma between full[s] and empty[s]; the fp32
+  // ring, max slots and exponent writes belong to the producer; exps[s] follows partA.
+  // The 1024-byte alignment is applied by pointer arithmetic on smem_raw (not through an
+  // integer) so that the compiler keeps the shared state space: LDS/STS, 32-bit addresses.
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  const uint32_t misalign = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw)) & 1023u;
+  Elem* partA = reinterpret_cast<Elem*>(smem_raw + ((1024u - misalign) & 1023u));
+  Elem* partB = partA + S * P * TM * TK;
+  float* ring = reinterpret_cast<float*>(partB + S * P * TN * TK);
+  float* max_slots = ring + LS * Cfg::StageFloats;  // [A, B][producer warp]
+  int2* exps = reinterpret_cast<int2*>(max_slots + 8);
+  uint64_t* full = reinterpret_cast<uint64_t*>(exps + S);  // producer -> consumers, NP arrivals
+  uint64_t* empty = full + S;                              // consumers -> producer, NC arrivals
+
+  const int tid = threadIdx.x;
+  const split_gemm::detail::TileCoord tc = split_gemm::detail::decode(p);
+  const int64_t m0 = int64_t(tc.tm) * TM, n0 = int64_t(tc.tn) * TN;
+  const int kt_begin = static_cast<int>(int64_t(p.k_tiles) * tc.split / p.splits);
+  const int kt_end = static_cast<int>(int64_t(p.k_tiles) * (tc.split + 1) / p.splits);
+  const int nk = kt_end - kt_begin;
+
+  if (tid == 0) {
+#pragma unroll
+    for (int s = 0; s < S; ++s) {
+      Barrier::init(&full[s], NP);
+      Barrier::init(&empty[s], NC);
+    }
+    cutlass::arch::fence_barrier_init();
+  }
+  __syncthreads();  // the only CTA barrier: the mbarriers are initialised before any use
+
+  if (tid < NP) {
+    // ---------------- producer warpgroup ----------------
+    const float* A = p.a + tc.batch * p.batch_stride_a;
+    const float* B = p.b + tc.batch * p.batch_stride_b;
+    const int64_t k_first = int64_t(kt_begin) * TK;
+    const StageLoader<TM, TK, NP, AK> loadA(A, p.ld_a, m0, p.m, k_first, tid);
+    const StageLoader<TN, TK, NP, BK> loadB(B, p.ld_b, n0, p.n, k_first, tid);
+    auto stageA = [&](int ls) { return ring + ls * Cfg::StageFloats; };
+    auto stageB = [&](int ls) { return ring + ls * Cfg::StageFloats + TM * TK; };
+    auto issue_load = [&](int kt) {
+      if (kt < nk) {
+        const int64_t k0 = k_first + int64_t(kt) * TK;
+        loadA.load(stageA(kt % LS), kt, k0, p.k);
+        loadB.load(stageB(kt % LS), kt, k0, p.k);
+      }
+      cp_async_commit();  // empty groups keep the wait counts uniform
+    };
+    using UA = Units<TM, TK, NP, AK>;
+    using UB = Units<TN, TK, NP, BK>;
+    LayoutA sLA;
+    LayoutB sLB;
+
+#pragma unroll
+    for (int kt = 0; kt < LS - 1; ++kt) issue_load(kt);
+    for (int kt = 0; kt < nk; ++kt) {
+      cp_async_wait<LS - 2>();  // this thread's copies of tile kt
+      // Makes every producer thread's copies of tile kt visible, and orders every
+      // thread's reads of stage (kt-1) % LS (previous iteration) before the refill below
+      // and its max-slot reads (previous iteration) before this iteration's slot writes.
+      producer_sync();
+      issue_load(kt + LS - 1);  // into stage (kt - 1) % LS
+
+      const int s = kt % S;
+      // Part stage s is free once both consumer warpgroups' wgmma on tile kt - S
+      // completed (phase parity starts at 1: a fresh barrier passes it).
+      Barrier::wait(&empty[s], ((kt / S) & 1) ^ 1);
+      // A, then B: only one operand's units are live at a time (32 registers).
+      const int eA = convert_operand<UA, P, F16>(stageA(kt % LS), partA, sLA, s * P, max_slots, tid);
+      const int eB = convert_operand<UB, P, F16>(stageB(kt % LS), partB, sLB, s * P, max_slots + 4, tid);
+      if (tid == 0) exps[s] = make_int2(eA, eB);
+      // The part stores are generic-proxy writes that wgmma reads through the async proxy:
+      // each writer fences its own stores before its release-arrive on full[s].
+      cutlass::arch::fence_view_async_shared();
+      Barrier::arrive(&full[s]);
+    }
+    cp_async_wait<0>();  // only empty groups can be pending; none may outlive the CTA
+    return;
+  }
+
+  // ---------------- consumer warpgroups ----------------
+  const int ctid = tid - NP;  // 0..255: the base kernel's MMA thread index
+  typename T::TiledMma mma;
+  auto thr = mma.get_slice(ctid);
+  Tensor sA = make_tensor(make_smem_ptr(partA), LayoutA{});
+  Tensor sB = make_tensor(make_smem_ptr(partB), LayoutB{});
+  Tensor tCsA = thr.partition_A(sA);  // (MMA, MMA_M, MMA_K, S*P)
+  Tensor tCsB = thr.partition_B(sB);  // (MMA, MMA_N, MMA_K, S*P)
+  Tensor tCrA = thr.make_fragment_A(tCsA);
+  Tensor tCrB = thr.make_fragment_B(tCsB);
+  Tensor acc = partition_fragment_C(mma, Shape<Int<TM>, Int<TN>>{});
+  Tensor part = partition_fragment_C(mma, Shape<Int<TM>, Int<TN>>{});
+  clear(acc);
+
+  for (int kt = 0; kt < nk; ++kt) {
+    const int s = kt % S;
+    Barrier::wait(&full[s], (kt / S) & 1);  // parts and exponents of tile kt are in stage s
+    const int2 e2 = exps[s];                // read before empty[s] lets the producer rewrite it
+    warpgroup_fence_operand(part);
+    warpgroup_arrive();
+    mma.accumulate_ = GMMA::ScaleOut::Zero;
+    // Smallest terms first; p_i * q_j for i + j <= Parts - 1.
+#pragma unroll
+    for (int order = P - 1; order >= 0; --order) {
+#pragma unroll
+      for (int i = 0; i <= order; ++i) {
+        const int j = order - i;
+#pragma unroll
+        for (int kb = 0; kb < size<2>(tCrA); ++kb) {
+          cute::gemm(mma, tCrA(_, _, kb, s * P + i), tCrB(_, _, kb, s * P + j), part);
+          mma.accumulate_ = GMMA::ScaleOut::One;
+        }
+      }
+    }
+    warpgroup_commit_batch();
+    warpgroup_wait<0>();
+    warpgroup_fence_operand(part);
+    // This thread's warp has finished reading stage s; the producer refills it after all
+    // NC consumer threads arrived.
+    Barrier::arrive(&empty[s]);
+    if constexpr (F16) {
+      // part is in units of 2^(sA + sB); the factor is uniform over the CTA.
+      const int e = e2.x + e2.y - 28;
+      if (e >= -126 && e <= 127) {
+        const float f = split_gemm::detail::pow2(e);
+#pragma unroll
+        for (int i = 0; i < size(acc); ++i) acc(i) = fmaf(part(i), f, acc(i));  // promotion
+      } else {
+#pragma unroll
+        for (int i = 0; i < size(acc); ++i) acc(i) += ldexpf(part(i), e);
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < size(acc); ++i) acc(i) += part(i);  // promotion to fp32
+    }
+  }
+
+  Tensor cC = make_identity_tensor(Shape<Int<TM>, Int<TN>>{});
+  Tensor tCcC = thr.partition_C(cC);
+  if (p.splits == 1) {
+#pragma unroll
+    for (int i = 0; i < size(acc); ++i) {
+      int64_t m = m0 + get<0>(tCcC(i)), n = n0 + get<1>(tCcC(i));
+      if (m < p.m && n < p.n) split_gemm::detail::store_out<Cfg::Epilogue>(p, tc.batch, m, n, acc(i));
+    }
+  } else {
+    // Same partial layout as the base kernel: split_gemm_reduce<Base> sums and stores it.
+    int64_t tile = int64_t(tc.tm) * p.tiles_n + tc.tn;
+    float* dst = p.partials +
+                 ((tc.batch * p.tiles_m * p.tiles_n + tile) * p.splits + tc.split) * int64_t(TM * TN);
+#pragma unroll
+    for (int i = 0; i < size(acc); ++i) dst[i * NC + ctid] = acc(i);
+  }
+}
+
+}  // namespace detail
+
+template <class Cfg>
+struct Operation {
+  using Base = typename Cfg::Base;
+
+  // Same requirements as the base kernel (cp.async of 16-byte chunks, the 32-bit tile grid).
+  static int can_implement(const FactGemmProblem& pr, std::string& why) {
+    return split_gemm::Operation<Base>::can_implement(pr, why);
+  }
+
+  static size_t workspace_size(const FactGemmProblem& pr) {
+    return split_gemm::detail::make_plan<Base>(pr).workspace;
+  }
+
+  static int run(const FactGemmProblem& pr, void* workspace, size_t workspace_bytes, cudaStream_t stream,
+                 std::string& why) {
+    split_gemm::detail::Plan pl = split_gemm::detail::make_plan<Base>(pr);
+    if (pl.workspace > workspace_bytes || (pl.workspace > 0 && workspace == nullptr)) {
+      why = "split_gemm_ws: workspace too small (" + std::to_string(workspace_bytes) + " < " +
+            std::to_string(pl.workspace) + " bytes)";
+      return 1;
+    }
+    split_gemm::detail::Params p{};
+    p.m = pr.m; p.n = pr.n; p.k = pr.k;
+    p.a = static_cast<const float*>(pr.a); p.ld_a = pr.ld_a; p.batch_stride_a = pr.batch_stride_a;
+    p.b = static_cast<const float*>(pr.b); p.ld_b = pr.ld_b; p.batch_stride_b = pr.batch_stride_b;
+    p.d = static_cast<float*>(pr.d); p.ld_d = pr.ld_d; p.batch_stride_d = pr.batch_stride_d;
+    p.e = static_cast<const float*>(pr.e); p.ld_e = pr.ld_e; p.batch_stride_e = pr.batch_stride_e;
+    p.alpha = pr.alpha; p.beta = pr.beta;
+    p.tiles_m = pl.tiles_m; p.tiles_n = pl.tiles_n; p.splits = pl.splits; p.k_tiles = pl.k_tiles;
+    p.partials = static_cast<float*>(workspace);
+
+    auto kernel = detail::split_gemm_kernel_ws<Cfg>;
+    cudaError_t st = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          static_cast<int>(Cfg::SmemBytes));
+    if (st != cudaSuccess) {
+      why = std::string("split_gemm_ws: cudaFuncSetAttribute: ") + cudaGetErrorString(st);
+      return static_cast<int>(st);
+    }
+    int64_t tiles = int64_t(pl.tiles_m) * pl.tiles_n * pr.batch;
+    int64_t blocks = tiles * pl.splits;
+    if (blocks > 0x7fffffff) {
+      why = "split_gemm_ws: grid too large";
+      return 1;
+    }
+    kernel<<<static_cast<unsigned>(blocks), Cfg::Threads, Cfg::SmemBytes, stream>>>(p);
+    st = cudaGetLastError();
+    if (st != cudaSuccess) {
+      why = std::string("split_gemm_ws: main kernel launch: ") + cudaGetErrorString(st);
+      return static_cast<int>(st);
+    }
+    if (pl.splits > 1) {
+      split_gemm::detail::split_gemm_reduce<Base>
+          <<<static_cast<unsigned>(tiles), Base::Threads, 0, stream>>>(p);
+      st = cudaGetLastError();
+      if (st != cudaSuccess) {
+        why = std::string("split_gemm_ws: reduce kernel launch: ") + cudaGetErrorString(st);
+        return static_cast<int>(st);
+      }
+    }
+    return 0;
+  }
+};
+
+}  // namespace fact::split_gemm::ws
