@@ -35,6 +35,7 @@ ws_f16_t3_rr_none|128,128,32,3,true,true,FACT_EPILOGUE_NONE,4,fact::split_gemm::
 ws_f16_t3_cc_c|128,128,32,3,false,false,FACT_EPILOGUE_C,4,fact::split_gemm::PartsFp16Scaled|--a col --b col --ep c --terms 3
 ws_f16_t3_rc_bias|128,128,32,3,true,false,FACT_EPILOGUE_BIAS,4,fact::split_gemm::PartsFp16Scaled|--a row --b col --ep bias --terms 3
 ws_f16_t3_cr_none|128,128,32,3,false,true,FACT_EPILOGUE_NONE,4,fact::split_gemm::PartsFp16Scaled|--a col --b row --ep none --terms 3
+ws_t6_rr_none|128,128,32,6,true,true,FACT_EPILOGUE_NONE,3|--a row --b row --ep none --terms 6
 "
 SMALL_SHAPES="--shape 1,200,136,100 --shape 3,132,260,520 --shape 2,36,20,4096 --shape 1,256,256,65536"
 BIG_SHAPES="--shape 1,4096,4096,4096 --shape 128,512,2048,1024 --shape 1,256,256,524288"
@@ -47,6 +48,8 @@ build() {
   "$NVCC" -std=c++17 -O2 -gencode=arch=compute_90a,code=sm_90a -I "$ROOT/include" \
     "$ROOT/tests/gpu/split_gemm_check.cu" -o "$DEV/split_gemm_check" -lcublas -ldl || return 1
   local pids=() line name cfg header ns
+  # A full build drops libraries of variants no longer in the table (device checks every .so's SASS).
+  [[ -z "${VARIANTS:-}" ]] && rm -rf "$DEV"/*.so "$DEV"/*.ptxas.txt "$DEV/src"/*.cu "$DEV/v1" "$DEV/v2"
   while IFS= read -r line; do
     [[ -z "$line" ]] && continue
     name="${line%%|*}"; cfg="${line#*|}"; cfg="${cfg%%|*}"

@@ -8,7 +8,7 @@
 //   WG0 (producer): cp.async fp32 tiles (zero-fill outside the problem) into a private
 //       LoadStages-deep fp32 ring; per k-tile: reads its 8-wide units of the landed stage
 //       into registers, PartsFp16Scaled: tile max |x| of A and of B over the producer
-//       warpgroup (shuffles + named barrier 1, never a CTA barrier), splits the units into
+//       warpgroup (REDUX + named barrier 1, never a CTA barrier), splits the units into
 //       16-bit parts and writes them K-major, GMMA 64B-swizzled, into part stage s of a
 //       Stages-deep ring, writes the stage's two exponents, arrives on full[s].
 //   WG1, WG2 (consumers, 64 rows each): wait full[s], Terms wgmmas into `part` (first
@@ -17,11 +17,12 @@
 //
 // Why an fp32 smem ring and not global -> registers: the tile exponent needs the whole
 // 128 x 32 operand tile before any of it can be converted, so a register path must hold
-// one tile (64 floats per producer thread) while the next one is in flight: 128 data
-// registers, beyond a producer's budget next to 2 x 128 consumer threads that hold
-// acc + part (128 registers each). cp.async keeps LoadStages - 1 tiles in flight with no
-// registers, at the price of 64 KB more shared-memory traffic per k-tile
-// (docs/notes/split_gemm.md, "v3").
+// the tile being converted while the next ones are in flight: 64-128 data registers per
+// producer thread, a setmaxnreg split (consumers hold acc + part = 128 registers) and a
+// k-loop unrolled by the register ring depth. cp.async keeps LoadStages - 1 tiles in
+// flight with no registers and reuses the verified fp32 stage layout, at the price of
+// 64 KB more shared-memory traffic per k-tile (docs/notes/split_gemm.md, "v3": the
+// predicted bound of this version, and the register path as its next step).
 //
 // The two consumer warpgroups each wait for their own wgmma (one `part` accumulator) and
 // promote while the other warpgroup's wgmma runs, so the tensor cores see back-to-back
@@ -29,10 +30,10 @@
 // 2 parts = 192 registers).
 //
 // Shared with split_gemm_sm90.cuh (included, unchanged): Params, tile decode and
-// rasterisation, the fp32 stage layout and cp.async wrapper, split8, tile_exponent/pow2, store_out, the split-K plan,
-// workspace layout and reduce kernel (the consumer fragment mapping is the base kernel's
-// 256-thread TiledMma, so its partial tiles are bit-compatible with split_gemm_reduce),
-// and can_implement's requirements.
+// rasterisation, the fp32 stage layout and cp.async wrapper, split8, tile_exponent, pow2,
+// store_out, the split-K plan, workspace layout and reduce kernel (the consumer fragment
+// mapping is the base kernel's 256-thread TiledMma, so its partial tiles are what
+// split_gemm_reduce expects), and can_implement's requirements.
 #pragma once
 
 #include "split_gemm_sm90.cuh"
@@ -83,7 +84,7 @@ using namespace cute;
 using split_gemm::detail::Params;
 
 // Reads this thread's 8-wide units of one operand stage of the fp32 ring (the layout
-// TileLoader writes) into registers: unit u = tid + i * Threads is 8 consecutive k of
+// StageLoader writes) into registers: unit u = tid + i * Threads is 8 consecutive k of
 // row r. Same unit mapping as split_gemm::detail::convert_tile, so the part stores below
 // keep its bank-conflict-free pattern.
 template <int Rows, int TileK, int Threads, bool KContig>
@@ -116,13 +117,25 @@ struct Units {
       }
     }
   }
+  // max |x| over this thread's units as a tree (depth log2(8N), not a serial chain of
+  // 8N dependent FMNMX). fmaxf ignores a NaN operand, so the result is NaN only if every
+  // input is; the final fmaxf(0, .) makes it 0 then. Never NaN (a NaN input still
+  // propagates through its parts).
   __device__ __forceinline__ static float absmax(const float (&v)[N][8]) {
-    float m = 0.f;  // NaN is ignored by fmaxf and still propagates through the parts
+    static_assert(N == 1 || N == 2 || N == 4 || N == 8, "unit count must be a power of two <= 8");
+    float m[N];
 #pragma unroll
     for (int i = 0; i < N; ++i)
+      m[i] = fmaxf(fmaxf(fmaxf(fabsf(v[i][0]), fabsf(v[i][1])), fmaxf(fabsf(v[i][2]), fabsf(v[i][3]))),
+                   fmaxf(fmaxf(fabsf(v[i][4]), fabsf(v[i][5])), fmaxf(fabsf(v[i][6]), fabsf(v[i][7]))));
+    if constexpr (N >= 8)
 #pragma unroll
-      for (int j = 0; j < 8; ++j) m = fmaxf(m, fabsf(v[i][j]));
-    return m;
+      for (int i = 0; i < 4; ++i) m[i] = fmaxf(m[i], m[i + 4]);
+    if constexpr (N >= 4)
+#pragma unroll
+      for (int i = 0; i < 2; ++i) m[i] = fmaxf(m[i], m[i + 2]);
+    if constexpr (N >= 2) m[0] = fmaxf(m[0], m[1]);
+    return fmaxf(0.f, m[0]);
   }
   // Splits the units into Parts 16-bit vectors and stores part p at mode-2 index
   // slot + p of `layout` (K-major, GMMA-swizzled; buffers 1024-byte aligned, so the
@@ -154,7 +167,7 @@ struct Units {
 // only: a chunk whose row lies outside the problem reads from row mn0 (inside, as the
 // tile exists) with source size 0, so for a k-tile that lies wholly inside the problem
 // every address is valid and the copy needs no k compare and no select (the common
-// path: ~4 instructions per copy instead of ~10).
+// path: ~6 SASS instructions per copy instead of ~10).
 template <int Rows, int TileK, int Threads, bool KContig>
 struct StageLoader {
   static constexpr int PerThread = Rows * TileK / 4 / Threads;
@@ -165,8 +178,8 @@ struct StageLoader {
   int64_t step;                 // elements between consecutive k-tiles
   int tid;
 
-  __device__ __forceinline__ static void chunk(int i, int tid, int& r, int& ch) {
-    const int c = tid + i * Threads;
+  __device__ __forceinline__ static void chunk(int i, int thread, int& r, int& ch) {
+    const int c = thread + i * Threads;
     r = KContig ? c / (TileK / 4) : c / (Rows / 4);  // KContig: row; else: k within the tile
     ch = KContig ? c % (TileK / 4) : c % (Rows / 4);
   }
@@ -212,10 +225,10 @@ struct StageLoader {
   }
 };
 
+// Warp max of non-negative, non-NaN floats: their bit patterns order as unsigned
+// integers, so one REDUX replaces five shuffle + max steps.
 __device__ __forceinline__ float warp_max(float m) {
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
-  return m;
+  return __uint_as_float(__reduce_max_sync(0xffffffffu, __float_as_uint(m)));
 }
 
 // Named barrier 1 over the producer warpgroup only (barrier 0 is __syncthreads).
@@ -223,8 +236,8 @@ __device__ __forceinline__ void producer_sync() { asm volatile("bar.sync 1, 128;
 
 // Converts one landed operand stage of the fp32 ring into its parts (producer warpgroup,
 // all 128 threads) and returns the tile exponent (0 for PartsBf16). Fp16: the tile max
-// goes through this operand's four per-warp `slots`, written after the previous
-// iteration's producer_sync and read after this call's.
+// goes through this operand's four per-warp `slots`; the k-loop's first producer_sync
+// orders their reads for tile kt - 1 before their writes for tile kt.
 template <class U, int Parts, bool Fp16, class Elem, class SmemLayout>
 __device__ __forceinline__ int convert_operand(const float* stage, Elem* buf, SmemLayout layout, int slot,
                                                float* slots, int tid) {
@@ -263,7 +276,7 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel_ws(const Pa
 
   // Ownership: partA/partB stage s is written by the producer between empty[s] and
   // full[s] and read by the consumers' wgmma between full[s] and empty[s]; the fp32
-  // ring, max slots and exponent writes belong to the producer; exps[s] follows partA.
+  // ring and max slots belong to the producer; exps[s] has part stage s's ownership.
   // The 1024-byte alignment is applied by pointer arithmetic on smem_raw (not through an
   // integer) so that the compiler keeps the shared state space: LDS/STS, 32-bit addresses.
   extern __shared__ __align__(1024) unsigned char smem_raw[];

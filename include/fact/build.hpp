@@ -39,9 +39,10 @@ std::vector<std::string> nvcc_flags(KernelArch family, const std::string& target
 std::vector<std::string> nvcc_command(const Toolchain& tc, const std::vector<std::string>& flags,
                                       const std::string& source_path, const std::string& output_path);
 
-// xxh3-128 (hex) over the contents of every templates/*.cuh and
-// include/fact/kernel_abi.h under `source_dir`, in name order.
-std::string templates_digest(const std::string& source_dir);
+// xxh3-128 (hex) over the FACT headers `source` reaches through quoted
+// #includes, transitively (templates/, then include/ under `source_dir`), with
+// their paths: editing a template recompiles only the kernels that include it.
+std::string templates_digest(const std::string& source_dir, const std::string& source);
 
 // Cache key: xxh3-128 hex of (CUTLASS commit, nvcc --version, flags, generated
 // source, templates digest). Any change to one of them changes the key.

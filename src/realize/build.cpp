@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -132,15 +133,43 @@ std::vector<std::string> nvcc_command(const Toolchain& tc, const std::vector<std
   return argv;
 }
 
-std::string templates_digest(const std::string& source_dir) {
-  std::vector<fs::path> files;
-  std::error_code ec;
-  for (const auto& entry : fs::directory_iterator(fs::path(source_dir) / "templates", ec))
-    if (entry.is_regular_file() && entry.path().extension() == ".cuh") files.push_back(entry.path());
-  std::sort(files.begin(), files.end());
-  files.push_back(fs::path(source_dir) / "include" / "fact" / "kernel_abi.h");
+std::string templates_digest(const std::string& source_dir, const std::string& source) {
+  // The FACT headers the source reaches through quoted #includes, transitively:
+  // templates/ first, then include/ (a quoted include found in neither, such as an
+  // example header of CUTLASS, is covered by the CUTLASS commit in the key).
+  const fs::path roots[] = {fs::path(source_dir) / "templates", fs::path(source_dir) / "include"};
+  std::set<fs::path> reached;
+  std::vector<std::string> pending{source};
+  while (!pending.empty()) {
+    std::istringstream text(std::move(pending.back()));
+    pending.pop_back();
+    std::string line;
+    while (std::getline(text, line)) {
+      const size_t hash = line.find_first_not_of(" \t");
+      if (hash == std::string::npos || line[hash] != '#') continue;
+      const size_t inc = line.find("include", hash + 1);
+      const size_t open = line.find('"', hash + 1);
+      if (inc == std::string::npos || open == std::string::npos || open < inc) continue;
+      if (line.find_first_not_of(" \t", hash + 1) != inc) continue;
+      const size_t close = line.find('"', open + 1);
+      if (close == std::string::npos) continue;
+      const std::string name = line.substr(open + 1, close - open - 1);
+      for (const fs::path& root : roots) {
+        std::error_code ec;
+        const fs::path file = root / name;
+        if (!fs::is_regular_file(file, ec)) continue;
+        if (reached.insert(file.lexically_normal()).second) {
+          std::ifstream in(file, std::ios::binary);
+          std::ostringstream body;
+          body << in.rdbuf();
+          pending.push_back(body.str());
+        }
+        break;
+      }
+    }
+  }
   ContentHash digest;
-  for (const auto& f : files) digest.add_file(f.string());
+  for (const auto& f : reached) digest.add(f.lexically_relative(source_dir).generic_string()).add_file(f.string());
   return digest.hex();
 }
 
@@ -244,7 +273,6 @@ std::vector<CompileResult> compile_all(const Toolchain& tc, const std::string& c
                                        const CompileProgress& progress) {
   std::vector<CompileResult> results(jobs_in.size());
   if (jobs_in.empty()) return results;
-  const std::string digest = templates_digest(tc.source_dir);
   if (jobs <= 0) jobs = env::jobs();
   jobs = std::max(1, std::min<int>(jobs, static_cast<int>(jobs_in.size())));
   std::atomic<size_t> next{0};
@@ -254,7 +282,7 @@ std::vector<CompileResult> compile_all(const Toolchain& tc, const std::string& c
     for (;;) {
       const size_t i = next++;
       if (i >= jobs_in.size()) return;
-      CompileResult r = compile_one(tc, cache_root, jobs_in[i], digest);
+      CompileResult r = compile_one(tc, cache_root, jobs_in[i], templates_digest(tc.source_dir, jobs_in[i].source));
       std::lock_guard<std::mutex> lock(mutex);
       results[i] = r;
       ++finished;

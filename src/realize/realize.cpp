@@ -183,7 +183,8 @@ void adopt_cached_winner(PatternWork& w, const Registry& registry, double tolera
   std::optional<Candidate> c = winner_candidate(w, *winner, tolerance);
   if (!c) return;
   const std::string key =
-      kernel_cache_key(tc.cutlass_commit, tc.nvcc_version, c->flags, c->source, templates_digest(tc.source_dir));
+      kernel_cache_key(tc.cutlass_commit, tc.nvcc_version, c->flags, c->source,
+                       templates_digest(tc.source_dir, c->source));
   if (!fs::exists(cached_library_path(cache_root, key, c->name))) return;
   w.candidates.push_back(std::move(*c));
   w.from_registry = true;

@@ -64,23 +64,30 @@ TEST(Build, CacheKeyIsStableAndSensitiveToEveryInput) {
   EXPECT_NE(kernel_cache_key("c1", "nvcc", flags, "ab", "c"), kernel_cache_key("c1", "nvcc", flags, "a", "bc"));
 }
 
-TEST(Build, TemplatesDigestTracksTemplateContents) {
+TEST(Build, TemplatesDigestTracksTheHeadersTheSourceIncludes) {
   TempDir t;
-  write(t.path / "templates" / "a.cuh", "// a\n");
+  write(t.path / "templates" / "a.cuh", "// a\n#include \"fact/kernel_abi.h\"\n#include <cute/tensor.hpp>\n");
+  write(t.path / "templates" / "b.cuh", "// b\n");
   write(t.path / "templates" / "notes.txt", "ignored\n");
   write(t.path / "include" / "fact" / "kernel_abi.h", "// abi\n");
-  const std::string d1 = templates_digest(t.path.string());
-  EXPECT_EQ(d1, templates_digest(t.path.string()));
+  const std::string source = "#include \"a.cuh\"\n  #  include \"kernel_forward.h\"  // a CUTLASS example header\n";
+  const std::string d1 = templates_digest(t.path.string(), source);
+  EXPECT_EQ(d1, templates_digest(t.path.string(), source));
+  write(t.path / "templates" / "b.cuh", "// b, edited: a.cuh does not include it\n");
   write(t.path / "templates" / "notes.txt", "still ignored\n");
-  EXPECT_EQ(d1, templates_digest(t.path.string()));
-  write(t.path / "templates" / "a.cuh", "// a, edited\n");
-  const std::string d2 = templates_digest(t.path.string());
+  EXPECT_EQ(d1, templates_digest(t.path.string(), source));
+  write(t.path / "templates" / "a.cuh", "// a, edited\n#include \"fact/kernel_abi.h\"\n");
+  const std::string d2 = templates_digest(t.path.string(), source);
   EXPECT_NE(d1, d2);
-  write(t.path / "templates" / "b.cuh", "// new template\n");
-  const std::string d3 = templates_digest(t.path.string());
+  write(t.path / "include" / "fact" / "kernel_abi.h", "// abi v2 (reached through a.cuh)\n");
+  const std::string d3 = templates_digest(t.path.string(), source);
   EXPECT_NE(d2, d3);
-  write(t.path / "include" / "fact" / "kernel_abi.h", "// abi v2\n");
-  EXPECT_NE(d3, templates_digest(t.path.string()));
+  // A source that includes b.cuh instead sees b's edits.
+  const std::string other = "#include \"b.cuh\"\n";
+  const std::string b1 = templates_digest(t.path.string(), other);
+  write(t.path / "templates" / "b.cuh", "// b, edited again\n");
+  EXPECT_NE(b1, templates_digest(t.path.string(), other));
+  EXPECT_EQ(d3, templates_digest(t.path.string(), source));
 }
 
 TEST(Build, FlagsPerFamily) {
