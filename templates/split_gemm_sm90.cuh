@@ -573,6 +573,59 @@ Plan make_plan(const FactGemmProblem& pr) {
   return pl;
 }
 
+// Host side shared by the split kernels (this one and split_gemm_ws_sm90.cuh):
+// Cfg's plan (tiles, split-K, workspace), the kernel parameters, the launch of
+// `kernel` (one CTA of `threads` threads per tile and split, `smem_bytes` of
+// dynamic shared memory) and, with split-K, the deterministic reduction.
+// `tag` names the kernel in error messages.
+template <class Cfg>
+int launch(const FactGemmProblem& pr, void* workspace, size_t workspace_bytes, cudaStream_t stream, std::string& why,
+           void (*kernel)(Params), int threads, size_t smem_bytes, const char* tag) {
+  Plan pl = make_plan<Cfg>(pr);
+  if (pl.workspace > workspace_bytes || (pl.workspace > 0 && workspace == nullptr)) {
+    why = std::string(tag) + ": workspace too small (" + std::to_string(workspace_bytes) + " < " +
+          std::to_string(pl.workspace) + " bytes)";
+    return 1;
+  }
+  Params p{};
+  p.m = pr.m; p.n = pr.n; p.k = pr.k;
+  p.a = static_cast<const float*>(pr.a); p.ld_a = pr.ld_a; p.batch_stride_a = pr.batch_stride_a;
+  p.b = static_cast<const float*>(pr.b); p.ld_b = pr.ld_b; p.batch_stride_b = pr.batch_stride_b;
+  p.d = static_cast<float*>(pr.d); p.ld_d = pr.ld_d; p.batch_stride_d = pr.batch_stride_d;
+  p.e = static_cast<const float*>(pr.e); p.ld_e = pr.ld_e; p.batch_stride_e = pr.batch_stride_e;
+  p.alpha = pr.alpha; p.beta = pr.beta;
+  p.tiles_m = pl.tiles_m; p.tiles_n = pl.tiles_n; p.splits = pl.splits; p.k_tiles = pl.k_tiles;
+  p.partials = static_cast<float*>(workspace);
+
+  cudaError_t st = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        static_cast<int>(smem_bytes));
+  if (st != cudaSuccess) {
+    why = std::string(tag) + ": cudaFuncSetAttribute: " + cudaGetErrorString(st);
+    return static_cast<int>(st);
+  }
+  int64_t tiles = int64_t(pl.tiles_m) * pl.tiles_n * pr.batch;
+  int64_t blocks = tiles * pl.splits;
+  if (blocks > 0x7fffffff) {
+    why = std::string(tag) + ": grid too large";
+    return 1;
+  }
+  kernel<<<static_cast<unsigned>(blocks), threads, smem_bytes, stream>>>(p);
+  st = cudaGetLastError();
+  if (st != cudaSuccess) {
+    why = std::string(tag) + ": main kernel launch: " + cudaGetErrorString(st);
+    return static_cast<int>(st);
+  }
+  if (pl.splits > 1) {
+    split_gemm_reduce<Cfg><<<static_cast<unsigned>(tiles), Cfg::Threads, 0, stream>>>(p);
+    st = cudaGetLastError();
+    if (st != cudaSuccess) {
+      why = std::string(tag) + ": reduce kernel launch: " + cudaGetErrorString(st);
+      return static_cast<int>(st);
+    }
+  }
+  return 0;
+}
+
 }  // namespace detail
 
 template <class Cfg>
@@ -610,50 +663,8 @@ struct Operation {
 
   static int run(const FactGemmProblem& pr, void* workspace, size_t workspace_bytes, cudaStream_t stream,
                  std::string& why) {
-    detail::Plan pl = detail::make_plan<Cfg>(pr);
-    if (pl.workspace > workspace_bytes || (pl.workspace > 0 && workspace == nullptr)) {
-      why = "split_gemm: workspace too small (" + std::to_string(workspace_bytes) + " < " +
-            std::to_string(pl.workspace) + " bytes)";
-      return 1;
-    }
-    detail::Params p{};
-    p.m = pr.m; p.n = pr.n; p.k = pr.k;
-    p.a = static_cast<const float*>(pr.a); p.ld_a = pr.ld_a; p.batch_stride_a = pr.batch_stride_a;
-    p.b = static_cast<const float*>(pr.b); p.ld_b = pr.ld_b; p.batch_stride_b = pr.batch_stride_b;
-    p.d = static_cast<float*>(pr.d); p.ld_d = pr.ld_d; p.batch_stride_d = pr.batch_stride_d;
-    p.e = static_cast<const float*>(pr.e); p.ld_e = pr.ld_e; p.batch_stride_e = pr.batch_stride_e;
-    p.alpha = pr.alpha; p.beta = pr.beta;
-    p.tiles_m = pl.tiles_m; p.tiles_n = pl.tiles_n; p.splits = pl.splits; p.k_tiles = pl.k_tiles;
-    p.partials = static_cast<float*>(workspace);
-
-    auto kernel = detail::split_gemm_kernel<Cfg>;
-    cudaError_t st = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          static_cast<int>(Cfg::SmemBytes));
-    if (st != cudaSuccess) {
-      why = std::string("split_gemm: cudaFuncSetAttribute: ") + cudaGetErrorString(st);
-      return static_cast<int>(st);
-    }
-    int64_t tiles = int64_t(pl.tiles_m) * pl.tiles_n * pr.batch;
-    int64_t blocks = tiles * pl.splits;
-    if (blocks > 0x7fffffff) {
-      why = "split_gemm: grid too large";
-      return 1;
-    }
-    kernel<<<static_cast<unsigned>(blocks), Cfg::Threads, Cfg::SmemBytes, stream>>>(p);
-    st = cudaGetLastError();
-    if (st != cudaSuccess) {
-      why = std::string("split_gemm: main kernel launch: ") + cudaGetErrorString(st);
-      return static_cast<int>(st);
-    }
-    if (pl.splits > 1) {
-      detail::split_gemm_reduce<Cfg><<<static_cast<unsigned>(tiles), Cfg::Threads, 0, stream>>>(p);
-      st = cudaGetLastError();
-      if (st != cudaSuccess) {
-        why = std::string("split_gemm: reduce kernel launch: ") + cudaGetErrorString(st);
-        return static_cast<int>(st);
-      }
-    }
-    return 0;
+    return detail::launch<Cfg>(pr, workspace, workspace_bytes, stream, why, detail::split_gemm_kernel<Cfg>,
+                               Cfg::Threads, Cfg::SmemBytes, "split_gemm");
   }
 };
 

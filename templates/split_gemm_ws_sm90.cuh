@@ -447,51 +447,11 @@ struct Operation {
 
   static int run(const FactGemmProblem& pr, void* workspace, size_t workspace_bytes, cudaStream_t stream,
                  std::string& why) {
-    split_gemm::detail::Plan pl = split_gemm::detail::make_plan<Base>(pr);
-    if (pl.workspace > workspace_bytes || (pl.workspace > 0 && workspace == nullptr)) {
-      why = "split_gemm_ws: workspace too small (" + std::to_string(workspace_bytes) + " < " +
-            std::to_string(pl.workspace) + " bytes)";
-      return 1;
-    }
-    split_gemm::detail::Params p{};
-    p.m = pr.m; p.n = pr.n; p.k = pr.k;
-    p.a = static_cast<const float*>(pr.a); p.ld_a = pr.ld_a; p.batch_stride_a = pr.batch_stride_a;
-    p.b = static_cast<const float*>(pr.b); p.ld_b = pr.ld_b; p.batch_stride_b = pr.batch_stride_b;
-    p.d = static_cast<float*>(pr.d); p.ld_d = pr.ld_d; p.batch_stride_d = pr.batch_stride_d;
-    p.e = static_cast<const float*>(pr.e); p.ld_e = pr.ld_e; p.batch_stride_e = pr.batch_stride_e;
-    p.alpha = pr.alpha; p.beta = pr.beta;
-    p.tiles_m = pl.tiles_m; p.tiles_n = pl.tiles_n; p.splits = pl.splits; p.k_tiles = pl.k_tiles;
-    p.partials = static_cast<float*>(workspace);
-
-    auto kernel = detail::split_gemm_kernel_ws<Cfg>;
-    cudaError_t st = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          static_cast<int>(Cfg::SmemBytes));
-    if (st != cudaSuccess) {
-      why = std::string("split_gemm_ws: cudaFuncSetAttribute: ") + cudaGetErrorString(st);
-      return static_cast<int>(st);
-    }
-    int64_t tiles = int64_t(pl.tiles_m) * pl.tiles_n * pr.batch;
-    int64_t blocks = tiles * pl.splits;
-    if (blocks > 0x7fffffff) {
-      why = "split_gemm_ws: grid too large";
-      return 1;
-    }
-    kernel<<<static_cast<unsigned>(blocks), Cfg::Threads, Cfg::SmemBytes, stream>>>(p);
-    st = cudaGetLastError();
-    if (st != cudaSuccess) {
-      why = std::string("split_gemm_ws: main kernel launch: ") + cudaGetErrorString(st);
-      return static_cast<int>(st);
-    }
-    if (pl.splits > 1) {
-      split_gemm::detail::split_gemm_reduce<Base>
-          <<<static_cast<unsigned>(tiles), Base::Threads, 0, stream>>>(p);
-      st = cudaGetLastError();
-      if (st != cudaSuccess) {
-        why = std::string("split_gemm_ws: reduce kernel launch: ") + cudaGetErrorString(st);
-        return static_cast<int>(st);
-      }
-    }
-    return 0;
+    // Plan, split-K reduction and parameters are the base kernel's: the consumers
+    // write partials in its layout.
+    return split_gemm::detail::launch<Base>(pr, workspace, workspace_bytes, stream, why,
+                                            detail::split_gemm_kernel_ws<Cfg>, Cfg::Threads, Cfg::SmemBytes,
+                                            "split_gemm_ws");
   }
 };
 
