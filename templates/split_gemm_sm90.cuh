@@ -265,6 +265,48 @@ __device__ __forceinline__ float pow2(int e) {  // e in [-126, 127]
   return __int_as_float((e + 127) << 23);
 }
 
+// Issues the part products p_i * q_j (i + j <= P - 1), smallest terms first, of
+// the k-tile whose parts sit at smem slots slot*P .. slot*P + P - 1, into `part`
+// (the first product overwrites it). The caller fences, arrives and commits.
+template <int P, class Mma, class FragA, class FragB, class Acc>
+__device__ __forceinline__ void issue_part_products(Mma& mma, FragA& tCrA, FragB& tCrB, Acc& part, int slot) {
+  mma.accumulate_ = GMMA::ScaleOut::Zero;
+#pragma unroll
+  for (int order = P - 1; order >= 0; --order) {
+#pragma unroll
+    for (int i = 0; i <= order; ++i) {
+      const int j = order - i;
+#pragma unroll
+      for (int kb = 0; kb < size<2>(tCrA); ++kb) {
+        cute::gemm(mma, tCrA(_, _, kb, slot * P + i), tCrB(_, _, kb, slot * P + j), part);
+        mma.accumulate_ = GMMA::ScaleOut::One;
+      }
+    }
+  }
+}
+
+// Promotion of one k-tile's tensor-core sum into the fp32 accumulator. Scaled
+// fp16 parts are in units of 2^(eA + eB - 28) (the exponents are uniform over the
+// CTA); bf16 parts are plain.
+template <bool F16, class Acc>
+__device__ __forceinline__ void promote(Acc& acc, const Acc& part, int eA, int eB) {
+  if constexpr (F16) {
+    const int e = eA + eB - 28;
+    if (e >= -126 && e <= 127) {
+      const float f = pow2(e);
+#pragma unroll
+      for (int i = 0; i < size(acc); ++i) acc(i) = fmaf(part(i), f, acc(i));
+    } else {
+#pragma unroll
+      for (int i = 0; i < size(acc); ++i) acc(i) += ldexpf(part(i), e);
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < size(acc); ++i) acc(i) += part(i);
+  }
+}
+
+
 // Converts one fp32 operand stage into the bf16 part buffers `buf` (K-major,
 // swizzled by `layout`, parts at mode-2 index buf_base + p).
 template <int Rows, int TileK, int Threads, int Parts, bool KContig, bool Fp16, class Elem, class SmemLayout>
@@ -340,6 +382,27 @@ __device__ __forceinline__ TileCoord decode(const Params& p) {
   c.tm = first_m + in_group % rows_in_group;
   c.tn = in_group / rows_in_group;
   return c;
+}
+
+// Writes a CTA's fp32 output tile: through the epilogue when K is not split, else
+// as this split's partial (fragment order: element i of thread t at i * threads + t,
+// the layout split_gemm_reduce reads).
+template <class Cfg, class Acc, class Coords>
+__device__ __forceinline__ void store_tile(const Params& p, const TileCoord& tc, int64_t m0, int64_t n0,
+                                           const Acc& acc, const Coords& tCcC, int threads, int thread) {
+  if (p.splits == 1) {
+#pragma unroll
+    for (int i = 0; i < size(acc); ++i) {
+      int64_t m = m0 + get<0>(tCcC(i)), n = n0 + get<1>(tCcC(i));
+      if (m < p.m && n < p.n) store_out<Cfg::Epilogue>(p, tc.batch, m, n, acc(i));
+    }
+  } else {
+    int64_t tile = int64_t(tc.tm) * p.tiles_n + tc.tn;
+    float* dst = p.partials + ((tc.batch * p.tiles_m * p.tiles_n + tile) * p.splits + tc.split) *
+                                  int64_t(Cfg::TileM * Cfg::TileN);
+#pragma unroll
+    for (int i = 0; i < size(acc); ++i) dst[i * threads + thread] = acc(i);
+  }
 }
 
 template <class Cfg>
@@ -447,20 +510,7 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel(const Param
     const int buf = kt & 1;
     warpgroup_fence_operand(part);
     warpgroup_arrive();
-    mma.accumulate_ = GMMA::ScaleOut::Zero;
-    // Smallest terms first; p_i * q_j for i + j <= Parts - 1.
-#pragma unroll
-    for (int order = P - 1; order >= 0; --order) {
-#pragma unroll
-      for (int i = 0; i <= order; ++i) {
-        const int j = order - i;
-#pragma unroll
-        for (int kb = 0; kb < size<2>(tCrA); ++kb) {
-          cute::gemm(mma, tCrA(_, _, kb, buf * P + i), tCrB(_, _, kb, buf * P + j), part);
-          mma.accumulate_ = GMMA::ScaleOut::One;
-        }
-      }
-    }
+    issue_part_products<P>(mma, tCrA, tCrB, part, buf);
     warpgroup_commit_batch();
 
     // While the tensor cores run: refill the stage of tile kt (converted
@@ -471,22 +521,10 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel(const Param
 
     warpgroup_wait<0>();
     warpgroup_fence_operand(part);
+    promote<F16>(acc, part, eA_cur, eB_cur);
     if constexpr (F16) {
-      // part is in units of 2^(sA + sB); the factor is uniform over the CTA.
-      const int e = eA_cur + eB_cur - 28;
-      if (e >= -126 && e <= 127) {
-        const float f = pow2(e);
-#pragma unroll
-        for (int i = 0; i < size(acc); ++i) acc(i) = fmaf(part(i), f, acc(i));  // promotion
-      } else {
-#pragma unroll
-        for (int i = 0; i < size(acc); ++i) acc(i) += ldexpf(part(i), e);
-      }
       eA_cur = eA_next;
       eB_cur = eB_next;
-    } else {
-#pragma unroll
-      for (int i = 0; i < size(acc); ++i) acc(i) += part(i);  // promotion to fp32
     }
     cp_async_wait<S - 2>();  // this thread's copies of tile kt+2
     cutlass::arch::fence_view_async_shared();
@@ -496,19 +534,7 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel(const Param
 
   Tensor cC = make_identity_tensor(Shape<Int<TM>, Int<TN>>{});
   Tensor tCcC = thr.partition_C(cC);
-  if (p.splits == 1) {
-#pragma unroll
-    for (int i = 0; i < size(acc); ++i) {
-      int64_t m = m0 + get<0>(tCcC(i)), n = n0 + get<1>(tCcC(i));
-      if (m < p.m && n < p.n) store_out<Cfg::Epilogue>(p, tc.batch, m, n, acc(i));
-    }
-  } else {
-    int64_t tile = int64_t(tc.tm) * p.tiles_n + tc.tn;
-    float* dst = p.partials +
-                 ((tc.batch * p.tiles_m * p.tiles_n + tile) * p.splits + tc.split) * int64_t(TM * TN);
-#pragma unroll
-    for (int i = 0; i < size(acc); ++i) dst[i * NT + tid] = acc(i);
-  }
+  store_tile<Cfg>(p, tc, m0, n0, acc, tCcC, NT, tid);
 }
 
 // Sums the split-K partials of one output tile in split order (deterministic)

@@ -375,59 +375,20 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel_ws(const Pa
     const int2 e2 = exps[s];                // read before empty[s] lets the producer rewrite it
     warpgroup_fence_operand(part);
     warpgroup_arrive();
-    mma.accumulate_ = GMMA::ScaleOut::Zero;
-    // Smallest terms first; p_i * q_j for i + j <= Parts - 1.
-#pragma unroll
-    for (int order = P - 1; order >= 0; --order) {
-#pragma unroll
-      for (int i = 0; i <= order; ++i) {
-        const int j = order - i;
-#pragma unroll
-        for (int kb = 0; kb < size<2>(tCrA); ++kb) {
-          cute::gemm(mma, tCrA(_, _, kb, s * P + i), tCrB(_, _, kb, s * P + j), part);
-          mma.accumulate_ = GMMA::ScaleOut::One;
-        }
-      }
-    }
+    split_gemm::detail::issue_part_products<P>(mma, tCrA, tCrB, part, s);
     warpgroup_commit_batch();
     warpgroup_wait<0>();
     warpgroup_fence_operand(part);
     // This thread's warp has finished reading stage s; the producer refills it after all
     // NC consumer threads arrived.
     Barrier::arrive(&empty[s]);
-    if constexpr (F16) {
-      // part is in units of 2^(sA + sB); the factor is uniform over the CTA.
-      const int e = e2.x + e2.y - 28;
-      if (e >= -126 && e <= 127) {
-        const float f = split_gemm::detail::pow2(e);
-#pragma unroll
-        for (int i = 0; i < size(acc); ++i) acc(i) = fmaf(part(i), f, acc(i));  // promotion
-      } else {
-#pragma unroll
-        for (int i = 0; i < size(acc); ++i) acc(i) += ldexpf(part(i), e);
-      }
-    } else {
-#pragma unroll
-      for (int i = 0; i < size(acc); ++i) acc(i) += part(i);  // promotion to fp32
-    }
+    split_gemm::detail::promote<F16>(acc, part, e2.x, e2.y);
   }
 
   Tensor cC = make_identity_tensor(Shape<Int<TM>, Int<TN>>{});
   Tensor tCcC = thr.partition_C(cC);
-  if (p.splits == 1) {
-#pragma unroll
-    for (int i = 0; i < size(acc); ++i) {
-      int64_t m = m0 + get<0>(tCcC(i)), n = n0 + get<1>(tCcC(i));
-      if (m < p.m && n < p.n) split_gemm::detail::store_out<Cfg::Epilogue>(p, tc.batch, m, n, acc(i));
-    }
-  } else {
-    // Same partial layout as the base kernel: split_gemm_reduce<Base> sums and stores it.
-    int64_t tile = int64_t(tc.tm) * p.tiles_n + tc.tn;
-    float* dst = p.partials +
-                 ((tc.batch * p.tiles_m * p.tiles_n + tile) * p.splits + tc.split) * int64_t(TM * TN);
-#pragma unroll
-    for (int i = 0; i < size(acc); ++i) dst[i * NC + ctid] = acc(i);
-  }
+  // Same partial layout as the base kernel: split_gemm_reduce<Base> sums and stores it.
+  split_gemm::detail::store_tile<Cfg>(p, tc, m0, n0, acc, tCcC, NC, ctid);
 }
 
 }  // namespace detail
