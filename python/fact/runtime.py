@@ -151,11 +151,34 @@ class _EntryBase:
         return out
 
     # -- kernel path --------------------------------------------------------
-    def warn(self, reason: str) -> None:
+    def warn(self, reason: str, depth: int = 0) -> None:
+        """Warns once per reason; `depth` = frames between the caller's execute and here."""
         if reason not in self._warned:
             self._warned.add(reason)
             warnings.warn(f"fact: pattern {self.pid} falls back to PyTorch: {reason}", RuntimeWarning,
-                          stacklevel=3)
+                          stacklevel=3 + depth)
+
+    def launch(self, problem, device, operands, result, plan=None):
+        """Runs the kernel on `problem` and returns `result` (the outputs it writes);
+        on a can_implement refusal or a launch failure, warns once and returns the
+        original program's value instead. A `plan` with a `workspace_bytes` field
+        caches the workspace size for its input signature."""
+        why = self.kernel.can_implement(problem)
+        if why is not None:
+            self.warn(f"can_implement: {why}", depth=1)
+            return self.run_original(operands)
+        size = getattr(plan, "workspace_bytes", None)
+        if size is None:
+            size = self.kernel.workspace_size(problem)
+            if plan is not None:
+                plan.workspace_bytes = size
+        workspace = torch.empty(size, dtype=torch.uint8, device=device) if size else None
+        try:
+            self.kernel.run(problem, workspace.data_ptr() if size else 0, size, _kernel.stream_pointer(device))
+        except _kernel.KernelError as exc:
+            self.warn(f"launch failed: {exc}", depth=1)
+            return self.run_original(operands)
+        return result
 
 
 class _PatternEntry(_EntryBase):
@@ -238,20 +261,7 @@ class _PatternEntry(_EntryBase):
         # The plan checked dtypes and layouts for this exact input signature.
         problem = _kernel.problem_from_binding(self.gemm, tensors, out, check=False, skeleton=plan.skeleton,
                                                fused=self.fused)
-        why = self.kernel.can_implement(problem)
-        if why is not None:
-            self.warn(f"can_implement: {why}")
-            return self.run_original(operands)
-        if plan.workspace_bytes is None:
-            plan.workspace_bytes = self.kernel.workspace_size(problem)
-        size = plan.workspace_bytes
-        workspace = torch.empty(size, dtype=torch.uint8, device=device) if size else None
-        try:
-            self.kernel.run(problem, workspace.data_ptr() if size else 0, size, _kernel.stream_pointer(device))
-        except _kernel.KernelError as exc:
-            self.warn(f"launch failed: {exc}")
-            return self.run_original(operands)
-        return out
+        return self.launch(problem, device, operands, out, plan)
 
 
 def _original_grads(entry: int, operands, grad):

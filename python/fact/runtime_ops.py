@@ -140,18 +140,7 @@ class OpEntry(_rt._EntryBase):
         except _kernel.BindingError as exc:
             self.warn(f"run-time operands do not fit the binding: {exc}")
             return self.run_original(operands)
-        why = self.kernel.can_implement(problem)
-        if why is not None:
-            self.warn(f"can_implement: {why}")
-            return self.run_original(operands)
-        size = self.kernel.workspace_size(problem)
-        workspace = torch.empty(size, dtype=torch.uint8, device=device) if size else None
-        try:
-            self.kernel.run(problem, workspace.data_ptr() if size else 0, size, _kernel.stream_pointer(device))
-        except _kernel.KernelError as exc:
-            self.warn(f"launch failed: {exc}")
-            return self.run_original(operands)
-        return outs
+        return self.launch(problem, device, operands, outs)
 
 
 def _original_grads(entry: int, operands, grads):
