@@ -21,8 +21,10 @@ std::string fill_placeholders(const std::string& text, const std::map<std::strin
 // family has no such math mode.
 std::string emit_variant_source(const GemmVariant& variant);
 
-// The template header the variant instantiates ("gemm_sm90.cuh", ...).
-std::string template_header(KernelArch arch);
+// The template header the variant instantiates ("gemm_sm90.cuh", ...): per
+// family, and per schedule within sm90split (ws: split_gemm_sm90.cuh, coop:
+// split_gemm_ws_sm90.cuh).
+std::string template_header(const GemmVariant& variant);
 
 // The `using FactConfig = fact::gemm_sm90::Config<...>;` declaration of an sm90
 // variant, filled; `trailing_args` (",\n    FactChain") follows its epilogue

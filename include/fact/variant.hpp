@@ -16,7 +16,9 @@ namespace fact {
 
 // Kernel family: sm90 = CUTLASS 3.x TMA warp-specialized (gemm_sm90.cuh),
 // sm80 = CUTLASS 2.x GemmUniversal (gemm_sm80.cuh), sm90split = FACT's own
-// fp32-input wgmma kernel (split_gemm_sm90.cuh).
+// fp32-input wgmma kernels: schedule ws = v2 (split_gemm_sm90.cuh), schedule
+// coop = v3 (split_gemm_ws_sm90.cuh: a producer warpgroup converting for two
+// cooperating consumer warpgroups).
 enum class KernelArch { Sm90, Sm80, Sm90Split };
 enum class MathMode { F32, TF32, BF16, F16, TF32x3, BF16x3, BF16x6, F16x3 };
 enum class OutType { F32 };
@@ -69,6 +71,10 @@ struct GemmVariant {
   std::string name() const;
   bool operator==(const GemmVariant& o) const { return name() == o.name(); }
 };
+
+// Whether the variant instantiates the warp-specialized split kernel (v3,
+// templates/split_gemm_ws_sm90.cuh): family sm90split, schedule coop.
+bool uses_split_ws_kernel(const GemmVariant& v);
 
 // Inverse of GemmVariant::name(); nullopt for anything that is not a valid name.
 std::optional<GemmVariant> parse_variant_name(const std::string& name);

@@ -41,19 +41,33 @@ constexpr const char* kSm80Source =
     "\n"
     "FACT_EXPORT_GEMM(fact::gemm_sm80::Operation<FactConfig>, \"${name}\")\n";
 
-// Interface agreed with the split-kernel owner:
-// fact::split_gemm::Config<TileM, TileN, TileK, Terms, ARowMajor, BRowMajor, Epilogue, Stages,
-// PartFormat>.
+// Interface agreed with the split-kernel owner: v2's fact::split_gemm::Config and v3's
+// fact::split_gemm::ws::Config both take <TileM, TileN, TileK, Terms, ARowMajor, BRowMajor,
+// Epilogue, Stages, PartFormat> (v3 may grow defaulted parameters after these).
+constexpr const char* kSplitConfigArgs =
+    "    /*tile*/ ${tile_m}, ${tile_n}, ${tile_k}, /*terms*/ ${terms},\n"
+    "    /*a_row_major*/ ${a_row_major}, /*b_row_major*/ ${b_row_major},\n"
+    "    ${epilogue}, /*stages*/ ${stages}, ${part_format}";
+
+// v2, schedule ws.
 constexpr const char* kSm90SplitSource =
     "#include \"split_gemm_sm90.cuh\"\n"
     "#include \"fact_export.cuh\"\n"
     "\n"
     "using FactConfig = fact::split_gemm::Config<\n"
-    "    /*tile*/ ${tile_m}, ${tile_n}, ${tile_k}, /*terms*/ ${terms},\n"
-    "    /*a_row_major*/ ${a_row_major}, /*b_row_major*/ ${b_row_major},\n"
-    "    ${epilogue}, /*stages*/ ${stages}, ${part_format}>;\n"
+    "${config_args}>;\n"
     "\n"
     "FACT_EXPORT_GEMM(fact::split_gemm::Operation<FactConfig>, \"${name}\")\n";
+
+// v3 (warp-specialized), schedule coop.
+constexpr const char* kSm90SplitWsSource =
+    "#include \"split_gemm_ws_sm90.cuh\"\n"
+    "#include \"fact_export.cuh\"\n"
+    "\n"
+    "using FactConfig = fact::split_gemm::ws::Config<\n"
+    "${config_args}>;\n"
+    "\n"
+    "FACT_EXPORT_GEMM(fact::split_gemm::ws::Operation<FactConfig>, \"${name}\")\n";
 
 }  // namespace
 
@@ -83,14 +97,14 @@ std::string fill_placeholders(const std::string& text, const std::map<std::strin
   return out;
 }
 
-std::string template_header(KernelArch arch) {
-  switch (arch) {
+std::string template_header(const GemmVariant& v) {
+  switch (v.arch) {
     case KernelArch::Sm90:
       return "gemm_sm90.cuh";
     case KernelArch::Sm80:
       return "gemm_sm80.cuh";
     case KernelArch::Sm90Split:
-      return "split_gemm_sm90.cuh";
+      return uses_split_ws_kernel(v) ? "split_gemm_ws_sm90.cuh" : "split_gemm_sm90.cuh";
   }
   throw std::invalid_argument("unknown kernel family");
 }
@@ -117,6 +131,17 @@ std::string checked_math_tag(const GemmVariant& v) {
   if (math.empty())
     throw std::invalid_argument(fmt::format("the {} family has no {} math mode", token(v.arch), token(v.math)));
   return math;
+}
+
+// The Config arguments of either split kernel.
+std::string split_config_args(const GemmVariant& v) {
+  std::map<std::string, std::string> values = common_config_values(v);
+  values["terms"] = checked_math_tag(v);  // the table spells this family's math as its Terms count
+  values["part_format"] =
+      v.math == MathMode::F16x3 ? "fact::split_gemm::PartsFp16Scaled" : "fact::split_gemm::PartsBf16";
+  values["a_row_major"] = v.layout_a == OperandLayout::Row ? "true" : "false";
+  values["b_row_major"] = v.layout_b == OperandLayout::Row ? "true" : "false";
+  return fill_placeholders(kSplitConfigArgs, values);
 }
 
 }  // namespace
@@ -168,17 +193,12 @@ std::string emit_variant_source(const GemmVariant& v) {
       values["layout_b"] = cpp::layout(v.layout_b);
       break;
     case KernelArch::Sm90Split:
-      body = kSm90SplitSource;
-      values = common_config_values(v);
-      values["terms"] = math;  // the table spells this family's math as its Terms count
-      values["part_format"] =
-          v.math == MathMode::F16x3 ? "fact::split_gemm::PartsFp16Scaled" : "fact::split_gemm::PartsBf16";
-      values["a_row_major"] = v.layout_a == OperandLayout::Row ? "true" : "false";
-      values["b_row_major"] = v.layout_b == OperandLayout::Row ? "true" : "false";
+      body = uses_split_ws_kernel(v) ? kSm90SplitWsSource : kSm90SplitSource;
+      values["config_args"] = split_config_args(v);
       break;
   }
   values["name"] = v.name();
-  return thin_source("src/realize/emit.cpp", template_header(v.arch), body, values);
+  return thin_source("src/realize/emit.cpp", template_header(v), body, values);
 }
 
 }  // namespace fact

@@ -113,6 +113,54 @@ std::optional<int> to_int(const std::string& s) {
 
 int64_t tiles(int64_t extent, int tile) { return (extent + tile - 1) / tile; }
 
+constexpr size_t kSm90SmemLimit = 227 * 1024;
+
+// Shared memory of an sm90split configuration, computed as its template's
+// Config::SmemBytes does (split_gemm_sm90.cuh for v2, split_gemm_ws_sm90.cuh for v3).
+size_t split_smem_bytes(const GemmVariant& v) {
+  const int terms = std::stoi(cpp::math_tag(KernelArch::Sm90Split, v.math));
+  const size_t parts = terms == 1 ? 1 : terms == 3 ? 2 : 3;  // Config::Parts
+  const size_t stages = static_cast<size_t>(v.stages);
+  const size_t stage_floats = static_cast<size_t>(v.tile_m + v.tile_n) * v.tile_k;
+  if (!uses_split_ws_kernel(v)) {
+    // fp32 ring, 2 buffers x Parts 16-bit parts, PartsFp16Scaled: per-warp tile maxima, slack.
+    const size_t max_slots = v.math == MathMode::F16x3 ? 2 * static_cast<size_t>(v.tile_m / 16) * 4 : 0;
+    return stages * stage_floats * 4 + 2 * parts * stage_floats * 2 + max_slots + 1024;
+  }
+  // Part ring, fp32 ring (3 deep where that fits, else 2), per-warp maxima, exponents,
+  // full + empty mbarriers, slack.
+  const size_t part_stage = parts * stage_floats * 2, fp32_stage = stage_floats * 4;
+  const size_t load_stages = stages * part_stage + 3 * fp32_stage + 2048 <= kSm90SmemLimit ? 3 : 2;
+  return stages * part_stage + load_stages * fp32_stage + 2 * 4 * 4 + stages * 8 + 2 * stages * 8 + 1024;
+}
+
+// The static_asserts of the split kernels' Configs, so that an illegal
+// configuration is skipped with its reason instead of failing nvcc.
+std::optional<std::string> split_config_illegal_reason(const GemmVariant& v) {
+  if (v.schedule != Schedule::Ws && v.schedule != Schedule::Coop)
+    return std::string("sm90split variants schedule ws (split_gemm_sm90.cuh) or coop (split_gemm_ws_sm90.cuh)");
+  if (v.scheduler != SchedulerKind::Dp || v.cluster_m != 1 || v.cluster_n != 1)
+    return std::string("sm90split variants are data-parallel with cluster 1x1 (the kernel splits K itself)");
+  if (v.tile_k != 32) return std::string("sm90split tile K must be 32 (one 128-byte fp32 row)");
+  if (v.tile_n != 64 && v.tile_n != 128)
+    return std::string("sm90split tile N must be 64 or 128 (accumulator registers)");
+  if (uses_split_ws_kernel(v)) {
+    if (v.tile_m != 128)
+      return std::string("the warp-specialized split kernel (coop) has two consumer warpgroups of 64 rows: tile M "
+                         "must be 128");
+    if (v.stages < 2 || v.stages > 8)
+      return std::string("the warp-specialized split kernel (coop) needs a part ring of 2..8 stages");
+  } else {
+    if (v.tile_m != 64 && v.tile_m != 128)
+      return std::string("sm90split (ws) tile M must be 64 or 128 (one or two warpgroups)");
+    if (v.stages < 3 || v.stages > 8) return std::string("sm90split (ws) needs 3..8 stages");
+  }
+  if (const size_t smem = split_smem_bytes(v); smem > kSm90SmemLimit)
+    return fmt::format("{} needs {} bytes of shared memory, over sm90's {} (227 KB): fewer stages", v.name(), smem,
+                       kSm90SmemLimit);
+  return std::nullopt;
+}
+
 }  // namespace
 
 const char* token(KernelArch v) { return lookup(kArch, v, kMissing).token; }
@@ -139,6 +187,10 @@ const char* tile_scheduler(SchedulerKind s) { return lookup(kScheduler, s, kMiss
 const char* layout(OperandLayout l) { return lookup(kLayout, l, kMissing).cpp; }
 const char* epilogue(EpilogueKind e) { return lookup(kEpilogue, e, kMissing).cpp; }
 }  // namespace cpp
+
+bool uses_split_ws_kernel(const GemmVariant& v) {
+  return v.arch == KernelArch::Sm90Split && v.schedule == Schedule::Coop;
+}
 
 std::string GemmVariant::name() const {
   std::string scheduler_part = token(scheduler);
@@ -335,6 +387,9 @@ std::optional<std::string> variant_illegal_reason(const GemmVariant& v, const Ge
         return std::string("tf32 needs non-zero batch strides that are multiples of 4");
     }
   }
+  if (v.arch == KernelArch::Sm90Split) {
+    if (auto why = split_config_illegal_reason(v)) return why;
+  }
   if (v.arch == KernelArch::Sm80) {
     if (v.math == MathMode::TF32x3) {
       // 16-byte cp.async: contiguous extents and leading dimensions multiples of 4.
@@ -443,11 +498,14 @@ Enumeration enumerate_gemm_variants(const GemmProblemDesc& p, double tolerance, 
         }
       }
     } else if (family == KernelArch::Sm90Split) {
-      // FACT's own split kernel (templates/split_gemm_sm90.cuh; TileM 64/128,
-      // TileN 64/128, TileK 32; it picks split-K itself): scaled-fp16 Terms 3
+      // FACT's own split kernels (they pick split-K themselves): scaled-fp16 Terms 3
       // (f16x3, more accurate than cuBLAS fp32 on the H100 runs of
       // docs/notes/split_gemm.md) and bf16 Terms 6 for the fp32 class, Terms 1
-      // (bf16 rounding) and 3 for the relaxed one.
+      // (bf16 rounding) and 3 for the relaxed one. Schedule ws = v2
+      // (split_gemm_sm90.cuh; TileM 64/128, TileN 64/128, TileK 32); coop = v3
+      // (split_gemm_ws_sm90.cuh; TileM 128), the conversion on a producer warpgroup:
+      // H100, 4096^3 f16x3 1.51 vs v2's 1.82 ms. v3 bf16x6 (twice the products;
+      // its part ring fits 3 stages only) in "all" only.
       for (MathMode math : {MathMode::F16x3, MathMode::BF16x6, MathMode::BF16x3, MathMode::BF16}) {
         if (!math_admitted(math, cls)) continue;
         if (cls == ToleranceClass::Relaxed && math == MathMode::BF16x6 && !all) continue;
@@ -458,6 +516,10 @@ Enumeration enumerate_gemm_variants(const GemmProblemDesc& p, double tolerance, 
           add(b, 128, 64, 32, 1, 1, Schedule::Ws, SchedulerKind::Dp, 4);
           add(b, 128, 128, 32, 1, 1, Schedule::Ws, SchedulerKind::Dp, 3);
         }
+        if (math != MathMode::BF16x6)
+          add(b, 128, 128, 32, 1, 1, Schedule::Coop, SchedulerKind::Dp, 4);
+        else if (all)
+          add(b, 128, 128, 32, 1, 1, Schedule::Coop, SchedulerKind::Dp, 3);
       }
     } else {
       for (MathMode math : {MathMode::TF32x3, MathMode::F32}) {

@@ -26,6 +26,7 @@ std::vector<std::string> golden_variants() {
       "gemm_sm80_f32_f32_128x128x8_c1x1_simt_splitk16_s3_nn_none",
       "gemm_sm90split_bf16x6_f32_128x128x32_c1x1_ws_dp_s4_tn_none",
       "gemm_sm90split_f16x3_f32_128x128x32_c1x1_ws_dp_s4_tt_bias",
+      "gemm_sm90split_f16x3_f32_128x128x32_c1x1_coop_dp_s4_tt_none",  // v3, warp-specialized
   };
 }
 
@@ -46,6 +47,32 @@ TEST(Emit, SourceIsThinAndNamesItsVariant) {
     EXPECT_EQ(source.find("${"), std::string::npos) << "unfilled placeholder in " << name;
     EXPECT_EQ(source.find("__global__"), std::string::npos) << "logic in a generated file: " << name;
   }
+}
+
+// The banner and the include name the header the variant instantiates (the kernel
+// cache key digests the quoted-include closure of the source).
+TEST(Emit, SourceIncludesItsTemplateHeader) {
+  for (const auto& name : golden_variants()) {
+    const GemmVariant v = *parse_variant_name(name);
+    const std::string source = emit_variant_source(v);
+    EXPECT_NE(source.find("from templates/" + template_header(v) + "."), std::string::npos) << name;
+    EXPECT_NE(source.find("#include \"" + template_header(v) + "\""), std::string::npos) << name;
+  }
+  auto split = *parse_variant_name("gemm_sm90split_f16x3_f32_128x128x32_c1x1_ws_dp_s4_tt_none");
+  EXPECT_EQ(template_header(split), "split_gemm_sm90.cuh");
+  EXPECT_FALSE(uses_split_ws_kernel(split));
+  split.schedule = Schedule::Coop;
+  EXPECT_EQ(template_header(split), "split_gemm_ws_sm90.cuh");
+  EXPECT_TRUE(uses_split_ws_kernel(split));
+  const std::string ws = emit_variant_source(split);
+  EXPECT_EQ(ws.find("split_gemm_sm90.cuh"), std::string::npos) << "v3 source also names v2's header";
+  EXPECT_NE(ws.find("fact::split_gemm::ws::Config<"), std::string::npos);
+  EXPECT_NE(ws.find("FACT_EXPORT_GEMM(fact::split_gemm::ws::Operation<FactConfig>"), std::string::npos);
+  EXPECT_NE(ws.find("/*terms*/ 3"), std::string::npos);
+  EXPECT_NE(ws.find("fact::split_gemm::PartsFp16Scaled>"), std::string::npos);
+  GemmVariant sm90;  // a coop sm90 variant stays on gemm_sm90.cuh
+  EXPECT_EQ(template_header(sm90), "gemm_sm90.cuh");
+  EXPECT_FALSE(uses_split_ws_kernel(sm90));
 }
 
 TEST(Emit, ParametersReachTheSource) {

@@ -192,6 +192,97 @@ TEST(Variant, AllSetIsASupersetOfDefault) {
   }
 }
 
+std::set<std::string> names(const Enumeration& e) {
+  std::set<std::string> out;
+  for (const auto& v : e.variants) out.insert(v.name());
+  return out;
+}
+
+std::vector<std::string> split_ws_names(const Enumeration& e) {
+  std::vector<std::string> out;
+  for (const auto& v : e.variants)
+    if (uses_split_ws_kernel(v)) out.push_back(v.name());
+  return out;
+}
+
+// v3 (warp-specialized split kernel, schedule coop) beside v2 (schedule ws), both kept.
+TEST(Variant, SplitWsKernelOfferedBesideV2) {
+  const auto p = square(OperandLayout::Row, OperandLayout::Col);
+  const auto fp32 = enumerate_gemm_variants(p, 1e-4, "sm90a", VariantSet::Default);
+  EXPECT_EQ(split_ws_names(fp32),
+            std::vector<std::string>{"gemm_sm90split_f16x3_f32_128x128x32_c1x1_coop_dp_s4_tt_none"});
+  EXPECT_TRUE(names(fp32).count("gemm_sm90split_f16x3_f32_128x128x32_c1x1_ws_dp_s4_tt_none"));
+  EXPECT_TRUE(names(fp32).count("gemm_sm90split_bf16x6_f32_128x128x32_c1x1_ws_dp_s4_tt_none"));
+  EXPECT_LE(fp32.variants.size(), 12u) << "each default candidate is an nvcc translation unit";
+  const auto fp32_all = enumerate_gemm_variants(p, 1e-4, "sm90a", VariantSet::All);
+  EXPECT_EQ(split_ws_names(fp32_all),
+            (std::vector<std::string>{"gemm_sm90split_f16x3_f32_128x128x32_c1x1_coop_dp_s4_tt_none",
+                                      "gemm_sm90split_bf16x6_f32_128x128x32_c1x1_coop_dp_s3_tt_none"}));
+  const auto relaxed = enumerate_gemm_variants(p, 1e-2, "sm90a", VariantSet::Default);
+  EXPECT_EQ(split_ws_names(relaxed),
+            (std::vector<std::string>{"gemm_sm90split_f16x3_f32_128x128x32_c1x1_coop_dp_s4_tt_none",
+                                      "gemm_sm90split_bf16x3_f32_128x128x32_c1x1_coop_dp_s4_tt_none",
+                                      "gemm_sm90split_bf16_f32_128x128x32_c1x1_coop_dp_s4_tt_none"}));
+  // Every layout and epilogue: the kernel takes them all.
+  for (auto la : {OperandLayout::Row, OperandLayout::Col})
+    for (auto lb : {OperandLayout::Row, OperandLayout::Col})
+      for (auto ep : {EpilogueKind::None, EpilogueKind::Bias, EpilogueKind::C}) {
+        auto q = square(la, lb, 1000, 2048);
+        q.epilogue = ep, q.ld_e = ep == EpilogueKind::C ? q.n : 0;
+        EXPECT_EQ(split_ws_names(enumerate_gemm_variants(q, 1e-4, "sm90a", VariantSet::Default)).size(), 1u);
+      }
+}
+
+TEST(Variant, IllegalSplitConfigsHaveAReason) {
+  const auto p = square(OperandLayout::Row, OperandLayout::Col);
+  GemmVariant v = *parse_variant_name("gemm_sm90split_f16x3_f32_128x128x32_c1x1_coop_dp_s4_tt_none");
+  EXPECT_EQ(variant_illegal_reason(v, p), std::nullopt);
+  auto reason = [&](GemmVariant w) { return variant_illegal_reason(w, p).value_or(""); };
+  auto contains = [](const std::string& text, const char* part) { return text.find(part) != std::string::npos; };
+  GemmVariant w = v;
+  w.tile_m = 64;
+  EXPECT_TRUE(contains(reason(w), "tile M must be 128")) << reason(w);
+  w.schedule = Schedule::Ws;  // v2 takes 64 rows
+  EXPECT_EQ(variant_illegal_reason(w, p), std::nullopt) << reason(w);
+  w = v, w.tile_m = 256;
+  EXPECT_TRUE(contains(reason(w), "tile M must be 128")) << reason(w);
+  for (int stages : {1, 9}) {
+    w = v, w.stages = stages;
+    EXPECT_TRUE(contains(reason(w), "2..8 stages")) << stages << ": " << reason(w);
+  }
+  w = v, w.stages = 2;  // v3's ring may be 2 deep, v2's may not
+  EXPECT_EQ(variant_illegal_reason(w, p), std::nullopt) << reason(w);
+  w.schedule = Schedule::Ws;
+  EXPECT_TRUE(contains(reason(w), "3..8 stages")) << reason(w);
+  // Shared memory as ws::Config::SmemBytes: bf16x6 (3 parts) fits a 3-deep part ring, not 4;
+  // f16x3 (2 parts) fits 5 (the fp32 ring drops to 2 deep), not 6.
+  w = v, w.math = MathMode::BF16x6, w.stages = 3;
+  EXPECT_EQ(variant_illegal_reason(w, p), std::nullopt) << reason(w);
+  w.stages = 4;
+  EXPECT_TRUE(contains(reason(w), "shared memory")) << reason(w);
+  EXPECT_TRUE(contains(reason(w), "fewer stages")) << reason(w);
+  w = v, w.stages = 5;
+  EXPECT_EQ(variant_illegal_reason(w, p), std::nullopt) << reason(w);
+  w.stages = 6;
+  EXPECT_TRUE(contains(reason(w), "shared memory")) << reason(w);
+  w = v, w.schedule = Schedule::Pingpong;
+  EXPECT_TRUE(contains(reason(w), "schedule ws")) << reason(w);
+  w = v, w.tile_n = 256;
+  EXPECT_TRUE(contains(reason(w), "tile N must be 64 or 128")) << reason(w);
+  w = v, w.tile_k = 64;
+  EXPECT_TRUE(contains(reason(w), "tile K must be 32")) << reason(w);
+  w = v, w.scheduler = SchedulerKind::Persistent;
+  EXPECT_TRUE(contains(reason(w), "data-parallel")) << reason(w);
+  w = v, w.cluster_m = 2;
+  EXPECT_TRUE(contains(reason(w), "cluster 1x1")) << reason(w);
+  w = v, w.math = MathMode::TF32x3;
+  EXPECT_TRUE(contains(reason(w), "no tf32x3 math mode")) << reason(w);
+  // A registry row naming an illegal v3 is not rebuilt (realize's warm path asks the same).
+  auto recorded = parse_variant_name("gemm_sm90split_bf16x6_f32_128x128x32_c1x1_coop_dp_s4_tt_none");
+  ASSERT_TRUE(recorded.has_value());
+  EXPECT_TRUE(variant_illegal_reason(*recorded, p).has_value());
+}
+
 TEST(Variant, ToleranceClasses) {
   EXPECT_EQ(tolerance_class(1e-4), ToleranceClass::Fp32Faithful);
   EXPECT_EQ(tolerance_class(1e-5), ToleranceClass::Fp32Faithful);
