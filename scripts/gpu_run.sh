@@ -30,6 +30,9 @@
 #   SEED_KERNELS   a .tgz of a kernel cache (FACT_CACHE_DIR/kernels) compiled elsewhere:
 #                  each "cold" optimize then starts from an empty registry but with
 #                  these kernels precompiled (the JSON's "cache" field says so)
+#   RESULTS_DIR    where bench/run.py writes <card>/<suite>.json (default bench/results;
+#                  e.g. bench/results/partial for a run that covers only some peers or
+#                  tolerances and must not replace the full records of a workload)
 #   OUT            where the files to bring back go (default out/gpu_run)
 # Needs: python3 with torch, nvcc, cmake, ninja; third_party/deps (sqlite3 etc.
 # headers) and third_party/cutlass (or $CUTLASS_DIR) carried to the machine.
@@ -41,7 +44,7 @@ for arg in "$@"; do
   case "$arg" in
     --bench-only) MODE=bench ;;
     --optimize-only) MODE=optimize ;;
-    -h|--help) sed -n '2,35p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
     *) echo "gpu_run.sh: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -49,7 +52,7 @@ done
 # The reproducing command for the results file: the arguments and the knobs
 # the caller set (before defaults are filled in below).
 RECORDED="scripts/gpu_run.sh${*:+ $*}"
-for v in TRIALS REPS SKIP_INDUCTOR SYSTEMS ABLATIONS TOLERANCES SUITE WORKLOADS MERGE; do
+for v in TRIALS REPS SKIP_INDUCTOR SYSTEMS ABLATIONS TOLERANCES SUITE WORKLOADS MERGE RESULTS_DIR; do
   [[ -n "${!v+x}" ]] && RECORDED="$v='${!v}' $RECORDED"
 done
 
@@ -58,6 +61,7 @@ cd "$ROOT"
 START=$(date +%s)
 LIMIT_S=${LIMIT_S:-590}
 SUITE=${SUITE:-l1-gemm}
+RESULTS_DIR=${RESULTS_DIR:-bench/results}
 TOLERANCES=${TOLERANCES:-"1e-4 1e-2"}
 REPS=${REPS:-100}
 TRIALS=${TRIALS:-5}
@@ -134,7 +138,7 @@ pack() {
   # logs tarball, composed modules, summary (7 files, each < 16 MiB).
   [[ -f "$TIMES" ]] && cp "$TIMES" "$OUT/optimize_times.json"
   local results
-  results=$(ls -t bench/results/*/"$SUITE".json 2>/dev/null | head -n 1)
+  results=$(ls -t "$RESULTS_DIR"/*/"$SUITE".json 2>/dev/null | head -n 1)
   [[ -n "$results" ]] && cp "$results" "$OUT/$SUITE.json"
   : >"$OUT/reports.md"
   for d in "$WORK"/*/; do
@@ -249,7 +253,7 @@ done
 # ----------------------------------------------------------------- bench
 if [[ $MODE != optimize ]]; then
   names=$(for r in "${SELECTED[@]}"; do printf '%s,' "${r%% *}"; done)
-  bench_args=(--suite "$SUITE" --out bench/results --workloads "${names%,}" --reps "$REPS" --trials "$TRIALS")
+  bench_args=(--suite "$SUITE" --out "$RESULTS_DIR" --workloads "${names%,}" --reps "$REPS" --trials "$TRIALS")
   [[ ${SKIP_INDUCTOR:-0} == 1 ]] && bench_args+=(--skip-inductor)
   [[ -n "${SYSTEMS:-}" ]] && bench_args+=(--systems "$SYSTEMS")
   [[ ${ABLATIONS:-1} == 0 ]] && bench_args+=(--no-ablations)

@@ -132,8 +132,16 @@ def _installed(out_dir: pathlib.Path, name: str):
     return model, runtime.installed_patterns(model), torch
 
 
+# attn_mingpt / block_mingpt: the minGPT spelling; the others are spelling variants
+# (bmm + additive -inf mask; bool mask + nn.Softmax; matmul + permute + chunk; SDPA;
+# a tril built inside forward) that must realize the same kernel on the GPU.
 @pytest.mark.parametrize("fixture, rules", [("attn_mingpt", {"attention"}),
-                                            ("block_mingpt", {"attention", "layernorm"})])
+                                            ("block_mingpt", {"attention", "layernorm"}),
+                                            ("attn_bmm_additive", {"attention"}),
+                                            ("attn_bool_mask_softmax_module", {"attention"}),
+                                            ("attn_matmul_permute_chunk", {"attention"}),
+                                            ("attn_sdpa", {"attention"}),
+                                            ("attn_tril_inline", {"attention"})])
 def test_fixture_patterns_are_realized_and_bound(tmp_path, fixture, rules):
     example = FIXTURES / f"{fixture}.py"
     out_dir = tmp_path / fixture
