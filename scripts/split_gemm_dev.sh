@@ -19,7 +19,8 @@ JOBS="${JOBS:-1}"
 # name | TileM TileN TileK Terms ARowMajor BRowMajor Epilogue Stages [PartFormat] | check flags
 # f16_ variants use the scaled-fp16 part format. The base template is the v2 pipeline
 # (docs/notes/split_gemm_v2.patch is already applied there). Names starting with ws_ build
-# templates/split_gemm_ws_sm90.cuh (v3, warp-specialized; Stages = part ring depth).
+# templates/split_gemm_ws_sm90.cuh (v3, warp-specialized, two producer warpgroups; Stages =
+# part ring depth).
 VARIANT_TABLE="
 t3_rr_none|128,128,32,3,true,true,FACT_EPILOGUE_NONE,4|--a row --b row --ep none --terms 3
 t6_rr_none|128,128,32,6,true,true,FACT_EPILOGUE_NONE,3|--a row --b row --ep none --terms 6

@@ -4,21 +4,26 @@
 // per-k-tile power-of-two operand scaling for PartsFp16Scaled) and the same
 // Operation<Config> interface, but the conversion no longer runs on the MMA threads:
 //
-//   CTA = 3 warpgroups (384 threads), one 128 x TileN output tile, 1 CTA per SM.
-//   WG0 (producer): cp.async fp32 tiles (zero-fill outside the problem) into a private
-//       LoadStages-deep fp32 ring; per k-tile: reads its 8-wide units of the landed stage
-//       into registers, PartsFp16Scaled: tile max |x| of A and of B over the producer
-//       warpgroup (REDUX + named barrier 1, never a CTA barrier), splits the units into
-//       16-bit parts and writes them K-major, GMMA 64B-swizzled, into part stage s of a
-//       Stages-deep ring, writes the stage's two exponents, arrives on full[s].
-//   WG1, WG2 (consumers, 64 rows each): wait full[s], Terms wgmmas into `part` (first
-//       issue zeroes it), wait for them, arrive on empty[s], promote part into acc with
-//       2^-(sA + sB); epilogue (alpha, beta * bias/C) or the split-K partial tile.
+//   CTA = 4 warpgroups (512 threads), one 128 x TileN output tile, 1 CTA per SM.
+//   WG0, WG1 (producers, setmaxnreg down to ProducerRegs): cp.async fp32 tiles (zero-fill
+//       outside the problem) into a private LoadStages-deep fp32 ring; per k-tile: read
+//       their 8-wide units of both operands of the landed stage into registers,
+//       PartsFp16Scaled: tile max |x| of A and of B over the producer warps (REDUX + one
+//       named barrier 1 for both, never a CTA barrier), wait empty[s], split the units
+//       into 16-bit parts and write them K-major, GMMA 64B-swizzled, into part stage s of
+//       a Stages-deep ring, write the stage's two exponents, arrive on full[s].
+//   WG2, WG3 (consumers, 64 rows each, setmaxnreg up to ConsumerRegs): wait full[s],
+//       Terms wgmmas into `part` (first issue zeroes it), wait for them, arrive on
+//       empty[s], promote part into acc with 2^-(sA + sB); epilogue (alpha, beta *
+//       bias/C) or the split-K partial tile.
+// The first version (one producer warpgroup, 384 threads) was latency-bound in its
+// producer (docs/notes/split_gemm.md, "v3 outcome"); two producer warps per scheduler
+// hide each other's LDS -> math -> STS chains.
 //
 // Why an fp32 smem ring and not global -> registers: the tile exponent needs the whole
 // 128 x 32 operand tile before any of it can be converted, so a register path must hold
 // the tile being converted while the next ones are in flight: 64-128 data registers per
-// producer thread, a setmaxnreg split (consumers hold acc + part = 128 registers) and a
+// producer thread (consumers hold acc + part = 128 registers) and a
 // k-loop unrolled by the register ring depth. cp.async keeps LoadStages - 1 tiles in
 // flight with no registers and reuses the verified fp32 stage layout, at the price of
 // 64 KB more shared-memory traffic per k-tile (docs/notes/split_gemm.md, "v3": the
@@ -36,6 +41,7 @@
 // split_gemm_reduce expects), and can_implement's requirements.
 #pragma once
 
+#include "cutlass/arch/reg_reconfig.h"
 #include "split_gemm_sm90.cuh"
 
 namespace fact::split_gemm::ws {
@@ -57,9 +63,18 @@ struct Config {
   static constexpr int Stages = Stages_;  // 16-bit part ring depth (producer -> consumers)
   static constexpr int Format = Format_;
   static constexpr int Parts = Base::Parts;
-  static constexpr int ProducerThreads = 128;
+  // Two producer warpgroups (one measured 7–23% slower: docs/notes/split_gemm.md, "v3
+  // outcome"). 512 threads cap registers at 128 at launch, below the consumers' two
+  // 64-register accumulators plus addressing: setmaxnreg moves registers from the
+  // producers (ProducerRegs) to the consumers (ConsumerRegs).
+  static constexpr int ProducerThreads = 256;
+  static constexpr int ProducerWarps = ProducerThreads / 32;
   static constexpr int ConsumerThreads = Base::Threads;  // 256
   static constexpr int Threads = ProducerThreads + ConsumerThreads;
+  static constexpr int ProducerRegs = 96;
+  static constexpr int ConsumerRegs = 160;
+  static_assert(2 * ProducerRegs + 2 * ConsumerRegs <= 512,
+                "setmaxnreg split over the register file (64K registers / 128 threads per warpgroup)");
 
   static_assert(TileM == 128, "the warp-specialized kernel has two consumer warpgroups: TileM = 128");
   static_assert(Stages >= 2 && Stages <= 8, "Stages (part ring) must be 2..8");
@@ -71,9 +86,9 @@ struct Config {
   // fits, else 2.
   static constexpr int LoadStages =
       Stages * PartStageBytes + 3 * Fp32StageBytes + 2048 <= 227 * 1024 ? 3 : 2;
-  // Part ring, fp32 ring, per-warp maxima [2][4], exponents int2[Stages], mbarriers
-  // full[Stages] + empty[Stages], + alignment slack.
-  static constexpr size_t SmemBytes = Stages * PartStageBytes + LoadStages * Fp32StageBytes + 2 * 4 * 4 +
+  // Part ring, fp32 ring, per-warp maxima [2][ProducerWarps], exponents int2[Stages],
+  // mbarriers full[Stages] + empty[Stages], + alignment slack.
+  static constexpr size_t SmemBytes = Stages * PartStageBytes + LoadStages * Fp32StageBytes + 2 * ProducerWarps * 4 +
                                       Stages * 8 + 2 * Stages * 8 + 1024;
   static_assert(SmemBytes <= 227 * 1024, "shared memory over the sm90 limit: fewer Stages");
 };
@@ -231,26 +246,47 @@ __device__ __forceinline__ float warp_max(float m) {
   return __uint_as_float(__reduce_max_sync(0xffffffffu, __float_as_uint(m)));
 }
 
-// Named barrier 1 over the producer warpgroup only (barrier 0 is __syncthreads).
-__device__ __forceinline__ void producer_sync() { asm volatile("bar.sync 1, 128;\n" ::: "memory"); }
+// Named barrier 1 over the NP producer threads only (barrier 0 is __syncthreads).
+template <int NP>
+__device__ __forceinline__ void producer_sync() { asm volatile("bar.sync 1, %0;\n" ::"n"(NP) : "memory"); }
 
-// Converts one landed operand stage of the fp32 ring into its parts (producer warpgroup,
-// all 128 threads) and returns the tile exponent (0 for PartsBf16). Fp16: the tile max
-// goes through this operand's four per-warp `slots`; the k-loop's first producer_sync
-// orders their reads for tile kt - 1 before their writes for tile kt.
-template <class U, int Parts, bool Fp16, class Elem, class SmemLayout>
-__device__ __forceinline__ int convert_operand(const float* stage, Elem* buf, SmemLayout layout, int slot,
-                                               float* slots, int tid) {
-  float v[U::N][8];
-  U::read(stage, v, tid);
-  int e = 0;
+// Converts the landed A and B stages of the fp32 ring into their parts (all NP producer
+// threads) and returns the tile exponents (0 for PartsBf16).
+// Both operands' units are read before either maximum is needed and one named barrier
+// publishes both maxima (per-warp `slots`: A in [0, W), B in [W, 2W), W = NP / 32), so the LDS
+// latency of one operand hides behind the other's and behind the `empty` wait. The
+// part stores wait for `empty_wait` (the consumers' release of the part stage). The
+// k-loop's first producer_sync orders the slot reads of tile kt - 1 before the slot
+// writes of tile kt.
+template <int NP, class UA, class UB, int Parts, bool Fp16, class Elem, class LayoutA, class LayoutB, class EmptyWait>
+__device__ __forceinline__ int2 convert_operands(const float* stage_a, const float* stage_b, Elem* buf_a,
+                                                 Elem* buf_b, LayoutA layout_a, LayoutB layout_b, int slot,
+                                                 float* slots, int tid, EmptyWait empty_wait) {
+  float va[UA::N][8], vb[UB::N][8];
+  UA::read(stage_a, va, tid);
+  UB::read(stage_b, vb, tid);
+  int2 e = make_int2(0, 0);
   if constexpr (Fp16) {
-    const float m = warp_max(U::absmax(v));
-    if (tid % 32 == 0) slots[tid / 32] = m;
-    producer_sync();  // all four warps' maxima of this operand tile are in the slots
-    e = split_gemm::detail::tile_exponent(fmaxf(fmaxf(slots[0], slots[1]), fmaxf(slots[2], slots[3])));
+    const float ma = warp_max(UA::absmax(va));
+    const float mb = warp_max(UB::absmax(vb));
+    constexpr int W = NP / 32;
+    if (tid % 32 == 0) {
+      slots[tid / 32] = ma;
+      slots[W + tid / 32] = mb;
+    }
+    producer_sync<NP>();  // every producer warp's maxima of both operand tiles are in the slots
+    float ta = slots[0], tb = slots[W];
+#pragma unroll
+    for (int w = 1; w < W; ++w) {
+      ta = fmaxf(ta, slots[w]);
+      tb = fmaxf(tb, slots[W + w]);
+    }
+    e.x = split_gemm::detail::tile_exponent(ta);
+    e.y = split_gemm::detail::tile_exponent(tb);
   }
-  U::template store<Parts, Fp16>(v, buf, layout, slot, split_gemm::detail::pow2(14 - e), tid);
+  empty_wait();
+  UA::template store<Parts, Fp16>(va, buf_a, layout_a, slot, split_gemm::detail::pow2(14 - e.x), tid);
+  UB::template store<Parts, Fp16>(vb, buf_b, layout_b, slot, split_gemm::detail::pow2(14 - e.y), tid);
   return e;
 }
 
@@ -285,7 +321,7 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel_ws(const Pa
   Elem* partB = partA + S * P * TM * TK;
   float* ring = reinterpret_cast<float*>(partB + S * P * TN * TK);
   float* max_slots = ring + LS * Cfg::StageFloats;  // [A, B][producer warp]
-  int2* exps = reinterpret_cast<int2*>(max_slots + 8);
+  int2* exps = reinterpret_cast<int2*>(max_slots + 2 * Cfg::ProducerWarps);
   uint64_t* full = reinterpret_cast<uint64_t*>(exps + S);  // producer -> consumers, NP arrivals
   uint64_t* empty = full + S;                              // consumers -> producer, NC arrivals
 
@@ -307,7 +343,8 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel_ws(const Pa
   __syncthreads();  // the only CTA barrier: the mbarriers are initialised before any use
 
   if (tid < NP) {
-    // ---------------- producer warpgroup ----------------
+    // ---------------- producer warpgroup(s) ----------------
+    cutlass::arch::warpgroup_reg_dealloc<Cfg::ProducerRegs>();
     const float* A = p.a + tc.batch * p.batch_stride_a;
     const float* B = p.b + tc.batch * p.batch_stride_b;
     const int64_t k_first = int64_t(kt_begin) * TK;
@@ -335,17 +372,16 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel_ws(const Pa
       // Makes every producer thread's copies of tile kt visible, and orders every
       // thread's reads of stage (kt-1) % LS (previous iteration) before the refill below
       // and its max-slot reads (previous iteration) before this iteration's slot writes.
-      producer_sync();
+      producer_sync<NP>();
       issue_load(kt + LS - 1);  // into stage (kt - 1) % LS
 
       const int s = kt % S;
       // Part stage s is free once both consumer warpgroups' wgmma on tile kt - S
       // completed (phase parity starts at 1: a fresh barrier passes it).
-      Barrier::wait(&empty[s], ((kt / S) & 1) ^ 1);
-      // A, then B: only one operand's units are live at a time (32 registers).
-      const int eA = convert_operand<UA, P, F16>(stageA(kt % LS), partA, sLA, s * P, max_slots, tid);
-      const int eB = convert_operand<UB, P, F16>(stageB(kt % LS), partB, sLB, s * P, max_slots + 4, tid);
-      if (tid == 0) exps[s] = make_int2(eA, eB);
+      const auto empty_wait = [&] { Barrier::wait(&empty[s], ((kt / S) & 1) ^ 1); };
+      const int2 e = convert_operands<NP, UA, UB, P, F16>(stageA(kt % LS), stageB(kt % LS), partA, partB, sLA, sLB,
+                                                      s * P, max_slots, tid, empty_wait);
+      if (tid == 0) exps[s] = e;
       // The part stores are generic-proxy writes that wgmma reads through the async proxy:
       // each writer fences its own stores before its release-arrive on full[s].
       cutlass::arch::fence_view_async_shared();
@@ -356,6 +392,7 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel_ws(const Pa
   }
 
   // ---------------- consumer warpgroups ----------------
+  cutlass::arch::warpgroup_reg_alloc<Cfg::ConsumerRegs>();
   const int ctid = tid - NP;  // 0..255: the base kernel's MMA thread index
   typename T::TiledMma mma;
   auto thr = mma.get_slice(ctid);

@@ -18,6 +18,7 @@ otherwise each test skips saying what is missing.
 """
 import json
 import pathlib
+import re
 import textwrap
 import warnings
 
@@ -143,7 +144,16 @@ def _installed(out_dir: pathlib.Path, name: str):
                                             ("attn_sdpa", {"attention"}),
                                             ("attn_tril_inline", {"attention"})])
 def test_fixture_patterns_are_realized_and_bound(tmp_path, fixture, rules):
-    example = FIXTURES / f"{fixture}.py"
+    # The fixtures are capture-sized (B, T, C, H = 2, 16, 32, 4: head dim 8). At that size
+    # DESIGN.md's "largest error at most 2x eager's" rejects the 3xTF32 kernel by a hair
+    # (H100, session 4: max_abs_err 6.6e-7 against 2 x 3.1e-7 on normal inputs) and the
+    # pattern correctly falls back; this test is about the spellings, so it runs them at
+    # the head-dim-96 size that test_head_dim_96_attention_and_residual_layernorm passes.
+    source, count = re.subn(r"^B, T, C, H = .*$", "B, T, C, H = 2, 256, 768, 8",
+                            (FIXTURES / f"{fixture}.py").read_text(), count=1, flags=re.M)
+    assert count == 1, f"{fixture}.py no longer starts its sizes with 'B, T, C, H = ...'"
+    example = tmp_path / f"{fixture}.py"
+    example.write_text(source)
     out_dir = tmp_path / fixture
     _optimize(example, out_dir, "1e-4")
     bound = _check_rules(out_dir, rules)
