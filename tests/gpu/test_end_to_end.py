@@ -93,6 +93,9 @@ def test_optimized_module_matches_eager(tmp_path, example, tolerance):
     assert manifest["patterns"], f"no pattern was realized; report:\n{report}"
     for pattern in manifest["patterns"]:
         assert pattern["math"] in report
+    realized = json.loads((out_dir / "work" / "realized.json").read_text())
+    reused = [p["id"] for p in realized["patterns"] if p.get("verification_reused")]
+    assert not reused, f"{reused} reused a registry verification: each GPU test must verify its own kernels"
     _compare(example_path, out_dir, float(tolerance))
 
 
