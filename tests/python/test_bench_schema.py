@@ -198,6 +198,20 @@ def test_l1_shapes_match_workload_names(workload, shapes, out_shape):
     assert tuple(out.shape) == out_shape
 
 
+def test_run_order_puts_fact_before_the_inductor_peers():
+    # A device call's time limit must not cost FACT's records: Inductor's compiles run last.
+    systems = [p for p in run.PEERS]
+    entries = [(n, None, None) for n in systems] + [("fact", "spec-1e-4", ("all", "all")),
+                                                    ("fact", "spec-1e-2", ("all", "all"))]
+    ordered = [e[0] for e in run.run_order(entries)]
+    first_inductor = min(i for i, n in enumerate(ordered) if n in run.INDUCTOR_MODES)
+    assert ordered.index("fact") < first_inductor
+    assert all(n in run.INDUCTOR_MODES for n in ordered[first_inductor:])
+    assert [n for n in ordered if n not in run.INDUCTOR_MODES and n != "fact"] == [
+        n for n in systems if n not in run.INDUCTOR_MODES]  # eager peers keep their order
+    assert [e[1] for e in run.run_order(entries) if e[0] == "fact"] == ["spec-1e-4", "spec-1e-2"]
+
+
 def test_unknown_suite_is_a_clear_error():
     with pytest.raises(KeyError, match="known suites"):
         suites.suite("nope")
