@@ -17,7 +17,7 @@ namespace fact {
 // Kernel family: sm90 = CUTLASS 3.x TMA warp-specialized (gemm_sm90.cuh),
 // sm80 = CUTLASS 2.x GemmUniversal (gemm_sm80.cuh), sm90split = FACT's own
 // fp32-input wgmma kernels: schedule ws = v2 (split_gemm_sm90.cuh), schedule
-// coop = v3 (split_gemm_ws_sm90.cuh: a producer warpgroup converting for two
+// coop = v3 (split_gemm_ws_sm90.cuh: two producer warpgroups converting for two
 // cooperating consumer warpgroups).
 enum class KernelArch { Sm90, Sm80, Sm90Split };
 enum class MathMode { F32, TF32, BF16, F16, TF32x3, BF16x3, BF16x6, F16x3 };
