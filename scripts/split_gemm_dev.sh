@@ -37,6 +37,8 @@ ws_f16_t3_cc_c|128,128,32,3,false,false,FACT_EPILOGUE_C,4,fact::split_gemm::Part
 ws_f16_t3_rc_bias|128,128,32,3,true,false,FACT_EPILOGUE_BIAS,4,fact::split_gemm::PartsFp16Scaled|--a row --b col --ep bias --terms 3
 ws_f16_t3_cr_none|128,128,32,3,false,true,FACT_EPILOGUE_NONE,4,fact::split_gemm::PartsFp16Scaled|--a col --b row --ep none --terms 3
 ws_t6_rr_none|128,128,32,6,true,true,FACT_EPILOGUE_NONE,3|--a row --b row --ep none --terms 6
+ws_t3_rr_none|128,128,32,3,true,true,FACT_EPILOGUE_NONE,4|--a row --b row --ep none --terms 3
+ws_t1_rc_bias|128,128,32,1,true,false,FACT_EPILOGUE_BIAS,4|--a row --b col --ep bias --terms 1
 "
 SMALL_SHAPES="--shape 1,200,136,100 --shape 3,132,260,520 --shape 2,36,20,4096 --shape 1,256,256,65536"
 BIG_SHAPES="--shape 1,4096,4096,4096 --shape 128,512,2048,1024 --shape 1,256,256,524288"
