@@ -120,6 +120,15 @@ struct Types {
                                                         Int<2 * Cfg::Parts>{})));
 };
 
+// Operand images split by a pre-pass (split_gemm_pre_sm90.cuh); null for the kernels
+// that split where they load.
+struct PreSplitImages {
+  const void* a = nullptr;
+  const void* b = nullptr;
+  const int4* exp_a = nullptr;
+  const int4* exp_b = nullptr;
+};
+
 struct Params {
   int64_t m, n, k;
   const float* a;
@@ -135,6 +144,7 @@ struct Params {
   int splits;            // K-splits; 1 = epilogue in the main kernel
   int k_tiles;           // ceil(k / TileK)
   float* partials;       // splits > 1: [batch][tile][split][Threads-major fragment]
+  PreSplitImages images;
 };
 
 __device__ __forceinline__ void cp_async_16(uint32_t smem_addr, const void* gmem, bool pred) {
@@ -603,10 +613,10 @@ Plan make_plan(const FactGemmProblem& pr) {
 // Cfg's plan (tiles, split-K, workspace), the kernel parameters, the launch of
 // `kernel` (one CTA of `threads` threads per tile and split, `smem_bytes` of
 // dynamic shared memory) and, with split-K, the deterministic reduction.
-// `tag` names the kernel in error messages.
+// `tag` names the kernel in error messages; `images`: see PreSplitImages.
 template <class Cfg>
 int launch(const FactGemmProblem& pr, void* workspace, size_t workspace_bytes, cudaStream_t stream, std::string& why,
-           void (*kernel)(Params), int threads, size_t smem_bytes, const char* tag) {
+           void (*kernel)(Params), int threads, size_t smem_bytes, const char* tag, PreSplitImages images = {}) {
   Plan pl = make_plan<Cfg>(pr);
   if (pl.workspace > workspace_bytes || (pl.workspace > 0 && workspace == nullptr)) {
     why = std::string(tag) + ": workspace too small (" + std::to_string(workspace_bytes) + " < " +
@@ -622,6 +632,7 @@ int launch(const FactGemmProblem& pr, void* workspace, size_t workspace_bytes, c
   p.alpha = pr.alpha; p.beta = pr.beta;
   p.tiles_m = pl.tiles_m; p.tiles_n = pl.tiles_n; p.splits = pl.splits; p.k_tiles = pl.k_tiles;
   p.partials = static_cast<float*>(workspace);
+  p.images = images;
 
   cudaError_t st = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         static_cast<int>(smem_bytes));

@@ -46,12 +46,14 @@
 
 namespace fact::split_gemm::ws {
 
+// What the Configs of both warp-specialized split kernels (this header's and
+// split_gemm_pre_sm90.cuh's) share: the base kernel's configuration with the same tile,
+// terms, layouts, epilogue and part format, whose TiledMma (2 warpgroups = the
+// consumers), plan, partial layout and reduce kernel are reused (its Stages argument, 3,
+// only satisfies its own asserts), and the consumer side of the part ring.
 template <int TileM_, int TileN_, int TileK_, int Terms_, bool ARowMajor_, bool BRowMajor_,
-          int Epilogue_, int Stages_, int Format_ = PartsBf16>
-struct Config {
-  // The base kernel's configuration with the same tile, terms, layouts, epilogue and part
-  // format: its TiledMma (2 warpgroups = the consumers), plan and reduce kernel are reused.
-  // Its Stages argument (3) only satisfies its own asserts; nothing here uses its smem plan.
+          int Epilogue_, int Stages_, int Format_>
+struct ConsumerConfig {
   using Base = split_gemm::Config<TileM_, TileN_, TileK_, Terms_, ARowMajor_, BRowMajor_, Epilogue_, 3, Format_>;
   static constexpr int TileM = TileM_;
   static constexpr int TileN = TileN_;
@@ -63,33 +65,40 @@ struct Config {
   static constexpr int Stages = Stages_;  // 16-bit part ring depth (producer -> consumers)
   static constexpr int Format = Format_;
   static constexpr int Parts = Base::Parts;
+  static constexpr int ConsumerThreads = Base::Threads;  // 256
+  static constexpr size_t PartStageBytes = size_t(Parts) * (TileM + TileN) * TileK * 2;
+
+  static_assert(TileM == 128, "the warp-specialized kernels have two consumer warpgroups: TileM = 128");
+  static_assert(Stages >= 2 && Stages <= 8, "Stages (part ring) must be 2..8");
+};
+
+template <int TileM_, int TileN_, int TileK_, int Terms_, bool ARowMajor_, bool BRowMajor_,
+          int Epilogue_, int Stages_, int Format_ = PartsBf16>
+struct Config
+    : ConsumerConfig<TileM_, TileN_, TileK_, Terms_, ARowMajor_, BRowMajor_, Epilogue_, Stages_, Format_> {
+  using C = ConsumerConfig<TileM_, TileN_, TileK_, Terms_, ARowMajor_, BRowMajor_, Epilogue_, Stages_, Format_>;
   // Two producer warpgroups (one measured 7–23% slower: docs/notes/split_gemm.md, "v3
   // outcome"). 512 threads cap registers at 128 at launch, below the consumers' two
   // 64-register accumulators plus addressing: setmaxnreg moves registers from the
   // producers (ProducerRegs) to the consumers (ConsumerRegs).
   static constexpr int ProducerThreads = 256;
   static constexpr int ProducerWarps = ProducerThreads / 32;
-  static constexpr int ConsumerThreads = Base::Threads;  // 256
-  static constexpr int Threads = ProducerThreads + ConsumerThreads;
+  static constexpr int Threads = ProducerThreads + C::ConsumerThreads;
   static constexpr int ProducerRegs = 96;
   static constexpr int ConsumerRegs = 160;
   static_assert(2 * ProducerRegs + 2 * ConsumerRegs <= 512,
                 "setmaxnreg split over the register file (64K registers / 128 threads per warpgroup)");
 
-  static_assert(TileM == 128, "the warp-specialized kernel has two consumer warpgroups: TileM = 128");
-  static_assert(Stages >= 2 && Stages <= 8, "Stages (part ring) must be 2..8");
-
-  static constexpr int StageFloats = (TileM + TileN) * TileK;
+  static constexpr int StageFloats = (C::TileM + C::TileN) * C::TileK;
   static constexpr size_t Fp32StageBytes = size_t(StageFloats) * 4;
-  static constexpr size_t PartStageBytes = size_t(Parts) * (TileM + TileN) * TileK * 2;
   // fp32 ring depth: 3 (two tiles in flight behind the one being converted) where it
   // fits, else 2.
   static constexpr int LoadStages =
-      Stages * PartStageBytes + 3 * Fp32StageBytes + 2048 <= 227 * 1024 ? 3 : 2;
+      C::Stages * C::PartStageBytes + 3 * Fp32StageBytes + 2048 <= 227 * 1024 ? 3 : 2;
   // Part ring, fp32 ring, per-warp maxima [2][ProducerWarps], exponents int2[Stages],
   // mbarriers full[Stages] + empty[Stages], + alignment slack.
-  static constexpr size_t SmemBytes = Stages * PartStageBytes + LoadStages * Fp32StageBytes + 2 * ProducerWarps * 4 +
-                                      Stages * 8 + 2 * Stages * 8 + 1024;
+  static constexpr size_t SmemBytes = C::Stages * C::PartStageBytes + LoadStages * Fp32StageBytes +
+                                      2 * ProducerWarps * 4 + C::Stages * 8 + 2 * C::Stages * 8 + 1024;
   static_assert(SmemBytes <= 227 * 1024, "shared memory over the sm90 limit: fewer Stages");
 };
 
@@ -290,25 +299,106 @@ __device__ __forceinline__ int2 convert_operands(const float* stage_a, const flo
   return e;
 }
 
+// The 16-bit part ring of a warp-specialized split kernel (this one and
+// split_gemm_pre_sm90.cuh): (rows, k, stage * Parts + part), K-major, 64B swizzle, the
+// wgmma operands. Slot q starts Rows * TileK elements after slot q - 1.
+template <class Cfg>
+struct PartRing {
+  using Elem = typename split_gemm::detail::Types<typename Cfg::Base>::Bf16;
+  using LayoutA = decltype(tile_to_shape(GMMA::Layout_K_SW64_Atom<Elem>{},
+                                         make_shape(Int<Cfg::TileM>{}, Int<Cfg::TileK>{},
+                                                    Int<Cfg::Stages * Cfg::Parts>{})));
+  using LayoutB = decltype(tile_to_shape(GMMA::Layout_K_SW64_Atom<Elem>{},
+                                         make_shape(Int<Cfg::TileN>{}, Int<Cfg::TileK>{},
+                                                    Int<Cfg::Stages * Cfg::Parts>{})));
+};
+
+// The consumer warpgroups of a warp-specialized split kernel (ctid 0..255, the base
+// kernel's MMA thread index): for each of the nk k-tiles, wait full[s], issue the part
+// products of stage s into `part`, wait for them, release the stage on empty[s] (every
+// consumer thread arrives), promote with the stage's exponents `exponents(s)` (read
+// before the release: the producer rewrites them after it); then the tile store, or the
+// split-K partial in the base kernel's layout (split_gemm_reduce<Base> sums it).
+template <class Cfg, class Elem, class Exponents>
+__device__ __forceinline__ void consume(const Params& p, const split_gemm::detail::TileCoord& tc, int64_t m0,
+                                        int64_t n0, int nk, Elem* partA, Elem* partB, uint64_t* full,
+                                        uint64_t* empty, Exponents exponents, int ctid) {
+  using T = split_gemm::detail::Types<typename Cfg::Base>;
+  using Barrier = cutlass::arch::ClusterBarrier;
+  constexpr int TM = Cfg::TileM, TN = Cfg::TileN, S = Cfg::Stages, P = Cfg::Parts;
+  typename T::TiledMma mma;
+  auto thr = mma.get_slice(ctid);
+  Tensor sA = make_tensor(make_smem_ptr(partA), typename PartRing<Cfg>::LayoutA{});
+  Tensor sB = make_tensor(make_smem_ptr(partB), typename PartRing<Cfg>::LayoutB{});
+  Tensor tCsA = thr.partition_A(sA);  // (MMA, MMA_M, MMA_K, S*P)
+  Tensor tCsB = thr.partition_B(sB);  // (MMA, MMA_N, MMA_K, S*P)
+  Tensor tCrA = thr.make_fragment_A(tCsA);
+  Tensor tCrB = thr.make_fragment_B(tCsB);
+  Tensor acc = partition_fragment_C(mma, Shape<Int<TM>, Int<TN>>{});
+  Tensor part = partition_fragment_C(mma, Shape<Int<TM>, Int<TN>>{});
+  clear(acc);
+
+  for (int kt = 0; kt < nk; ++kt) {
+    const int s = kt % S;
+    Barrier::wait(&full[s], (kt / S) & 1);  // parts and exponents of tile kt are in stage s
+    const int2 e2 = exponents(s);
+    warpgroup_fence_operand(part);
+    warpgroup_arrive();
+    split_gemm::detail::issue_part_products<P>(mma, tCrA, tCrB, part, s);
+    warpgroup_commit_batch();
+    warpgroup_wait<0>();
+    warpgroup_fence_operand(part);
+    Barrier::arrive(&empty[s]);
+    split_gemm::detail::promote<Cfg::Format == PartsFp16Scaled>(acc, part, e2.x, e2.y);
+  }
+
+  Tensor cC = make_identity_tensor(Shape<Int<TM>, Int<TN>>{});
+  Tensor tCcC = thr.partition_C(cC);
+  split_gemm::detail::store_tile<Cfg>(p, tc, m0, n0, acc, tCcC, Cfg::ConsumerThreads, ctid);
+}
+
+// This CTA's output tile and its k-tiles [kt_begin, kt_begin + nk) in its split; thread 0
+// initialises the part ring's mbarriers (full[s]: full_arrivals, empty[s]: one arrival
+// per consumer thread) before the CTA barrier, the kernel's only one.
+struct TileWork {
+  split_gemm::detail::TileCoord tc;
+  int64_t m0, n0;
+  int kt_begin, nk;
+};
+template <class Cfg>
+__device__ __forceinline__ TileWork begin_tile(const Params& p, uint64_t* full, uint64_t* empty,
+                                               uint32_t full_arrivals) {
+  TileWork w;
+  w.tc = split_gemm::detail::decode(p);
+  w.m0 = int64_t(w.tc.tm) * Cfg::TileM;
+  w.n0 = int64_t(w.tc.tn) * Cfg::TileN;
+  w.kt_begin = static_cast<int>(int64_t(p.k_tiles) * w.tc.split / p.splits);
+  w.nk = static_cast<int>(int64_t(p.k_tiles) * (w.tc.split + 1) / p.splits) - w.kt_begin;
+  if (threadIdx.x == 0) {
+#pragma unroll
+    for (int s = 0; s < Cfg::Stages; ++s) {
+      cutlass::arch::ClusterBarrier::init(&full[s], full_arrivals);
+      cutlass::arch::ClusterBarrier::init(&empty[s], Cfg::ConsumerThreads);
+    }
+    cutlass::arch::fence_barrier_init();
+  }
+  __syncthreads();
+  return w;
+}
+
 template <class Cfg>
 __global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel_ws(const Params p) {
-  using Base = typename Cfg::Base;
-  using T = split_gemm::detail::Types<Base>;
-  using Elem = typename T::Bf16;
+  using Elem = typename PartRing<Cfg>::Elem;
+  using LayoutA = typename PartRing<Cfg>::LayoutA;
+  using LayoutB = typename PartRing<Cfg>::LayoutB;
   using split_gemm::detail::cp_async_commit;
   using split_gemm::detail::cp_async_wait;
   using Barrier = cutlass::arch::ClusterBarrier;
   constexpr int TM = Cfg::TileM, TN = Cfg::TileN, TK = Cfg::TileK, S = Cfg::Stages, LS = Cfg::LoadStages;
-  constexpr int P = Cfg::Parts, NP = Cfg::ProducerThreads, NC = Cfg::ConsumerThreads;
+  constexpr int P = Cfg::Parts, NP = Cfg::ProducerThreads;
   constexpr bool F16 = Cfg::Format == PartsFp16Scaled;
   constexpr bool AK = Cfg::ARowMajor;   // A is K-contiguous
   constexpr bool BK = !Cfg::BRowMajor;  // B is K-contiguous
-
-  // Part ring: (rows, k, stage * P + part), K-major, 64B swizzle, the wgmma operands.
-  using LayoutA = decltype(tile_to_shape(GMMA::Layout_K_SW64_Atom<Elem>{},
-                                         make_shape(Int<TM>{}, Int<TK>{}, Int<S * P>{})));
-  using LayoutB = decltype(tile_to_shape(GMMA::Layout_K_SW64_Atom<Elem>{},
-                                         make_shape(Int<TN>{}, Int<TK>{}, Int<S * P>{})));
 
   // Ownership: partA/partB stage s is written by the producer between empty[s] and
   // full[s] and read by the consumers' wgmma between full[s] and empty[s]; the fp32
@@ -323,24 +413,13 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel_ws(const Pa
   float* max_slots = ring + LS * Cfg::StageFloats;  // [A, B][producer warp]
   int2* exps = reinterpret_cast<int2*>(max_slots + 2 * Cfg::ProducerWarps);
   uint64_t* full = reinterpret_cast<uint64_t*>(exps + S);  // producer -> consumers, NP arrivals
-  uint64_t* empty = full + S;                              // consumers -> producer, NC arrivals
+  uint64_t* empty = full + S;                              // consumers -> producer, one arrival per consumer thread
 
   const int tid = threadIdx.x;
-  const split_gemm::detail::TileCoord tc = split_gemm::detail::decode(p);
-  const int64_t m0 = int64_t(tc.tm) * TM, n0 = int64_t(tc.tn) * TN;
-  const int kt_begin = static_cast<int>(int64_t(p.k_tiles) * tc.split / p.splits);
-  const int kt_end = static_cast<int>(int64_t(p.k_tiles) * (tc.split + 1) / p.splits);
-  const int nk = kt_end - kt_begin;
-
-  if (tid == 0) {
-#pragma unroll
-    for (int s = 0; s < S; ++s) {
-      Barrier::init(&full[s], NP);
-      Barrier::init(&empty[s], NC);
-    }
-    cutlass::arch::fence_barrier_init();
-  }
-  __syncthreads();  // the only CTA barrier: the mbarriers are initialised before any use
+  const TileWork w = begin_tile<Cfg>(p, full, empty, NP);
+  const split_gemm::detail::TileCoord& tc = w.tc;
+  const int64_t m0 = w.m0, n0 = w.n0;
+  const int kt_begin = w.kt_begin, nk = w.nk;
 
   if (tid < NP) {
     // ---------------- producer warpgroup(s) ----------------
@@ -393,51 +472,23 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel_ws(const Pa
 
   // ---------------- consumer warpgroups ----------------
   cutlass::arch::warpgroup_reg_alloc<Cfg::ConsumerRegs>();
-  const int ctid = tid - NP;  // 0..255: the base kernel's MMA thread index
-  typename T::TiledMma mma;
-  auto thr = mma.get_slice(ctid);
-  Tensor sA = make_tensor(make_smem_ptr(partA), LayoutA{});
-  Tensor sB = make_tensor(make_smem_ptr(partB), LayoutB{});
-  Tensor tCsA = thr.partition_A(sA);  // (MMA, MMA_M, MMA_K, S*P)
-  Tensor tCsB = thr.partition_B(sB);  // (MMA, MMA_N, MMA_K, S*P)
-  Tensor tCrA = thr.make_fragment_A(tCsA);
-  Tensor tCrB = thr.make_fragment_B(tCsB);
-  Tensor acc = partition_fragment_C(mma, Shape<Int<TM>, Int<TN>>{});
-  Tensor part = partition_fragment_C(mma, Shape<Int<TM>, Int<TN>>{});
-  clear(acc);
-
-  for (int kt = 0; kt < nk; ++kt) {
-    const int s = kt % S;
-    Barrier::wait(&full[s], (kt / S) & 1);  // parts and exponents of tile kt are in stage s
-    const int2 e2 = exps[s];                // read before empty[s] lets the producer rewrite it
-    warpgroup_fence_operand(part);
-    warpgroup_arrive();
-    split_gemm::detail::issue_part_products<P>(mma, tCrA, tCrB, part, s);
-    warpgroup_commit_batch();
-    warpgroup_wait<0>();
-    warpgroup_fence_operand(part);
-    // This thread's warp has finished reading stage s; the producer refills it after all
-    // NC consumer threads arrived.
-    Barrier::arrive(&empty[s]);
-    split_gemm::detail::promote<F16>(acc, part, e2.x, e2.y);
-  }
-
-  Tensor cC = make_identity_tensor(Shape<Int<TM>, Int<TN>>{});
-  Tensor tCcC = thr.partition_C(cC);
-  // Same partial layout as the base kernel: split_gemm_reduce<Base> sums and stores it.
-  split_gemm::detail::store_tile<Cfg>(p, tc, m0, n0, acc, tCcC, NC, ctid);
+  consume<Cfg>(p, tc, m0, n0, nk, partA, partB, full, empty, [&](int s) { return exps[s]; }, tid - NP);
 }
 
 }  // namespace detail
 
+// The requirements of the warp-specialized kernels (this one and split_gemm_pre_sm90.cuh):
+// the base kernel's (16-byte aligned operands for cp.async, the 32-bit tile grid).
 template <class Cfg>
-struct Operation {
-  using Base = typename Cfg::Base;
-
-  // Same requirements as the base kernel (cp.async of 16-byte chunks, the 32-bit tile grid).
+struct BaseRequirements {
   static int can_implement(const FactGemmProblem& pr, std::string& why) {
-    return split_gemm::Operation<Base>::can_implement(pr, why);
+    return split_gemm::Operation<typename Cfg::Base>::can_implement(pr, why);
   }
+};
+
+template <class Cfg>
+struct Operation : BaseRequirements<Cfg> {
+  using Base = typename Cfg::Base;
 
   static size_t workspace_size(const FactGemmProblem& pr) {
     return split_gemm::detail::make_plan<Base>(pr).workspace;

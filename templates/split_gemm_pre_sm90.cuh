@@ -1,0 +1,238 @@
+// FACT fp32-faithful GEMM for Hopper (sm90a) with the operands split in a pre-pass (v3
+// "pre"). Same arithmetic, results and Operation<Config> interface as
+// templates/split_gemm_ws_sm90.cuh (fp32 operands split into 16-bit parts, Terms
+// products per multiply-add on wgmma, fp32 promotion after every 32-wide k-tile,
+// PartsFp16Scaled: a power-of-two scale per 128 x 32 operand tile), but no CTA converts:
+//
+//   pre-pass (split_operand_tiles, once per operand and call): each (batch, 128-row tile,
+//       k-tile) block of the operand becomes Parts 16-bit slots laid out byte for byte as a
+//       part-ring stage expects (K-major, GMMA 64B-swizzled), plus its tile exponent,
+//       zero-filled outside the problem. Same tile maxima, exponents and split8 as the
+//       in-kernel conversion, so the GEMM's output is bit-identical to split_gemm_ws's.
+//   main kernel: CTA = 3 warpgroups (384 threads), 1 CTA per SM. One producer thread per
+//       k-tile waits empty[s], then issues four bulk copies (cp.async.bulk: A's parts, B's
+//       parts, their two exponents) completing on full[s]'s transaction count. The two
+//       consumer warpgroups are split_gemm_ws's (ws::detail::consume).
+//
+// Why: the in-kernel conversion re-splits every A tile N / 128 times and every B tile
+// M / 128 times, and one k-tile's conversion (~1540 warp instructions) is what limits
+// split_gemm_ws (docs/notes/split_gemm.md, "Where the in-load split runs out"). The
+// pre-pass splits each element once, at the cost of one pass over both operands (read
+// 4 bytes, write 4 bytes per element): worth it where the GEMM re-reads its operands
+// many times (square, batched, the transformer's linears), not at M = N = 256 with
+// K = 524288, where split_gemm_ws stays the better kernel.
+//
+// Workspace: the base kernel's split-K partials, then A's and B's part images and
+// exponents (workspace_size). Requirements: the base kernel's (can_implement).
+#pragma once
+
+#include "cute/arch/copy_sm90_tma.hpp"
+#include "split_gemm_ws_sm90.cuh"
+
+namespace fact::split_gemm::pre {
+
+// Stages: part ring depth (bulk copies in flight).
+template <int TileM_, int TileN_, int TileK_, int Terms_, bool ARowMajor_, bool BRowMajor_,
+          int Epilogue_, int Stages_, int Format_ = PartsBf16>
+struct Config
+    : ws::ConsumerConfig<TileM_, TileN_, TileK_, Terms_, ARowMajor_, BRowMajor_, Epilogue_, Stages_, Format_> {
+  using C = ws::ConsumerConfig<TileM_, TileN_, TileK_, Terms_, ARowMajor_, BRowMajor_, Epilogue_, Stages_, Format_>;
+  static constexpr int ProducerThreads = 128;  // one thread issues; a whole warpgroup keeps the consumers aligned
+  static constexpr int Threads = ProducerThreads + C::ConsumerThreads;
+  static constexpr int SplitThreads = 256;  // pre-pass block
+  static constexpr size_t SlotBytesA = size_t(C::TileM) * C::TileK * 2;  // one 16-bit part of an A tile
+  static constexpr size_t SlotBytesB = size_t(C::TileN) * C::TileK * 2;
+  // Part ring, exponents int4 expA[Stages] + expB[Stages] (one bulk copy each: 16 bytes),
+  // mbarriers full[Stages] + empty[Stages], alignment slack.
+  static constexpr size_t SmemBytes = C::Stages * C::PartStageBytes + 2 * C::Stages * 16 + 2 * C::Stages * 8 + 1024;
+  static_assert(SmemBytes <= 227 * 1024, "shared memory over the sm90 limit: fewer Stages");
+};
+
+namespace detail {
+
+using namespace cute;
+using split_gemm::detail::Params;
+
+// One operand's pre-split image: block (batch, row tile, k-tile) =
+// ((batch * row_tiles + row_tile) * k_tiles + k_tile) holds Parts slots of Rows x TileK
+// 16-bit elements in part-ring order, and exps[block].x its tile exponent (0 for bf16).
+template <class Elem>
+struct Image {
+  Elem* parts;
+  int4* exps;
+};
+
+// Splits the (Rows x TileK) blocks of one fp32 operand into its image (one CTA of
+// Cfg::SplitThreads threads per block). KContig: element (mn, k) at mn * ld + k, else at
+// k * ld + mn; batch entry b starts batch_stride elements after entry b - 1.
+template <class Cfg, int Rows, bool KContig, class Elem>
+__global__ void __launch_bounds__(Cfg::SplitThreads) split_operand_tiles(const float* x, int64_t ld,
+                                                                          int64_t batch_stride, int64_t rows,
+                                                                          int64_t k, int row_tiles, int k_tiles,
+                                                                          Image<Elem> image) {
+  constexpr int TK = Cfg::TileK, P = Cfg::Parts, NT = Cfg::SplitThreads;
+  constexpr bool F16 = Cfg::Format == PartsFp16Scaled;
+  using U = ws::detail::Units<Rows, TK, NT, KContig>;
+  using Layout = decltype(tile_to_shape(GMMA::Layout_K_SW64_Atom<Elem>{},
+                                        make_shape(Int<Rows>{}, Int<TK>{}, Int<P>{})));
+  __shared__ float warp_maxima[NT / 32];
+
+  const int64_t block = blockIdx.x;
+  const int64_t kt = block % k_tiles;
+  const int64_t rest = block / k_tiles;
+  const int64_t mn0 = (rest % row_tiles) * Rows;
+  const float* src = x + (rest / row_tiles) * batch_stride;
+  const int tid = threadIdx.x;
+
+  float v[U::N][8];
+#pragma unroll
+  for (int i = 0; i < U::N; ++i) {
+    int r, kc;
+    U::coords(tid + i * NT, r, kc);
+    const int64_t mn = mn0 + r, k0 = kt * TK + 8 * kc;
+    if (KContig && mn < rows && k0 + 8 <= k) {  // 16-byte aligned: can_implement's requirements
+      const float4* q = reinterpret_cast<const float4*>(src + mn * ld + k0);
+      const float4 x0 = q[0], x1 = q[1];
+      v[i][0] = x0.x; v[i][1] = x0.y; v[i][2] = x0.z; v[i][3] = x0.w;
+      v[i][4] = x1.x; v[i][5] = x1.y; v[i][6] = x1.z; v[i][7] = x1.w;
+    } else {
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        const int64_t kk = k0 + j;
+        v[i][j] = mn < rows && kk < k ? src[KContig ? mn * ld + kk : kk * ld + mn] : 0.f;
+      }
+    }
+  }
+  int e = 0;
+  if constexpr (F16) {
+    const float m = ws::detail::warp_max(U::absmax(v));
+    if (tid % 32 == 0) warp_maxima[tid / 32] = m;
+    __syncthreads();
+    float t = warp_maxima[0];
+#pragma unroll
+    for (int w = 1; w < NT / 32; ++w) t = fmaxf(t, warp_maxima[w]);
+    e = split_gemm::detail::tile_exponent(t);
+  }
+  if (tid == 0) image.exps[block] = make_int4(e, 0, 0, 0);
+  U::template store<P, F16>(v, image.parts + block * (P * Rows * TK), Layout{}, 0, split_gemm::detail::pow2(14 - e),
+                            tid);
+}
+
+template <class Cfg>
+__global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel_pre(const Params p) {
+  using Elem = typename ws::detail::PartRing<Cfg>::Elem;
+  using Barrier = cutlass::arch::ClusterTransactionBarrier;
+  constexpr int TM = Cfg::TileM, TN = Cfg::TileN, TK = Cfg::TileK, S = Cfg::Stages, P = Cfg::Parts;
+
+  // Ownership: stage s (its part slots and expA[s], expB[s]) is written by the bulk copies
+  // issued after empty[s] and read by the consumers between full[s] and empty[s].
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  const uint32_t misalign = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw)) & 1023u;
+  Elem* partA = reinterpret_cast<Elem*>(smem_raw + ((1024u - misalign) & 1023u));
+  Elem* partB = partA + S * P * TM * TK;
+  int4* expA = reinterpret_cast<int4*>(partB + S * P * TN * TK);
+  int4* expB = expA + S;
+  uint64_t* full = reinterpret_cast<uint64_t*>(expB + S);  // 1 arrival + the stage's bytes
+  uint64_t* empty = full + S;                              // one arrival per consumer thread
+
+  const int tid = threadIdx.x;
+  const ws::detail::TileWork w = ws::detail::begin_tile<Cfg>(p, full, empty, 1);
+  const split_gemm::detail::TileCoord& tc = w.tc;
+
+  if (tid < Cfg::ProducerThreads) {
+    if (tid == 0) {
+      const auto* imgA = static_cast<const Elem*>(p.images.a);
+      const auto* imgB = static_cast<const Elem*>(p.images.b);
+      const int64_t blockA = (tc.batch * p.tiles_m + tc.tm) * int64_t(p.k_tiles) + w.kt_begin;
+      const int64_t blockB = (tc.batch * p.tiles_n + tc.tn) * int64_t(p.k_tiles) + w.kt_begin;
+      constexpr uint32_t BytesA = P * Cfg::SlotBytesA, BytesB = P * Cfg::SlotBytesB;
+      for (int kt = 0; kt < w.nk; ++kt) {
+        const int s = kt % S;
+        // Phase parity starts at 1 on empty: a fresh barrier passes it.
+        cutlass::arch::ClusterBarrier::wait(&empty[s], ((kt / S) & 1) ^ 1);
+        Barrier::arrive_and_expect_tx(&full[s], BytesA + BytesB + 2 * 16);
+        cute::SM90_BULK_COPY_G2S::copy(imgA + (blockA + kt) * (P * TM * TK), &full[s], partA + s * P * TM * TK,
+                                       BytesA);
+        cute::SM90_BULK_COPY_G2S::copy(imgB + (blockB + kt) * (P * TN * TK), &full[s], partB + s * P * TN * TK,
+                                       BytesB);
+        cute::SM90_BULK_COPY_G2S::copy(p.images.exp_a + blockA + kt, &full[s], expA + s, 16);
+        cute::SM90_BULK_COPY_G2S::copy(p.images.exp_b + blockB + kt, &full[s], expB + s, 16);
+      }
+    }
+    return;
+  }
+
+  ws::detail::consume<Cfg>(p, tc, w.m0, w.n0, w.nk, partA, partB, full, empty,
+                           [&](int s) { return make_int2(expA[s].x, expB[s].x); }, tid - Cfg::ProducerThreads);
+}
+
+// Sizes and places of the images in the workspace, after the base plan's partials.
+template <class Cfg>
+struct WorkspaceLayout {
+  size_t parts_a = 0, parts_b = 0, exps_a = 0, exps_b = 0, total = 0;  // byte offsets; total size
+
+  static size_t align(size_t bytes) { return (bytes + 255) & ~size_t(255); }
+
+  explicit WorkspaceLayout(const FactGemmProblem& pr) {
+    const split_gemm::detail::Plan pl = split_gemm::detail::make_plan<typename Cfg::Base>(pr);
+    const size_t blocks_a = size_t(pr.batch) * pl.tiles_m * pl.k_tiles;
+    const size_t blocks_b = size_t(pr.batch) * pl.tiles_n * pl.k_tiles;
+    parts_a = align(pl.workspace);  // the partials come first
+    parts_b = parts_a + align(blocks_a * Cfg::Parts * Cfg::SlotBytesA);
+    exps_a = parts_b + align(blocks_b * Cfg::Parts * Cfg::SlotBytesB);
+    exps_b = exps_a + align(blocks_a * 16);
+    total = exps_b + align(blocks_b * 16);
+  }
+};
+
+}  // namespace detail
+
+template <class Cfg>
+struct Operation : ws::BaseRequirements<Cfg> {
+  using Base = typename Cfg::Base;
+
+  static size_t workspace_size(const FactGemmProblem& pr) { return detail::WorkspaceLayout<Cfg>(pr).total; }
+
+  static int run(const FactGemmProblem& pr, void* workspace, size_t workspace_bytes, cudaStream_t stream,
+                 std::string& why) {
+    using Elem = typename ws::detail::PartRing<Cfg>::Elem;
+    const detail::WorkspaceLayout<Cfg> w(pr);
+    if (w.total > workspace_bytes || workspace == nullptr) {
+      why = "split_gemm_pre: workspace too small (" + std::to_string(workspace_bytes) + " < " +
+            std::to_string(w.total) + " bytes)";
+      return 1;
+    }
+    const split_gemm::detail::Plan pl = split_gemm::detail::make_plan<Base>(pr);
+    auto* base = static_cast<unsigned char*>(workspace);
+    const detail::Image<Elem> a{reinterpret_cast<Elem*>(base + w.parts_a), reinterpret_cast<int4*>(base + w.exps_a)};
+    const detail::Image<Elem> b{reinterpret_cast<Elem*>(base + w.parts_b), reinterpret_cast<int4*>(base + w.exps_b)};
+    const int64_t blocks_a = int64_t(pr.batch) * pl.tiles_m * pl.k_tiles;
+    const int64_t blocks_b = int64_t(pr.batch) * pl.tiles_n * pl.k_tiles;
+    if (blocks_a > 0x7fffffff || blocks_b > 0x7fffffff) {
+      why = "split_gemm_pre: pre-pass grid too large";
+      return 1;
+    }
+    // A is (m, k): K-contiguous when row-major. B is (k, n) as (n, k): K-contiguous when
+    // column-major.
+    if (blocks_a > 0) {
+      detail::split_operand_tiles<Cfg, Cfg::TileM, Cfg::ARowMajor, Elem>
+          <<<static_cast<unsigned>(blocks_a), Cfg::SplitThreads, 0, stream>>>(
+              static_cast<const float*>(pr.a), pr.ld_a, pr.batch_stride_a, pr.m, pr.k, pl.tiles_m, pl.k_tiles, a);
+    }
+    if (blocks_b > 0) {
+      detail::split_operand_tiles<Cfg, Cfg::TileN, !Cfg::BRowMajor, Elem>
+          <<<static_cast<unsigned>(blocks_b), Cfg::SplitThreads, 0, stream>>>(
+              static_cast<const float*>(pr.b), pr.ld_b, pr.batch_stride_b, pr.n, pr.k, pl.tiles_n, pl.k_tiles, b);
+    }
+    if (cudaError_t st = cudaGetLastError(); st != cudaSuccess) {
+      why = std::string("split_gemm_pre: pre-pass launch: ") + cudaGetErrorString(st);
+      return static_cast<int>(st);
+    }
+    split_gemm::detail::PreSplitImages images{a.parts, b.parts, a.exps, b.exps};
+    return split_gemm::detail::launch<Base>(pr, workspace, workspace_bytes, stream, why,
+                                            detail::split_gemm_kernel_pre<Cfg>, Cfg::Threads, Cfg::SmemBytes,
+                                            "split_gemm_pre", images);
+  }
+};
+
+}  // namespace fact::split_gemm::pre
