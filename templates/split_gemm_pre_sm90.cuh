@@ -149,7 +149,7 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel_pre(const P
       for (int kt = 0; kt < w.nk; ++kt) {
         const int s = kt % S;
         // Phase parity starts at 1 on empty: a fresh barrier passes it.
-        cutlass::arch::ClusterBarrier::wait(&empty[s], ((kt / S) & 1) ^ 1);
+        Barrier::wait(&empty[s], ((kt / S) & 1) ^ 1);
         Barrier::arrive_and_expect_tx(&full[s], BytesA + BytesB + 2 * 16);
         cute::SM90_BULK_COPY_G2S::copy(imgA + (blockA + kt) * (P * TM * TK), &full[s], partA + s * P * TM * TK,
                                        BytesA);
@@ -166,18 +166,21 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel_pre(const P
                            [&](int s) { return make_int2(expA[s].x, expB[s].x); }, tid - Cfg::ProducerThreads);
 }
 
-// Sizes and places of the images in the workspace, after the base plan's partials.
+// The base plan, the image block counts, and where the images sit in the workspace
+// (after the base plan's split-K partials).
 template <class Cfg>
 struct WorkspaceLayout {
+  split_gemm::detail::Plan plan;
+  int64_t blocks_a = 0, blocks_b = 0;                                   // pre-pass grids
   size_t parts_a = 0, parts_b = 0, exps_a = 0, exps_b = 0, total = 0;  // byte offsets; total size
 
   static size_t align(size_t bytes) { return (bytes + 255) & ~size_t(255); }
 
-  explicit WorkspaceLayout(const FactGemmProblem& pr) {
-    const split_gemm::detail::Plan pl = split_gemm::detail::make_plan<typename Cfg::Base>(pr);
-    const size_t blocks_a = size_t(pr.batch) * pl.tiles_m * pl.k_tiles;
-    const size_t blocks_b = size_t(pr.batch) * pl.tiles_n * pl.k_tiles;
-    parts_a = align(pl.workspace);  // the partials come first
+  explicit WorkspaceLayout(const FactGemmProblem& pr)
+      : plan(split_gemm::detail::make_plan<typename Cfg::Base>(pr)),
+        blocks_a(int64_t(pr.batch) * plan.tiles_m * plan.k_tiles),
+        blocks_b(int64_t(pr.batch) * plan.tiles_n * plan.k_tiles) {
+    parts_a = align(plan.workspace);  // the partials come first
     parts_b = parts_a + align(blocks_a * Cfg::Parts * Cfg::SlotBytesA);
     exps_a = parts_b + align(blocks_b * Cfg::Parts * Cfg::SlotBytesB);
     exps_b = exps_a + align(blocks_a * 16);
@@ -202,12 +205,11 @@ struct Operation : ws::BaseRequirements<Cfg> {
             std::to_string(w.total) + " bytes)";
       return 1;
     }
-    const split_gemm::detail::Plan pl = split_gemm::detail::make_plan<Base>(pr);
+    const split_gemm::detail::Plan& pl = w.plan;
     auto* base = static_cast<unsigned char*>(workspace);
     const detail::Image<Elem> a{reinterpret_cast<Elem*>(base + w.parts_a), reinterpret_cast<int4*>(base + w.exps_a)};
     const detail::Image<Elem> b{reinterpret_cast<Elem*>(base + w.parts_b), reinterpret_cast<int4*>(base + w.exps_b)};
-    const int64_t blocks_a = int64_t(pr.batch) * pl.tiles_m * pl.k_tiles;
-    const int64_t blocks_b = int64_t(pr.batch) * pl.tiles_n * pl.k_tiles;
+    const int64_t blocks_a = w.blocks_a, blocks_b = w.blocks_b;
     if (blocks_a > 0x7fffffff || blocks_b > 0x7fffffff) {
       why = "split_gemm_pre: pre-pass grid too large";
       return 1;

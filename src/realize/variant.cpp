@@ -127,11 +127,13 @@ size_t split_smem_bytes(const GemmVariant& v) {
     const size_t max_slots = v.math == MathMode::F16x3 ? 2 * static_cast<size_t>(v.tile_m / 16) * 4 : 0;
     return stages * stage_floats * 4 + 2 * parts * stage_floats * 2 + max_slots + 1024;
   }
-  // Part ring, fp32 ring (3 deep where that fits, else 2), maxima of the 8 producer warps, exponents,
-  // full + empty mbarriers, slack.
+  // Part ring, fp32 ring (3 deep where that fits, else 2), the A and B tile maxima of each
+  // producer warp, exponents, full + empty mbarriers, slack.
+  constexpr size_t kProducerWarps = 8;  // ws::Config::ProducerWarps (two producer warpgroups)
   const size_t part_stage = parts * stage_floats * 2, fp32_stage = stage_floats * 4;
   const size_t load_stages = stages * part_stage + 3 * fp32_stage + 2048 <= kSm90SmemLimit ? 3 : 2;
-  return stages * part_stage + load_stages * fp32_stage + 2 * 8 * 4 + stages * 8 + 2 * stages * 8 + 1024;
+  return stages * part_stage + load_stages * fp32_stage + 2 * kProducerWarps * 4 + stages * 8 + 2 * stages * 8 +
+         1024;
 }
 
 // The static_asserts of the split kernels' Configs, so that an illegal
