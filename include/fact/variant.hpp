@@ -16,13 +16,11 @@ namespace fact {
 
 // Kernel family: sm90 = CUTLASS 3.x TMA warp-specialized (gemm_sm90.cuh),
 // sm80 = CUTLASS 2.x GemmUniversal (gemm_sm80.cuh), sm90split = FACT's own
-// fp32-input wgmma kernels: schedule ws = v2 (split_gemm_sm90.cuh), schedule
-// coop = v3 (split_gemm_ws_sm90.cuh: two producer warpgroups converting for two
-// cooperating consumer warpgroups).
+// fp32-input wgmma kernels, one per schedule (split_kernel below).
 enum class KernelArch { Sm90, Sm80, Sm90Split };
 enum class MathMode { F32, TF32, BF16, F16, TF32x3, BF16x3, BF16x6, F16x3 };
 enum class OutType { F32 };
-enum class Schedule { Coop, Pingpong, Ws, Mstage, Simt };
+enum class Schedule { Coop, Pingpong, Ws, Mstage, Simt, Pre };
 enum class SchedulerKind { Persistent, StreamK, SplitK, Dp };
 enum class OperandLayout { Row, Col };
 enum class EpilogueKind { None, Bias, C };
@@ -72,9 +70,22 @@ struct GemmVariant {
   bool operator==(const GemmVariant& o) const { return name() == o.name(); }
 };
 
-// Whether the variant instantiates the warp-specialized split kernel (v3,
-// templates/split_gemm_ws_sm90.cuh): family sm90split, schedule coop.
-bool uses_split_ws_kernel(const GemmVariant& v);
+// FACT's own split kernels (family sm90split), chosen by the variant's schedule:
+//   ws   v2: split_gemm_sm90.cuh, the MMA warpgroups convert (TileM 64 or 128)
+//   coop v3: split_gemm_ws_sm90.cuh, two producer warpgroups convert for two
+//        cooperating consumer warpgroups (TileM 128)
+//   pre  v3 pre: split_gemm_pre_sm90.cuh, both operands split once by a pre-pass,
+//        one producer thread bulk-copies the parts (TileM 128; workspace holds the
+//        split operands)
+struct SplitKernel {
+  Schedule schedule;
+  const char* header;     // the template the thin source includes
+  const char* ns;         // C++ namespace of its Config and Operation
+  bool consumer_ring;     // v3 family: two 64-row consumer warpgroups on a part ring
+};
+// The split kernel of an sm90split variant; nullptr for another family or a
+// schedule no split kernel has.
+const SplitKernel* split_kernel(const GemmVariant& v);
 
 // Inverse of GemmVariant::name(); nullopt for anything that is not a valid name.
 std::optional<GemmVariant> parse_variant_name(const std::string& name);

@@ -41,33 +41,23 @@ constexpr const char* kSm80Source =
     "\n"
     "FACT_EXPORT_GEMM(fact::gemm_sm80::Operation<FactConfig>, \"${name}\")\n";
 
-// Interface agreed with the split-kernel owner: v2's fact::split_gemm::Config and v3's
-// fact::split_gemm::ws::Config both take <TileM, TileN, TileK, Terms, ARowMajor, BRowMajor,
-// Epilogue, Stages, PartFormat> (v3 may grow defaulted parameters after these).
+// Interface of the split kernels' Configs (variant.hpp: SplitKernel): every one takes
+// <TileM, TileN, TileK, Terms, ARowMajor, BRowMajor, Epilogue, Stages, PartFormat>
+// (a kernel may grow defaulted parameters after these).
 constexpr const char* kSplitConfigArgs =
     "    /*tile*/ ${tile_m}, ${tile_n}, ${tile_k}, /*terms*/ ${terms},\n"
     "    /*a_row_major*/ ${a_row_major}, /*b_row_major*/ ${b_row_major},\n"
     "    ${epilogue}, /*stages*/ ${stages}, ${part_format}";
 
-// v2, schedule ws.
+// Any split kernel: ${ns} is its namespace (split_kernel(v)->ns).
 constexpr const char* kSm90SplitSource =
-    "#include \"split_gemm_sm90.cuh\"\n"
+    "#include \"${header}\"\n"
     "#include \"fact_export.cuh\"\n"
     "\n"
-    "using FactConfig = fact::split_gemm::Config<\n"
+    "using FactConfig = ${ns}::Config<\n"
     "${config_args}>;\n"
     "\n"
-    "FACT_EXPORT_GEMM(fact::split_gemm::Operation<FactConfig>, \"${name}\")\n";
-
-// v3 (warp-specialized), schedule coop.
-constexpr const char* kSm90SplitWsSource =
-    "#include \"split_gemm_ws_sm90.cuh\"\n"
-    "#include \"fact_export.cuh\"\n"
-    "\n"
-    "using FactConfig = fact::split_gemm::ws::Config<\n"
-    "${config_args}>;\n"
-    "\n"
-    "FACT_EXPORT_GEMM(fact::split_gemm::ws::Operation<FactConfig>, \"${name}\")\n";
+    "FACT_EXPORT_GEMM(${ns}::Operation<FactConfig>, \"${name}\")\n";
 
 }  // namespace
 
@@ -104,7 +94,8 @@ std::string template_header(const GemmVariant& v) {
     case KernelArch::Sm80:
       return "gemm_sm80.cuh";
     case KernelArch::Sm90Split:
-      return uses_split_ws_kernel(v) ? "split_gemm_ws_sm90.cuh" : "split_gemm_sm90.cuh";
+      if (const SplitKernel* kernel = split_kernel(v)) return kernel->header;
+      throw std::invalid_argument(v.name() + ": no split kernel has this schedule");
   }
   throw std::invalid_argument("unknown kernel family");
 }
@@ -193,7 +184,9 @@ std::string emit_variant_source(const GemmVariant& v) {
       values["layout_b"] = cpp::layout(v.layout_b);
       break;
     case KernelArch::Sm90Split:
-      body = uses_split_ws_kernel(v) ? kSm90SplitWsSource : kSm90SplitSource;
+      body = kSm90SplitSource;
+      values["header"] = template_header(v);
+      values["ns"] = split_kernel(v)->ns;
       values["config_args"] = split_config_args(v);
       break;
   }

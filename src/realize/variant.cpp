@@ -33,19 +33,27 @@ constexpr std::array<Spelling<MathMode>, 8> kMath{{
 }};
 constexpr std::array<Spelling<OutType>, 1> kOut{{{OutType::F32, "f32", "float"}}};
 // cpp: the CUTLASS kernel schedule; the epilogue schedule is in kEpilogueSchedule.
-constexpr std::array<Spelling<Schedule>, 5> kSchedule{{
+constexpr std::array<Spelling<Schedule>, 6> kSchedule{{
     {Schedule::Coop, "coop", "cutlass::gemm::KernelTmaWarpSpecializedCooperative"},
     {Schedule::Pingpong, "pingpong", "cutlass::gemm::KernelTmaWarpSpecializedPingpong"},
     {Schedule::Ws, "ws", "cutlass::gemm::KernelTmaWarpSpecialized"},
     {Schedule::Mstage, "mstage", ""},
     {Schedule::Simt, "simt", ""},
+    {Schedule::Pre, "pre", ""},
 }};
-constexpr std::array<Spelling<Schedule>, 5> kEpilogueSchedule{{
+constexpr std::array<Spelling<Schedule>, 6> kEpilogueSchedule{{
     {Schedule::Coop, "coop", "cutlass::epilogue::TmaWarpSpecializedCooperative"},
     {Schedule::Pingpong, "pingpong", "cutlass::epilogue::TmaWarpSpecialized"},
     {Schedule::Ws, "ws", "cutlass::epilogue::TmaWarpSpecialized"},
     {Schedule::Mstage, "mstage", ""},
     {Schedule::Simt, "simt", ""},
+    {Schedule::Pre, "pre", ""},
+}};
+// FACT's split kernels by schedule (variant.hpp: SplitKernel).
+constexpr std::array<SplitKernel, 3> kSplitKernels{{
+    {Schedule::Ws, "split_gemm_sm90.cuh", "fact::split_gemm", false},
+    {Schedule::Coop, "split_gemm_ws_sm90.cuh", "fact::split_gemm::ws", true},
+    {Schedule::Pre, "split_gemm_pre_sm90.cuh", "fact::split_gemm::pre", true},
 }};
 // Split-K on sm90 is the stream-K scheduler forced into split-K decomposition.
 constexpr std::array<Spelling<SchedulerKind>, 4> kScheduler{{
@@ -116,48 +124,60 @@ int64_t tiles(int64_t extent, int tile) { return (extent + tile - 1) / tile; }
 constexpr size_t kSm90SmemLimit = 227 * 1024;
 
 // Shared memory of an sm90split configuration, computed as its template's
-// Config::SmemBytes does (split_gemm_sm90.cuh for v2, split_gemm_ws_sm90.cuh for v3).
-size_t split_smem_bytes(const GemmVariant& v) {
+// Config::SmemBytes does (split_gemm_sm90.cuh for v2, split_gemm_ws_sm90.cuh for v3,
+// split_gemm_pre_sm90.cuh for v3 pre). The templates' static_asserts catch a drift at
+// compile time; tests/unit/realize/test_variant.cpp pins the values they compiled with.
+size_t split_smem_bytes(const GemmVariant& v, const SplitKernel& kernel) {
   const int terms = std::stoi(cpp::math_tag(KernelArch::Sm90Split, v.math));
   const size_t parts = terms == 1 ? 1 : terms == 3 ? 2 : 3;  // Config::Parts
   const size_t stages = static_cast<size_t>(v.stages);
   const size_t stage_floats = static_cast<size_t>(v.tile_m + v.tile_n) * v.tile_k;
-  if (!uses_split_ws_kernel(v)) {
-    // fp32 ring, 2 buffers x Parts 16-bit parts, PartsFp16Scaled: per-warp tile maxima, slack.
-    const size_t max_slots = v.math == MathMode::F16x3 ? 2 * static_cast<size_t>(v.tile_m / 16) * 4 : 0;
-    return stages * stage_floats * 4 + 2 * parts * stage_floats * 2 + max_slots + 1024;
-  }
-  // Part ring, fp32 ring (3 deep where that fits, else 2), the A and B tile maxima of each
-  // producer warp, exponents, full + empty mbarriers, slack.
-  constexpr size_t kProducerWarps = 8;  // ws::Config::ProducerWarps (two producer warpgroups)
   const size_t part_stage = parts * stage_floats * 2, fp32_stage = stage_floats * 4;
-  const size_t load_stages = stages * part_stage + 3 * fp32_stage + 2048 <= kSm90SmemLimit ? 3 : 2;
-  return stages * part_stage + load_stages * fp32_stage + 2 * kProducerWarps * 4 + stages * 8 + 2 * stages * 8 +
-         1024;
+  switch (kernel.schedule) {
+    case Schedule::Ws: {
+      // fp32 ring, 2 buffers x Parts 16-bit parts, PartsFp16Scaled: per-warp tile maxima, slack.
+      const size_t max_slots = v.math == MathMode::F16x3 ? 2 * static_cast<size_t>(v.tile_m / 16) * 4 : 0;
+      return stages * fp32_stage + 2 * part_stage + max_slots + 1024;
+    }
+    case Schedule::Pre:
+      // Part ring, int4 exponents of A and B per stage, full + empty mbarriers, slack.
+      return stages * part_stage + 2 * stages * 16 + 2 * stages * 8 + 1024;
+    default: {
+      // Part ring, fp32 ring (3 deep where that fits, else 2), the A and B tile maxima of
+      // each producer warp, exponents, full + empty mbarriers, slack.
+      constexpr size_t kProducerWarps = 8;  // ws::Config::ProducerWarps (two producer warpgroups)
+      const size_t load_stages = stages * part_stage + 3 * fp32_stage + 2048 <= kSm90SmemLimit ? 3 : 2;
+      return stages * part_stage + load_stages * fp32_stage + 2 * kProducerWarps * 4 + stages * 8 +
+             2 * stages * 8 + 1024;
+    }
+  }
 }
 
 // The static_asserts of the split kernels' Configs, so that an illegal
 // configuration is skipped with its reason instead of failing nvcc.
 std::optional<std::string> split_config_illegal_reason(const GemmVariant& v) {
-  if (v.schedule != Schedule::Ws && v.schedule != Schedule::Coop)
-    return std::string("sm90split variants schedule ws (split_gemm_sm90.cuh) or coop (split_gemm_ws_sm90.cuh)");
+  const SplitKernel* kernel = split_kernel(v);
+  if (kernel == nullptr)
+    return std::string("sm90split variants schedule ws (split_gemm_sm90.cuh), coop (split_gemm_ws_sm90.cuh) or pre "
+                       "(split_gemm_pre_sm90.cuh)");
   if (v.scheduler != SchedulerKind::Dp || v.cluster_m != 1 || v.cluster_n != 1)
     return std::string("sm90split variants are data-parallel with cluster 1x1 (the kernel splits K itself)");
   if (v.tile_k != 32) return std::string("sm90split tile K must be 32 (one 128-byte fp32 row)");
   if (v.tile_n != 64 && v.tile_n != 128)
     return std::string("sm90split tile N must be 64 or 128 (accumulator registers)");
-  if (uses_split_ws_kernel(v)) {
+  if (kernel->consumer_ring) {
     if (v.tile_m != 128)
-      return std::string("the warp-specialized split kernel (coop) has two consumer warpgroups of 64 rows: tile M "
-                         "must be 128");
+      return fmt::format("the warp-specialized split kernels ({}) have two consumer warpgroups of 64 rows: tile M "
+                         "must be 128",
+                         token(v.schedule));
     if (v.stages < 2 || v.stages > 8)
-      return std::string("the warp-specialized split kernel (coop) needs a part ring of 2..8 stages");
+      return fmt::format("the warp-specialized split kernels ({}) need a part ring of 2..8 stages", token(v.schedule));
   } else {
     if (v.tile_m != 64 && v.tile_m != 128)
       return std::string("sm90split (ws) tile M must be 64 or 128 (one or two warpgroups)");
     if (v.stages < 3 || v.stages > 8) return std::string("sm90split (ws) needs 3..8 stages");
   }
-  if (const size_t smem = split_smem_bytes(v); smem > kSm90SmemLimit)
+  if (const size_t smem = split_smem_bytes(v, *kernel); smem > kSm90SmemLimit)
     return fmt::format("{} needs {} bytes of shared memory, over sm90's {} (227 KB): fewer stages", v.name(), smem,
                        kSm90SmemLimit);
   return std::nullopt;
@@ -190,8 +210,11 @@ const char* layout(OperandLayout l) { return lookup(kLayout, l, kMissing).cpp; }
 const char* epilogue(EpilogueKind e) { return lookup(kEpilogue, e, kMissing).cpp; }
 }  // namespace cpp
 
-bool uses_split_ws_kernel(const GemmVariant& v) {
-  return v.arch == KernelArch::Sm90Split && v.schedule == Schedule::Coop;
+const SplitKernel* split_kernel(const GemmVariant& v) {
+  if (v.arch != KernelArch::Sm90Split) return nullptr;
+  for (const SplitKernel& k : kSplitKernels)
+    if (k.schedule == v.schedule) return &k;
+  return nullptr;
 }
 
 std::string GemmVariant::name() const {
@@ -503,11 +526,14 @@ Enumeration enumerate_gemm_variants(const GemmProblemDesc& p, double tolerance, 
       // FACT's own split kernels (they pick split-K themselves): scaled-fp16 Terms 3
       // (f16x3, more accurate than cuBLAS fp32 on the H100 runs of
       // docs/notes/split_gemm.md) and bf16 Terms 6 for the fp32 class, Terms 1
-      // (bf16 rounding) and 3 for the relaxed one. Schedule ws = v2
-      // (split_gemm_sm90.cuh; TileM 64/128, TileN 64/128, TileK 32); coop = v3
-      // (split_gemm_ws_sm90.cuh; TileM 128), the conversion on two producer warpgroups:
-      // H100, 4096^3 f16x3 1.40 vs v2's 1.81 ms. v3 bf16x6 (twice the products;
-      // its part ring fits 3 stages only) in "all" only.
+      // (bf16 rounding) and 3 for the relaxed one. Schedules (variant.hpp: SplitKernel):
+      // ws = v2 (TileM 64/128); coop = v3, the split on two producer warpgroups; pre =
+      // v3 with the operands split once by a pre-pass. H100, f16x3, 4096^3 / bmm /
+      // 256x256x524288: v2 1.81 / 3.77 / 1.07, coop 1.42 / 3.08 / 0.80, pre 0.73 / 2.58 /
+      // 1.42 ms. The pre-pass costs a read and a write of both operands, which only pays
+      // where each operand tile is re-read by many output tiles: pre is not offered for
+      // small-MN large-K problems (unless "all"). bf16x6 on v3 (twice the products) in
+      // "all" only.
       for (MathMode math : {MathMode::F16x3, MathMode::BF16x6, MathMode::BF16x3, MathMode::BF16}) {
         if (!math_admitted(math, cls)) continue;
         if (cls == ToleranceClass::Relaxed && math == MathMode::BF16x6 && !all) continue;
@@ -518,10 +544,12 @@ Enumeration enumerate_gemm_variants(const GemmProblemDesc& p, double tolerance, 
           add(b, 128, 64, 32, 1, 1, Schedule::Ws, SchedulerKind::Dp, 4);
           add(b, 128, 128, 32, 1, 1, Schedule::Ws, SchedulerKind::Dp, 3);
         }
-        if (math != MathMode::BF16x6)
-          add(b, 128, 128, 32, 1, 1, Schedule::Coop, SchedulerKind::Dp, 4);
-        else if (all)
-          add(b, 128, 128, 32, 1, 1, Schedule::Coop, SchedulerKind::Dp, 3);
+        if (math == MathMode::BF16x6 && !all) continue;
+        add(b, 128, 128, 32, 1, 1, Schedule::Coop, SchedulerKind::Dp, math == MathMode::BF16x6 ? 3 : 4);
+        // Pre's ring holds only parts: as deep as 227 KB allows (6 stages of 2 parts).
+        if (!small_mn_large_k || all)
+          add(b, 128, 128, 32, 1, 1, Schedule::Pre, SchedulerKind::Dp,
+              math == MathMode::BF16x6 ? 4 : math == MathMode::BF16 ? 8 : 6);
       }
     } else {
       for (MathMode math : {MathMode::TF32x3, MathMode::F32}) {

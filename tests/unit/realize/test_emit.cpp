@@ -27,6 +27,7 @@ std::vector<std::string> golden_variants() {
       "gemm_sm90split_bf16x6_f32_128x128x32_c1x1_ws_dp_s4_tn_none",
       "gemm_sm90split_f16x3_f32_128x128x32_c1x1_ws_dp_s4_tt_bias",
       "gemm_sm90split_f16x3_f32_128x128x32_c1x1_coop_dp_s4_tt_none",  // v3, warp-specialized
+      "gemm_sm90split_f16x3_f32_128x128x32_c1x1_pre_dp_s6_nn_c",      // v3 pre, pre-split operands
   };
 }
 
@@ -60,19 +61,23 @@ TEST(Emit, SourceIncludesItsTemplateHeader) {
   }
   auto split = *parse_variant_name("gemm_sm90split_f16x3_f32_128x128x32_c1x1_ws_dp_s4_tt_none");
   EXPECT_EQ(template_header(split), "split_gemm_sm90.cuh");
-  EXPECT_FALSE(uses_split_ws_kernel(split));
   split.schedule = Schedule::Coop;
   EXPECT_EQ(template_header(split), "split_gemm_ws_sm90.cuh");
-  EXPECT_TRUE(uses_split_ws_kernel(split));
   const std::string ws = emit_variant_source(split);
   EXPECT_EQ(ws.find("split_gemm_sm90.cuh"), std::string::npos) << "v3 source also names v2's header";
   EXPECT_NE(ws.find("fact::split_gemm::ws::Config<"), std::string::npos);
   EXPECT_NE(ws.find("FACT_EXPORT_GEMM(fact::split_gemm::ws::Operation<FactConfig>"), std::string::npos);
   EXPECT_NE(ws.find("/*terms*/ 3"), std::string::npos);
   EXPECT_NE(ws.find("fact::split_gemm::PartsFp16Scaled>"), std::string::npos);
+  split.schedule = Schedule::Pre, split.stages = 6;
+  const std::string pre = emit_variant_source(split);
+  EXPECT_NE(pre.find("#include \"split_gemm_pre_sm90.cuh\""), std::string::npos);
+  EXPECT_EQ(pre.find("split_gemm_ws_sm90.cuh"), std::string::npos) << "pre source also names v3's header";
+  EXPECT_NE(pre.find("FACT_EXPORT_GEMM(fact::split_gemm::pre::Operation<FactConfig>"), std::string::npos);
+  EXPECT_NE(pre.find("/*stages*/ 6"), std::string::npos);
   GemmVariant sm90;  // a coop sm90 variant stays on gemm_sm90.cuh
   EXPECT_EQ(template_header(sm90), "gemm_sm90.cuh");
-  EXPECT_FALSE(uses_split_ws_kernel(sm90));
+  EXPECT_EQ(split_kernel(sm90), nullptr);
 }
 
 TEST(Emit, ParametersReachTheSource) {

@@ -198,39 +198,74 @@ std::set<std::string> names(const Enumeration& e) {
   return out;
 }
 
-std::vector<std::string> split_ws_names(const Enumeration& e) {
+// The candidates of the v3 family (two consumer warpgroups on a part ring: schedules coop
+// and pre), in enumeration order.
+std::vector<std::string> split_v3_names(const Enumeration& e) {
   std::vector<std::string> out;
   for (const auto& v : e.variants)
-    if (uses_split_ws_kernel(v)) out.push_back(v.name());
+    if (const SplitKernel* k = split_kernel(v); k && k->consumer_ring) out.push_back(v.name());
   return out;
 }
 
-// v3 (warp-specialized split kernel, schedule coop) beside v2 (schedule ws), both kept.
-TEST(Variant, SplitWsKernelOfferedBesideV2) {
+// v3 (in-load split, schedule coop) and v3 pre (schedule pre) beside v2 (schedule ws).
+TEST(Variant, SplitV3KernelsOfferedBesideV2) {
   const auto p = square(OperandLayout::Row, OperandLayout::Col);
   const auto fp32 = enumerate_gemm_variants(p, 1e-4, "sm90a", VariantSet::Default);
-  EXPECT_EQ(split_ws_names(fp32),
-            std::vector<std::string>{"gemm_sm90split_f16x3_f32_128x128x32_c1x1_coop_dp_s4_tt_none"});
+  EXPECT_EQ(split_v3_names(fp32), (std::vector<std::string>{"gemm_sm90split_f16x3_f32_128x128x32_c1x1_coop_dp_s4_tt_none",
+                                                            "gemm_sm90split_f16x3_f32_128x128x32_c1x1_pre_dp_s6_tt_none"}));
   EXPECT_TRUE(names(fp32).count("gemm_sm90split_f16x3_f32_128x128x32_c1x1_ws_dp_s4_tt_none"));
   EXPECT_TRUE(names(fp32).count("gemm_sm90split_bf16x6_f32_128x128x32_c1x1_ws_dp_s4_tt_none"));
-  EXPECT_LE(fp32.variants.size(), 12u) << "each default candidate is an nvcc translation unit";
+  EXPECT_LE(fp32.variants.size(), 13u) << "each default candidate is an nvcc translation unit";
   const auto fp32_all = enumerate_gemm_variants(p, 1e-4, "sm90a", VariantSet::All);
-  EXPECT_EQ(split_ws_names(fp32_all),
+  EXPECT_EQ(split_v3_names(fp32_all),
             (std::vector<std::string>{"gemm_sm90split_f16x3_f32_128x128x32_c1x1_coop_dp_s4_tt_none",
-                                      "gemm_sm90split_bf16x6_f32_128x128x32_c1x1_coop_dp_s3_tt_none"}));
+                                      "gemm_sm90split_f16x3_f32_128x128x32_c1x1_pre_dp_s6_tt_none",
+                                      "gemm_sm90split_bf16x6_f32_128x128x32_c1x1_coop_dp_s3_tt_none",
+                                      "gemm_sm90split_bf16x6_f32_128x128x32_c1x1_pre_dp_s4_tt_none"}));
   const auto relaxed = enumerate_gemm_variants(p, 1e-2, "sm90a", VariantSet::Default);
-  EXPECT_EQ(split_ws_names(relaxed),
+  EXPECT_EQ(split_v3_names(relaxed),
             (std::vector<std::string>{"gemm_sm90split_f16x3_f32_128x128x32_c1x1_coop_dp_s4_tt_none",
+                                      "gemm_sm90split_f16x3_f32_128x128x32_c1x1_pre_dp_s6_tt_none",
                                       "gemm_sm90split_bf16x3_f32_128x128x32_c1x1_coop_dp_s4_tt_none",
-                                      "gemm_sm90split_bf16_f32_128x128x32_c1x1_coop_dp_s4_tt_none"}));
-  // Every layout and epilogue: the kernel takes them all.
+                                      "gemm_sm90split_bf16x3_f32_128x128x32_c1x1_pre_dp_s6_tt_none",
+                                      "gemm_sm90split_bf16_f32_128x128x32_c1x1_coop_dp_s4_tt_none",
+                                      "gemm_sm90split_bf16_f32_128x128x32_c1x1_pre_dp_s8_tt_none"}));
+  // Every layout and epilogue: the kernels take them all.
   for (auto la : {OperandLayout::Row, OperandLayout::Col})
     for (auto lb : {OperandLayout::Row, OperandLayout::Col})
       for (auto ep : {EpilogueKind::None, EpilogueKind::Bias, EpilogueKind::C}) {
         auto q = square(la, lb, 1000, 2048);
         q.epilogue = ep, q.ld_e = ep == EpilogueKind::C ? q.n : 0;
-        EXPECT_EQ(split_ws_names(enumerate_gemm_variants(q, 1e-4, "sm90a", VariantSet::Default)).size(), 1u);
+        EXPECT_EQ(split_v3_names(enumerate_gemm_variants(q, 1e-4, "sm90a", VariantSet::Default)).size(), 2u);
       }
+  // Small M·N, large K: each operand tile is re-read by at most two output tiles, so the
+  // pre-pass (a read and a write of both operands) cannot pay; pre only in "all".
+  auto large_k = square(OperandLayout::Row, OperandLayout::Row, 256, 524288);
+  EXPECT_EQ(split_v3_names(enumerate_gemm_variants(large_k, 1e-4, "sm90a", VariantSet::Default)),
+            std::vector<std::string>{"gemm_sm90split_f16x3_f32_128x128x32_c1x1_coop_dp_s4_tn_none"});
+  EXPECT_EQ(split_v3_names(enumerate_gemm_variants(large_k, 1e-4, "sm90a", VariantSet::All)).size(), 4u);
+}
+
+// Schedule -> split kernel: header, namespace, and which kernels are v3 (part ring).
+TEST(Variant, SplitKernelBySchedule) {
+  GemmVariant v = *parse_variant_name("gemm_sm90split_f16x3_f32_128x128x32_c1x1_pre_dp_s6_tt_none");
+  ASSERT_NE(split_kernel(v), nullptr);
+  EXPECT_STREQ(split_kernel(v)->header, "split_gemm_pre_sm90.cuh");
+  EXPECT_STREQ(split_kernel(v)->ns, "fact::split_gemm::pre");
+  EXPECT_TRUE(split_kernel(v)->consumer_ring);
+  v.schedule = Schedule::Coop;
+  EXPECT_STREQ(split_kernel(v)->header, "split_gemm_ws_sm90.cuh");
+  v.schedule = Schedule::Ws;
+  EXPECT_STREQ(split_kernel(v)->header, "split_gemm_sm90.cuh");
+  EXPECT_FALSE(split_kernel(v)->consumer_ring);
+  v.schedule = Schedule::Pingpong;
+  EXPECT_EQ(split_kernel(v), nullptr);
+  v.arch = KernelArch::Sm90, v.schedule = Schedule::Pre;
+  EXPECT_EQ(split_kernel(v), nullptr) << "only the sm90split family has split kernels";
+  // sm90 (CUTLASS) has no pre schedule.
+  v.tile_k = 64, v.stages = 0, v.scheduler = SchedulerKind::Persistent;
+  const auto p = square(OperandLayout::Row, OperandLayout::Col);
+  EXPECT_TRUE(variant_illegal_reason(v, p).value_or("").find("TMA warp-specialized") != std::string::npos);
 }
 
 TEST(Variant, IllegalSplitConfigsHaveAReason) {
@@ -265,6 +300,18 @@ TEST(Variant, IllegalSplitConfigsHaveAReason) {
   EXPECT_EQ(variant_illegal_reason(w, p), std::nullopt) << reason(w);
   w.stages = 6;
   EXPECT_TRUE(contains(reason(w), "shared memory")) << reason(w);
+  // Pre's ring holds parts only (split_gemm_pre_sm90.cuh's SmemBytes): f16x3 fits 7 stages,
+  // not 8; bf16x6 4, not 5; and it needs tile M 128 like coop.
+  w = v, w.schedule = Schedule::Pre, w.stages = 7;
+  EXPECT_EQ(variant_illegal_reason(w, p), std::nullopt) << reason(w);
+  w.stages = 8;
+  EXPECT_TRUE(contains(reason(w), "shared memory")) << reason(w);
+  w.math = MathMode::BF16x6, w.stages = 4;
+  EXPECT_EQ(variant_illegal_reason(w, p), std::nullopt) << reason(w);
+  w.stages = 5;
+  EXPECT_TRUE(contains(reason(w), "shared memory")) << reason(w);
+  w = v, w.schedule = Schedule::Pre, w.tile_m = 64;
+  EXPECT_TRUE(contains(reason(w), "(pre) have two consumer warpgroups")) << reason(w);
   w = v, w.schedule = Schedule::Pingpong;
   EXPECT_TRUE(contains(reason(w), "schedule ws")) << reason(w);
   w = v, w.tile_n = 256;
