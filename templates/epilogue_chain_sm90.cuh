@@ -14,7 +14,8 @@
 //   Matrix     Sm90SrcFetch: the collective's C source (ptr_C / dC), so at most one
 // and comes from the kernel ABI (include/fact/kernel_abi.h, version 2):
 // GemmSource<Kind> = the problem's e (ld_e, batch_stride_e), Leaf<i, Kind> =
-// problem.leaves[i]. The generated translation unit (src/realize/epilogue_emit.cpp)
+// problem.leaves[i] (epilogue_chain.cuh, shared with the split kernels' element-wise
+// chain). The generated translation unit (src/realize/epilogue_emit.cpp)
 // defines Fn and the Chain<Fn, inputs...> list; gemm_sm90.cuh's Operation takes
 // the Chain as its Config's last parameter.
 //
@@ -33,35 +34,11 @@
 #include "cutlass/epilogue/fusion/sm90_visitor_load_tma_warpspecialized.hpp"
 #include "cutlass/epilogue/fusion/sm90_visitor_tma_warpspecialized.hpp"
 
-#include "epilogue_chain_ops.cuh"
-#include "fact/kernel_abi.h"
+#include "epilogue_chain.cuh"
 
 namespace fact::epilogue_chain {
 
-// ---- input kinds and sources ---------------------------------------------------
-struct RowVector {};
-struct ColVector {};
-struct Scalar {};
-struct Matrix {};
-
-template <class Kind>
-struct GemmSource {
-  using kind = Kind;
-  static const void* ptr(const FactGemmProblem& p) { return p.e; }
-  static int64_t ld(const FactGemmProblem& p) { return p.ld_e; }
-  static int64_t batch_stride(const FactGemmProblem& p) { return p.batch > 1 ? p.batch_stride_e : 0; }
-  static std::string label() { return "e"; }
-};
-
-template <int I, class Kind>
-struct Leaf {
-  static_assert(I >= 0 && I < FACT_GEMM_MAX_LEAVES, "leaf index outside the ABI's leaves array");
-  using kind = Kind;
-  static const void* ptr(const FactGemmProblem& p) { return p.leaves[I].ptr; }
-  static int64_t ld(const FactGemmProblem& p) { return p.leaves[I].ld; }
-  static int64_t batch_stride(const FactGemmProblem& p) { return p.batch > 1 ? p.leaves[I].batch_stride : 0; }
-  static std::string label() { return "leaves[" + std::to_string(I) + "]"; }
-};
+// Input kinds and sources (RowVector ... Matrix, GemmSource, Leaf): epilogue_chain.cuh.
 
 // ---- the per-element compute node ------------------------------------------------
 // Sm90Compute's ComputeFn<Array<float, N>>: applies Fn::apply lane by lane.
@@ -129,11 +106,6 @@ struct NodeOf<Matrix, CtaTile> {
   }
 };
 
-template <class Input>
-struct IsLeaf : std::false_type {};
-template <int I, class Kind>
-struct IsLeaf<Leaf<I, Kind>> : std::true_type {};
-
 // ---- the chain -------------------------------------------------------------------------
 template <class Fn_, class... Inputs>
 struct Chain {
@@ -189,42 +161,42 @@ struct Chain {
 
   // Host check of the inputs' pointers and strides; 0 = ok, else 1 with `why`.
   static int can_implement(const FactGemmProblem& p, std::string& why) {
-    int status = 0;
-    (void)((status = status ? status : check<Inputs>(p, why)), ...);
-    return status;
+    return check_inputs<InputCheck, Inputs...>(p, why);
   }
 
  private:
   template <class Input>
-  static int check(const FactGemmProblem& p, std::string& why) {
-    using Kind = typename Input::kind;
-    const void* ptr = Input::ptr(p);
-    if (ptr == nullptr) {
-      why = "epilogue input " + Input::label() + " is null";
-      return 1;
+  struct InputCheck {
+    static int check(const FactGemmProblem& p, std::string& why) {
+      using Kind = typename Input::kind;
+      const void* ptr = Input::ptr(p);
+      if (ptr == nullptr) {
+        why = "epilogue input " + Input::label() + " is null";
+        return 1;
+      }
+      const bool aligned16 = reinterpret_cast<uintptr_t>(ptr) % 16 == 0;
+      if constexpr (std::is_same_v<Kind, Scalar>) {
+        if (reinterpret_cast<uintptr_t>(ptr) % 4 != 0) {
+          why = "epilogue input " + Input::label() + " (scalar) is not 4-byte aligned";
+          return 1;
+        }
+      } else if constexpr (std::is_same_v<Kind, Matrix>) {
+        if (!aligned16 || Input::ld(p) < p.n || Input::ld(p) % 4 != 0 || Input::batch_stride(p) % 4 != 0) {
+          why = "epilogue input " + Input::label() +
+                " (full matrix, the C source) needs ld >= n, ld and batch stride multiples of 4 and a 16-byte "
+                "aligned pointer (TMA load)";
+          return 1;
+        }
+      } else {
+        if (!aligned16 || Input::batch_stride(p) % 4 != 0) {
+          why = "epilogue input " + Input::label() +
+                " (broadcast vector) needs a 16-byte aligned pointer and a batch stride that is a multiple of 4";
+          return 1;
+        }
+      }
+      return 0;
     }
-    const bool aligned16 = reinterpret_cast<uintptr_t>(ptr) % 16 == 0;
-    if constexpr (std::is_same_v<Kind, Scalar>) {
-      if (reinterpret_cast<uintptr_t>(ptr) % 4 != 0) {
-        why = "epilogue input " + Input::label() + " (scalar) is not 4-byte aligned";
-        return 1;
-      }
-    } else if constexpr (std::is_same_v<Kind, Matrix>) {
-      if (!aligned16 || Input::ld(p) < p.n || Input::ld(p) % 4 != 0 || Input::batch_stride(p) % 4 != 0) {
-        why = "epilogue input " + Input::label() +
-              " (full matrix, the C source) needs ld >= n, ld and batch stride multiples of 4 and a 16-byte aligned "
-              "pointer (TMA load)";
-        return 1;
-      }
-    } else {
-      if (!aligned16 || Input::batch_stride(p) % 4 != 0) {
-        why = "epilogue input " + Input::label() +
-              " (broadcast vector) needs a 16-byte aligned pointer and a batch stride that is a multiple of 4";
-        return 1;
-      }
-    }
-    return 0;
-  }
+  };
 };
 
 }  // namespace fact::epilogue_chain

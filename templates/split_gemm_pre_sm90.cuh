@@ -33,15 +33,12 @@ namespace fact::split_gemm::pre {
 
 // Stages: part ring depth (bulk copies in flight).
 template <int TileM_, int TileN_, int TileK_, int Terms_, bool ARowMajor_, bool BRowMajor_,
-          int Epilogue_, int Stages_, int Format_ = PartsBf16>
+          int Epilogue_, int Stages_, int Format_ = PartsBf16, class Chain_ = void>
 struct Config
-    : ws::ConsumerConfig<TileM_, TileN_, TileK_, Terms_, ARowMajor_, BRowMajor_, Epilogue_, Stages_, Format_> {
-  using C = ws::ConsumerConfig<TileM_, TileN_, TileK_, Terms_, ARowMajor_, BRowMajor_, Epilogue_, Stages_, Format_>;
+    : ws::ConsumerConfig<TileM_, TileN_, TileK_, Terms_, ARowMajor_, BRowMajor_, Epilogue_, Stages_, Format_, Chain_> {
+  using C = ws::ConsumerConfig<TileM_, TileN_, TileK_, Terms_, ARowMajor_, BRowMajor_, Epilogue_, Stages_, Format_, Chain_>;
   static constexpr int ProducerThreads = 128;  // one thread issues; a whole warpgroup keeps the consumers aligned
   static constexpr int Threads = ProducerThreads + C::ConsumerThreads;
-  static constexpr int SplitThreads = 256;  // pre-pass block
-  static constexpr size_t SlotBytesA = size_t(C::TileM) * C::TileK * 2;  // one 16-bit part of an A tile
-  static constexpr size_t SlotBytesB = size_t(C::TileN) * C::TileK * 2;
   // Part ring, exponents int4 expA[Stages] + expB[Stages] (one bulk copy each: 16 bytes),
   // mbarriers full[Stages] + empty[Stages], alignment slack.
   static constexpr size_t SmemBytes = C::Stages * C::PartStageBytes + 2 * C::Stages * 16 + 2 * C::Stages * 8 + 1024;
@@ -62,15 +59,18 @@ struct Image {
   int4* exps;
 };
 
+// Threads of a pre-pass block.
+constexpr int SplitThreads = 256;
+
 // Splits the (Rows x TileK) blocks of one fp32 operand into its image (one CTA of
-// Cfg::SplitThreads threads per block). KContig: element (mn, k) at mn * ld + k, else at
-// k * ld + mn; batch entry b starts batch_stride elements after entry b - 1.
+// SplitThreads threads per block; Cfg gives TileK, Parts and Format). KContig: element
+// (mn, k) at mn * ld + k, else at k * ld + mn; batch entry b starts batch_stride elements
+// after entry b - 1.
 template <class Cfg, int Rows, bool KContig, class Elem>
-__global__ void __launch_bounds__(Cfg::SplitThreads) split_operand_tiles(const float* x, int64_t ld,
-                                                                          int64_t batch_stride, int64_t rows,
-                                                                          int64_t k, int row_tiles, int k_tiles,
-                                                                          Image<Elem> image) {
-  constexpr int TK = Cfg::TileK, P = Cfg::Parts, NT = Cfg::SplitThreads;
+__global__ void __launch_bounds__(SplitThreads) split_operand_tiles(const float* x, int64_t ld, int64_t batch_stride,
+                                                                    int64_t rows, int64_t k, int row_tiles,
+                                                                    int k_tiles, Image<Elem> image) {
+  constexpr int TK = Cfg::TileK, P = Cfg::Parts, NT = SplitThreads;
   constexpr bool F16 = Cfg::Format == PartsFp16Scaled;
   using U = ws::detail::Units<Rows, TK, NT, KContig>;
   using Layout = decltype(tile_to_shape(GMMA::Layout_K_SW64_Atom<Elem>{},
@@ -167,8 +167,9 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel_pre(const P
 }
 
 // The base plan, the image block counts, and where the images sit in the workspace
-// (after the base plan's split-K partials).
-template <class Cfg>
+// (after the base plan's split-K partials). SplitB = false: A's image only
+// (split_gemm_hybrid_sm90.cuh), B's parts and exponents take no bytes.
+template <class Cfg, bool SplitB = true>
 struct WorkspaceLayout {
   split_gemm::detail::Plan plan;
   int64_t blocks_a = 0, blocks_b = 0;                                   // pre-pass grids
@@ -179,7 +180,7 @@ struct WorkspaceLayout {
   explicit WorkspaceLayout(const FactGemmProblem& pr)
       : plan(split_gemm::detail::make_plan<typename Cfg::Base>(pr)),
         blocks_a(int64_t(pr.batch) * plan.tiles_m * plan.k_tiles),
-        blocks_b(int64_t(pr.batch) * plan.tiles_n * plan.k_tiles) {
+        blocks_b(SplitB ? int64_t(pr.batch) * plan.tiles_n * plan.k_tiles : 0) {
     parts_a = align(plan.workspace);  // the partials come first
     parts_b = parts_a + align(blocks_a * Cfg::Parts * Cfg::SlotBytesA);
     exps_a = parts_b + align(blocks_b * Cfg::Parts * Cfg::SlotBytesB);
@@ -188,52 +189,62 @@ struct WorkspaceLayout {
   }
 };
 
+// Host side shared by this kernel and split_gemm_hybrid_sm90.cuh: checks the workspace,
+// splits A (and B where SplitB) into their images, then launches `kernel` with them
+// through the base kernel's launch (plan, parameters, split-K reduce). `tag` names the
+// kernel in error messages.
+template <class Cfg, bool SplitB>
+int split_and_launch(const FactGemmProblem& pr, void* workspace, size_t workspace_bytes, cudaStream_t stream,
+                     std::string& why, void (*kernel)(Params), const char* tag) {
+  using Elem = typename ws::detail::PartRing<Cfg>::Elem;
+  const WorkspaceLayout<Cfg, SplitB> w(pr);
+  if (w.total > workspace_bytes || workspace == nullptr) {
+    why = std::string(tag) + ": workspace too small (" + std::to_string(workspace_bytes) + " < " +
+          std::to_string(w.total) + " bytes)";
+    return 1;
+  }
+  const split_gemm::detail::Plan& pl = w.plan;
+  auto* base = static_cast<unsigned char*>(workspace);
+  const Image<Elem> a{reinterpret_cast<Elem*>(base + w.parts_a), reinterpret_cast<int4*>(base + w.exps_a)};
+  const Image<Elem> b{reinterpret_cast<Elem*>(base + w.parts_b), reinterpret_cast<int4*>(base + w.exps_b)};
+  const int64_t blocks_a = w.blocks_a, blocks_b = w.blocks_b;
+  if (blocks_a > 0x7fffffff || blocks_b > 0x7fffffff) {
+    why = std::string(tag) + ": pre-pass grid too large";
+    return 1;
+  }
+  // A is (m, k): K-contiguous when row-major. B is (k, n) as (n, k): K-contiguous when
+  // column-major.
+  if (blocks_a > 0) {
+    split_operand_tiles<Cfg, Cfg::TileM, Cfg::ARowMajor, Elem>
+        <<<static_cast<unsigned>(blocks_a), SplitThreads, 0, stream>>>(
+            static_cast<const float*>(pr.a), pr.ld_a, pr.batch_stride_a, pr.m, pr.k, pl.tiles_m, pl.k_tiles, a);
+  }
+  if constexpr (SplitB) {
+    if (blocks_b > 0) {
+      split_operand_tiles<Cfg, Cfg::TileN, !Cfg::BRowMajor, Elem>
+          <<<static_cast<unsigned>(blocks_b), SplitThreads, 0, stream>>>(
+              static_cast<const float*>(pr.b), pr.ld_b, pr.batch_stride_b, pr.n, pr.k, pl.tiles_n, pl.k_tiles, b);
+    }
+  }
+  if (cudaError_t st = cudaGetLastError(); st != cudaSuccess) {
+    why = std::string(tag) + ": pre-pass launch: " + cudaGetErrorString(st);
+    return static_cast<int>(st);
+  }
+  split_gemm::detail::PreSplitImages images{a.parts, SplitB ? b.parts : nullptr, a.exps, SplitB ? b.exps : nullptr};
+  return split_gemm::detail::launch<typename Cfg::Base>(pr, workspace, workspace_bytes, stream, why, kernel,
+                                                        Cfg::Threads, Cfg::SmemBytes, tag, images);
+}
+
 }  // namespace detail
 
 template <class Cfg>
 struct Operation : ws::BaseRequirements<Cfg> {
-  using Base = typename Cfg::Base;
-
   static size_t workspace_size(const FactGemmProblem& pr) { return detail::WorkspaceLayout<Cfg>(pr).total; }
 
   static int run(const FactGemmProblem& pr, void* workspace, size_t workspace_bytes, cudaStream_t stream,
                  std::string& why) {
-    using Elem = typename ws::detail::PartRing<Cfg>::Elem;
-    const detail::WorkspaceLayout<Cfg> w(pr);
-    if (w.total > workspace_bytes || workspace == nullptr) {
-      why = "split_gemm_pre: workspace too small (" + std::to_string(workspace_bytes) + " < " +
-            std::to_string(w.total) + " bytes)";
-      return 1;
-    }
-    const split_gemm::detail::Plan& pl = w.plan;
-    auto* base = static_cast<unsigned char*>(workspace);
-    const detail::Image<Elem> a{reinterpret_cast<Elem*>(base + w.parts_a), reinterpret_cast<int4*>(base + w.exps_a)};
-    const detail::Image<Elem> b{reinterpret_cast<Elem*>(base + w.parts_b), reinterpret_cast<int4*>(base + w.exps_b)};
-    const int64_t blocks_a = w.blocks_a, blocks_b = w.blocks_b;
-    if (blocks_a > 0x7fffffff || blocks_b > 0x7fffffff) {
-      why = "split_gemm_pre: pre-pass grid too large";
-      return 1;
-    }
-    // A is (m, k): K-contiguous when row-major. B is (k, n) as (n, k): K-contiguous when
-    // column-major.
-    if (blocks_a > 0) {
-      detail::split_operand_tiles<Cfg, Cfg::TileM, Cfg::ARowMajor, Elem>
-          <<<static_cast<unsigned>(blocks_a), Cfg::SplitThreads, 0, stream>>>(
-              static_cast<const float*>(pr.a), pr.ld_a, pr.batch_stride_a, pr.m, pr.k, pl.tiles_m, pl.k_tiles, a);
-    }
-    if (blocks_b > 0) {
-      detail::split_operand_tiles<Cfg, Cfg::TileN, !Cfg::BRowMajor, Elem>
-          <<<static_cast<unsigned>(blocks_b), Cfg::SplitThreads, 0, stream>>>(
-              static_cast<const float*>(pr.b), pr.ld_b, pr.batch_stride_b, pr.n, pr.k, pl.tiles_n, pl.k_tiles, b);
-    }
-    if (cudaError_t st = cudaGetLastError(); st != cudaSuccess) {
-      why = std::string("split_gemm_pre: pre-pass launch: ") + cudaGetErrorString(st);
-      return static_cast<int>(st);
-    }
-    split_gemm::detail::PreSplitImages images{a.parts, b.parts, a.exps, b.exps};
-    return split_gemm::detail::launch<Base>(pr, workspace, workspace_bytes, stream, why,
-                                            detail::split_gemm_kernel_pre<Cfg>, Cfg::Threads, Cfg::SmemBytes,
-                                            "split_gemm_pre", images);
+    return detail::split_and_launch<Cfg, true>(pr, workspace, workspace_bytes, stream, why,
+                                               detail::split_gemm_kernel_pre<Cfg>, "split_gemm_pre");
   }
 };
 

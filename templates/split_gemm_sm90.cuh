@@ -46,6 +46,7 @@
 
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include <cute/tensor.hpp>
 #include <cute/arch/copy_sm80.hpp>
@@ -53,6 +54,7 @@
 #include <cute/atom/mma_atom.hpp>
 #include <cutlass/arch/barrier.h>
 
+#include "epilogue_chain.cuh"
 #include "fact/kernel_abi.h"
 
 namespace fact::split_gemm {
@@ -60,8 +62,10 @@ namespace fact::split_gemm {
 // Part formats (Config's optional 9th parameter).
 enum PartFormat : int { PartsBf16 = 0, PartsFp16Scaled = 1 };
 
+// Chain_: void, or an epilogue_chain::ElementwiseChain that computes D from the
+// accumulator and the epilogue's inputs (a generated GEMM + epilogue-chain variant).
 template <int TileM_, int TileN_, int TileK_, int Terms_, bool ARowMajor_, bool BRowMajor_,
-          int Epilogue_, int Stages_, int Format_ = PartsBf16>
+          int Epilogue_, int Stages_, int Format_ = PartsBf16, class Chain_ = void>
 struct Config {
   static constexpr int TileM = TileM_;
   static constexpr int TileN = TileN_;
@@ -72,6 +76,7 @@ struct Config {
   static constexpr int Epilogue = Epilogue_;     // FactEpilogueKind
   static constexpr int Stages = Stages_;         // fp32 smem ring depth
   static constexpr int Format = Format_;         // PartFormat
+  using Chain = Chain_;                           // void: D = alpha * acc + beta * E
   static constexpr int Parts = Terms == 1 ? 1 : Terms == 3 ? 2 : Terms == 6 ? 3 : 0;
   static constexpr int WarpGroups = TileM / 64;
   static constexpr int Threads = 128 * WarpGroups;
@@ -145,6 +150,7 @@ struct Params {
   int k_tiles;           // ceil(k / TileK)
   float* partials;       // splits > 1: [batch][tile][split][Threads-major fragment]
   PreSplitImages images;
+  FactEpilogueLeaf leaves[FACT_GEMM_MAX_LEAVES];  // the epilogue chain's leaves (Config::Chain)
 };
 
 __device__ __forceinline__ void cp_async_16(uint32_t smem_addr, const void* gmem, bool pred) {
@@ -356,14 +362,19 @@ __device__ __forceinline__ void convert_tile(const float* stage, Elem* bf, SmemL
   }
 }
 
-// D = alpha * acc + beta * E at (m, n) of one batch entry.
-template <int Epilogue>
+// D at (m, n) of one batch entry: alpha * acc + beta * E, or Cfg::Chain's value.
+template <class Cfg>
 __device__ __forceinline__ void store_out(const Params& p, int64_t bidx, int64_t m, int64_t n, float v) {
-  float out = p.alpha * v;
-  if constexpr (Epilogue == FACT_EPILOGUE_BIAS) {
-    out += p.beta * p.e[bidx * p.batch_stride_e + n];
-  } else if constexpr (Epilogue == FACT_EPILOGUE_C) {
-    out += p.beta * p.e[bidx * p.batch_stride_e + m * p.ld_e + n];
+  float out;
+  if constexpr (!std::is_void_v<typename Cfg::Chain>) {
+    out = Cfg::Chain::apply(p, bidx, m, n, v);
+  } else {
+    out = p.alpha * v;
+    if constexpr (Cfg::Epilogue == FACT_EPILOGUE_BIAS) {
+      out += p.beta * p.e[bidx * p.batch_stride_e + n];
+    } else if constexpr (Cfg::Epilogue == FACT_EPILOGUE_C) {
+      out += p.beta * p.e[bidx * p.batch_stride_e + m * p.ld_e + n];
+    }
   }
   p.d[bidx * p.batch_stride_d + m * p.ld_d + n] = out;
 }
@@ -404,7 +415,7 @@ __device__ __forceinline__ void store_tile(const Params& p, const TileCoord& tc,
 #pragma unroll
     for (int i = 0; i < size(acc); ++i) {
       int64_t m = m0 + get<0>(tCcC(i)), n = n0 + get<1>(tCcC(i));
-      if (m < p.m && n < p.n) store_out<Cfg::Epilogue>(p, tc.batch, m, n, acc(i));
+      if (m < p.m && n < p.n) store_out<Cfg>(p, tc.batch, m, n, acc(i));
     }
   } else {
     int64_t tile = int64_t(tc.tm) * p.tiles_n + tc.tn;
@@ -570,7 +581,7 @@ __global__ void __launch_bounds__(Cfg::Threads) split_gemm_reduce(const Params p
     float s = 0.f;
     for (int sp = 0; sp < p.splits; ++sp) s += src[sp * int64_t(TM * TN) + i * NT + tid];
     int64_t m = m0 + get<0>(tCcC(i)), n = n0 + get<1>(tCcC(i));
-    if (m < p.m && n < p.n) store_out<Cfg::Epilogue>(p, batch, m, n, s);
+    if (m < p.m && n < p.n) store_out<Cfg>(p, batch, m, n, s);
   }
 }
 
@@ -633,6 +644,7 @@ int launch(const FactGemmProblem& pr, void* workspace, size_t workspace_bytes, c
   p.tiles_m = pl.tiles_m; p.tiles_n = pl.tiles_n; p.splits = pl.splits; p.k_tiles = pl.k_tiles;
   p.partials = static_cast<float*>(workspace);
   p.images = images;
+  for (int i = 0; i < FACT_GEMM_MAX_LEAVES; ++i) p.leaves[i] = pr.leaves[i];
 
   cudaError_t st = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         static_cast<int>(smem_bytes));
@@ -693,6 +705,12 @@ struct Operation {
     int64_t tiles = ((pr.m + Cfg::TileM - 1) / Cfg::TileM) * ((pr.n + Cfg::TileN - 1) / Cfg::TileN) * pr.batch;
     if (tiles > int64_t(1) << 30 || (pr.k + Cfg::TileK - 1) / Cfg::TileK > (int64_t(1) << 30))
       return fail("split_gemm: problem too large for the 32-bit tile grid");
+    if constexpr (!std::is_void_v<typename Cfg::Chain>) {
+      if (pr.num_leaves < Cfg::Chain::kLeaves)
+        return fail("split_gemm: this variant's epilogue chain reads " + std::to_string(Cfg::Chain::kLeaves) +
+                    " leaf tensor(s), the problem passes " + std::to_string(pr.num_leaves));
+      return Cfg::Chain::can_implement(pr, why);
+    }
     return 0;
   }
 

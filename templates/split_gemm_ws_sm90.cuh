@@ -46,15 +46,18 @@
 
 namespace fact::split_gemm::ws {
 
-// What the Configs of both warp-specialized split kernels (this header's and
-// split_gemm_pre_sm90.cuh's) share: the base kernel's configuration with the same tile,
-// terms, layouts, epilogue and part format, whose TiledMma (2 warpgroups = the
-// consumers), plan, partial layout and reduce kernel are reused (its Stages argument, 3,
-// only satisfies its own asserts), and the consumer side of the part ring.
+// What the Configs of the warp-specialized split kernels (this header's,
+// split_gemm_pre_sm90.cuh's and split_gemm_hybrid_sm90.cuh's) share: the base kernel's
+// configuration with the same tile, terms, layouts, epilogue and part format, whose
+// TiledMma (2 warpgroups = the consumers), plan, partial layout and reduce kernel are
+// reused (its Stages argument, 3, only satisfies its own asserts), and the consumer side
+// of the part ring.
 template <int TileM_, int TileN_, int TileK_, int Terms_, bool ARowMajor_, bool BRowMajor_,
-          int Epilogue_, int Stages_, int Format_>
+          int Epilogue_, int Stages_, int Format_, class Chain_>
 struct ConsumerConfig {
-  using Base = split_gemm::Config<TileM_, TileN_, TileK_, Terms_, ARowMajor_, BRowMajor_, Epilogue_, 3, Format_>;
+  using Base =
+      split_gemm::Config<TileM_, TileN_, TileK_, Terms_, ARowMajor_, BRowMajor_, Epilogue_, 3, Format_, Chain_>;
+  using Chain = Chain_;  // split_gemm::Config's: void, or the generated epilogue chain
   static constexpr int TileM = TileM_;
   static constexpr int TileN = TileN_;
   static constexpr int TileK = TileK_;
@@ -66,28 +69,36 @@ struct ConsumerConfig {
   static constexpr int Format = Format_;
   static constexpr int Parts = Base::Parts;
   static constexpr int ConsumerThreads = Base::Threads;  // 256
-  static constexpr size_t PartStageBytes = size_t(Parts) * (TileM + TileN) * TileK * 2;
+  static constexpr size_t SlotBytesA = size_t(TileM) * TileK * 2;  // one 16-bit part of an A tile
+  static constexpr size_t SlotBytesB = size_t(TileN) * TileK * 2;
+  static constexpr size_t PartStageBytes = Parts * (SlotBytesA + SlotBytesB);
 
   static_assert(TileM == 128, "the warp-specialized kernels have two consumer warpgroups: TileM = 128");
   static_assert(Stages >= 2 && Stages <= 8, "Stages (part ring) must be 2..8");
 };
 
-template <int TileM_, int TileN_, int TileK_, int Terms_, bool ARowMajor_, bool BRowMajor_,
-          int Epilogue_, int Stages_, int Format_ = PartsBf16>
-struct Config
-    : ConsumerConfig<TileM_, TileN_, TileK_, Terms_, ARowMajor_, BRowMajor_, Epilogue_, Stages_, Format_> {
-  using C = ConsumerConfig<TileM_, TileN_, TileK_, Terms_, ARowMajor_, BRowMajor_, Epilogue_, Stages_, Format_>;
-  // Two producer warpgroups (one measured 7–23% slower: docs/notes/split_gemm.md, "v3
-  // outcome"). 512 threads cap registers at 128 at launch, below the consumers' two
-  // 64-register accumulators plus addressing: setmaxnreg moves registers from the
-  // producers (ProducerRegs) to the consumers (ConsumerRegs).
+// The converting producer side of the kernels whose producers split fp32 tiles in
+// shared memory (this header's and split_gemm_hybrid_sm90.cuh's): two producer
+// warpgroups (one measured 7–23% slower: docs/notes/split_gemm.md, "v3 outcome"). 512
+// threads cap registers at 128 at launch, below the consumers' two 64-register
+// accumulators plus addressing: setmaxnreg moves registers from the producers
+// (ProducerRegs) to the consumers (ConsumerRegs).
+struct ConvertingProducers {
   static constexpr int ProducerThreads = 256;
   static constexpr int ProducerWarps = ProducerThreads / 32;
-  static constexpr int Threads = ProducerThreads + C::ConsumerThreads;
   static constexpr int ProducerRegs = 96;
   static constexpr int ConsumerRegs = 160;
   static_assert(2 * ProducerRegs + 2 * ConsumerRegs <= 512,
                 "setmaxnreg split over the register file (64K registers / 128 threads per warpgroup)");
+};
+
+template <int TileM_, int TileN_, int TileK_, int Terms_, bool ARowMajor_, bool BRowMajor_,
+          int Epilogue_, int Stages_, int Format_ = PartsBf16, class Chain_ = void>
+struct Config
+    : ConsumerConfig<TileM_, TileN_, TileK_, Terms_, ARowMajor_, BRowMajor_, Epilogue_, Stages_, Format_, Chain_>,
+      ConvertingProducers {
+  using C = ConsumerConfig<TileM_, TileN_, TileK_, Terms_, ARowMajor_, BRowMajor_, Epilogue_, Stages_, Format_, Chain_>;
+  static constexpr int Threads = ProducerThreads + C::ConsumerThreads;
 
   static constexpr int StageFloats = (C::TileM + C::TileN) * C::TileK;
   static constexpr size_t Fp32StageBytes = size_t(StageFloats) * 4;
@@ -259,14 +270,37 @@ __device__ __forceinline__ float warp_max(float m) {
 template <int NP>
 __device__ __forceinline__ void producer_sync() { asm volatile("bar.sync 1, %0;\n" ::"n"(NP) : "memory"); }
 
+// Tile exponents of Ops operand tiles (PartsFp16Scaled) from every producer warp's max
+// |x| (warp_max of its threads' Units::absmax): the warp maxima go to per-warp `slots`
+// (operand o in [o * W, (o + 1) * W), W = NP / 32), one named barrier for all Ops
+// operands, then every producer thread reduces the slots in the same order, so the
+// exponents are uniform over the producers. The caller's previous producer_sync must
+// order the slot reads of the previous k-tile before these writes.
+template <int NP, int Ops>
+__device__ __forceinline__ void tile_exponents(const float (&m)[Ops], float* slots, int tid, int (&e)[Ops]) {
+  constexpr int W = NP / 32;
+  if (tid % 32 == 0) {
+#pragma unroll
+    for (int o = 0; o < Ops; ++o) slots[o * W + tid / 32] = m[o];
+  }
+  producer_sync<NP>();  // every producer warp's maxima of the Ops operand tiles are in the slots
+  float t[Ops];
+#pragma unroll
+  for (int o = 0; o < Ops; ++o) t[o] = slots[o * W];
+#pragma unroll
+  for (int w = 1; w < W; ++w)
+#pragma unroll
+    for (int o = 0; o < Ops; ++o) t[o] = fmaxf(t[o], slots[o * W + w]);
+#pragma unroll
+  for (int o = 0; o < Ops; ++o) e[o] = split_gemm::detail::tile_exponent(t[o]);
+}
+
 // Converts the landed A and B stages of the fp32 ring into their parts (all NP producer
 // threads) and returns the tile exponents (0 for PartsBf16).
 // Both operands' units are read before either maximum is needed and one named barrier
-// publishes both maxima (per-warp `slots`: A in [0, W), B in [W, 2W), W = NP / 32), so the LDS
-// latency of one operand hides behind the other's and behind the `empty` wait. The
-// part stores wait for `empty_wait` (the consumers' release of the part stage). The
-// k-loop's first producer_sync orders the slot reads of tile kt - 1 before the slot
-// writes of tile kt.
+// publishes both maxima (tile_exponents), so the LDS latency of one operand hides behind
+// the other's and behind the `empty` wait. The part stores wait for `empty_wait` (the
+// consumers' release of the part stage).
 template <int NP, class UA, class UB, int Parts, bool Fp16, class Elem, class LayoutA, class LayoutB, class EmptyWait>
 __device__ __forceinline__ int2 convert_operands(const float* stage_a, const float* stage_b, Elem* buf_a,
                                                  Elem* buf_b, LayoutA layout_a, LayoutB layout_b, int slot,
@@ -274,33 +308,65 @@ __device__ __forceinline__ int2 convert_operands(const float* stage_a, const flo
   float va[UA::N][8], vb[UB::N][8];
   UA::read(stage_a, va, tid);
   UB::read(stage_b, vb, tid);
-  int2 e = make_int2(0, 0);
+  int e[2] = {0, 0};
   if constexpr (Fp16) {
-    const float ma = warp_max(UA::absmax(va));
-    const float mb = warp_max(UB::absmax(vb));
-    constexpr int W = NP / 32;
-    if (tid % 32 == 0) {
-      slots[tid / 32] = ma;
-      slots[W + tid / 32] = mb;
-    }
-    producer_sync<NP>();  // every producer warp's maxima of both operand tiles are in the slots
-    float ta = slots[0], tb = slots[W];
-#pragma unroll
-    for (int w = 1; w < W; ++w) {
-      ta = fmaxf(ta, slots[w]);
-      tb = fmaxf(tb, slots[W + w]);
-    }
-    e.x = split_gemm::detail::tile_exponent(ta);
-    e.y = split_gemm::detail::tile_exponent(tb);
+    const float m[2] = {warp_max(UA::absmax(va)), warp_max(UB::absmax(vb))};
+    tile_exponents<NP>(m, slots, tid, e);
   }
   empty_wait();
-  UA::template store<Parts, Fp16>(va, buf_a, layout_a, slot, split_gemm::detail::pow2(14 - e.x), tid);
-  UB::template store<Parts, Fp16>(vb, buf_b, layout_b, slot, split_gemm::detail::pow2(14 - e.y), tid);
-  return e;
+  UA::template store<Parts, Fp16>(va, buf_a, layout_a, slot, split_gemm::detail::pow2(14 - e[0]), tid);
+  UB::template store<Parts, Fp16>(vb, buf_b, layout_b, slot, split_gemm::detail::pow2(14 - e[1]), tid);
+  return make_int2(e[0], e[1]);
 }
 
-// The 16-bit part ring of a warp-specialized split kernel (this one and
-// split_gemm_pre_sm90.cuh): (rows, k, stage * Parts + part), K-major, 64B swizzle, the
+// The k-loop of the converting producers (all Cfg::ProducerThreads threads) over nk
+// k-tiles, with a LoadStages-deep fp32 ring: `load(kt, ls, k0)` issues this thread's
+// cp.async copies of k-tile kt (first absolute k k0) into ring stage ls (the loop commits
+// one group per call, empty past nk, so the wait counts stay uniform);
+// `convert(ls, s, empty_wait)` turns ring stage ls into part stage s, calling
+// empty_wait() before its first write to part stage s; `publish(kt, s)` arrives on
+// full[s] after this thread's fence.
+// LateLoads: the copies of tile kt + LS - 1 are issued after publish(kt) instead of
+// before the conversion of tile kt. The fence compiles to MEMBAR.ALL.CTA +
+// FENCE.VIEW.ASYNC.S; should the MEMBAR wait for this thread's in-flight cp.async, early
+// copies put a global load latency into every k-tile on top of the conversion, late ones
+// are one conversion old when the next fence meets them (split_gemm_hybrid_sm90.cuh).
+template <class Cfg, int LoadStages, bool LateLoads, class Load, class Convert, class Publish>
+__device__ __forceinline__ void produce(int nk, int64_t k_first, uint64_t* empty, Load load, Convert convert,
+                                        Publish publish) {
+  constexpr int S = Cfg::Stages, LS = LoadStages, NP = Cfg::ProducerThreads;
+  using split_gemm::detail::cp_async_wait;
+  auto issue_load = [&](int kt) {
+    if (kt < nk) load(kt, kt % LS, k_first + int64_t(kt) * Cfg::TileK);
+    split_gemm::detail::cp_async_commit();  // empty groups keep the wait counts uniform
+  };
+#pragma unroll
+  for (int kt = 0; kt < LS - 1; ++kt) issue_load(kt);
+  for (int kt = 0; kt < nk; ++kt) {
+    cp_async_wait<LS - 2>();  // this thread's copies of tile kt (groups of tiles <= kt + LS - 2 committed)
+    // Makes every producer thread's copies of tile kt visible, and orders every
+    // thread's reads of stage (kt-1) % LS (previous iteration) before its refill in this
+    // iteration and its max-slot reads (previous iteration) before this iteration's
+    // slot writes.
+    producer_sync<NP>();
+    if constexpr (!LateLoads) issue_load(kt + LS - 1);  // into stage (kt - 1) % LS
+
+    const int s = kt % S;
+    // Part stage s is free once both consumer warpgroups' wgmma on tile kt - S
+    // completed (phase parity starts at 1: a fresh barrier passes it).
+    const auto empty_wait = [&] { cutlass::arch::ClusterBarrier::wait(&empty[s], ((kt / S) & 1) ^ 1); };
+    convert(kt % LS, s, empty_wait);
+    // The part stores are generic-proxy writes that wgmma reads through the async proxy:
+    // each writer fences its own stores before its release-arrive on full[s].
+    cutlass::arch::fence_view_async_shared();
+    publish(kt, s);
+    if constexpr (LateLoads) issue_load(kt + LS - 1);  // into stage (kt - 1) % LS
+  }
+  cp_async_wait<0>();  // only empty groups can be pending; none may outlive the CTA
+}
+
+// The 16-bit part ring of a warp-specialized split kernel (this one,
+// split_gemm_pre_sm90.cuh and split_gemm_hybrid_sm90.cuh): (rows, k, stage * Parts + part), K-major, 64B swizzle, the
 // wgmma operands. Slot q starts Rows * TileK elements after slot q - 1.
 template <class Cfg>
 struct PartRing {
@@ -391,8 +457,6 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel_ws(const Pa
   using Elem = typename PartRing<Cfg>::Elem;
   using LayoutA = typename PartRing<Cfg>::LayoutA;
   using LayoutB = typename PartRing<Cfg>::LayoutB;
-  using split_gemm::detail::cp_async_commit;
-  using split_gemm::detail::cp_async_wait;
   using Barrier = cutlass::arch::ClusterBarrier;
   constexpr int TM = Cfg::TileM, TN = Cfg::TileN, TK = Cfg::TileK, S = Cfg::Stages, LS = Cfg::LoadStages;
   constexpr int P = Cfg::Parts, NP = Cfg::ProducerThreads;
@@ -422,7 +486,7 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel_ws(const Pa
   const int kt_begin = w.kt_begin, nk = w.nk;
 
   if (tid < NP) {
-    // ---------------- producer warpgroup(s) ----------------
+    // ---------------- producer warpgroups ----------------
     cutlass::arch::warpgroup_reg_dealloc<Cfg::ProducerRegs>();
     const float* A = p.a + tc.batch * p.batch_stride_a;
     const float* B = p.b + tc.batch * p.batch_stride_b;
@@ -431,42 +495,22 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel_ws(const Pa
     const StageLoader<TN, TK, NP, BK> loadB(B, p.ld_b, n0, p.n, k_first, tid);
     auto stageA = [&](int ls) { return ring + ls * Cfg::StageFloats; };
     auto stageB = [&](int ls) { return ring + ls * Cfg::StageFloats + TM * TK; };
-    auto issue_load = [&](int kt) {
-      if (kt < nk) {
-        const int64_t k0 = k_first + int64_t(kt) * TK;
-        loadA.load(stageA(kt % LS), kt, k0, p.k);
-        loadB.load(stageB(kt % LS), kt, k0, p.k);
-      }
-      cp_async_commit();  // empty groups keep the wait counts uniform
-    };
     using UA = Units<TM, TK, NP, AK>;
     using UB = Units<TN, TK, NP, BK>;
     LayoutA sLA;
     LayoutB sLB;
-
-#pragma unroll
-    for (int kt = 0; kt < LS - 1; ++kt) issue_load(kt);
-    for (int kt = 0; kt < nk; ++kt) {
-      cp_async_wait<LS - 2>();  // this thread's copies of tile kt
-      // Makes every producer thread's copies of tile kt visible, and orders every
-      // thread's reads of stage (kt-1) % LS (previous iteration) before the refill below
-      // and its max-slot reads (previous iteration) before this iteration's slot writes.
-      producer_sync<NP>();
-      issue_load(kt + LS - 1);  // into stage (kt - 1) % LS
-
-      const int s = kt % S;
-      // Part stage s is free once both consumer warpgroups' wgmma on tile kt - S
-      // completed (phase parity starts at 1: a fresh barrier passes it).
-      const auto empty_wait = [&] { Barrier::wait(&empty[s], ((kt / S) & 1) ^ 1); };
-      const int2 e = convert_operands<NP, UA, UB, P, F16>(stageA(kt % LS), stageB(kt % LS), partA, partB, sLA, sLB,
-                                                      s * P, max_slots, tid, empty_wait);
-      if (tid == 0) exps[s] = e;
-      // The part stores are generic-proxy writes that wgmma reads through the async proxy:
-      // each writer fences its own stores before its release-arrive on full[s].
-      cutlass::arch::fence_view_async_shared();
-      Barrier::arrive(&full[s]);
-    }
-    cp_async_wait<0>();  // only empty groups can be pending; none may outlive the CTA
+    produce<Cfg, LS, false>(
+        nk, k_first, empty,
+        [&](int kt, int ls, int64_t k0) {
+          loadA.load(stageA(ls), kt, k0, p.k);
+          loadB.load(stageB(ls), kt, k0, p.k);
+        },
+        [&](int ls, int s, const auto& empty_wait) {
+          const int2 e = convert_operands<NP, UA, UB, P, F16>(stageA(ls), stageB(ls), partA, partB, sLA, sLB, s * P,
+                                                          max_slots, tid, empty_wait);
+          if (tid == 0) exps[s] = e;
+        },
+        [&](int, int s) { Barrier::arrive(&full[s]); });
     return;
   }
 
@@ -477,8 +521,9 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel_ws(const Pa
 
 }  // namespace detail
 
-// The requirements of the warp-specialized kernels (this one and split_gemm_pre_sm90.cuh):
-// the base kernel's (16-byte aligned operands for cp.async, the 32-bit tile grid).
+// The requirements of the warp-specialized kernels (this one, split_gemm_pre_sm90.cuh and
+// split_gemm_hybrid_sm90.cuh): the base kernel's (16-byte aligned operands for cp.async,
+// the 32-bit tile grid).
 template <class Cfg>
 struct BaseRequirements {
   static int can_implement(const FactGemmProblem& pr, std::string& why) {

@@ -22,14 +22,18 @@ std::string fill_placeholders(const std::string& text, const std::map<std::strin
 std::string emit_variant_source(const GemmVariant& variant);
 
 // The template header the variant instantiates ("gemm_sm90.cuh", ...): per
-// family, and per schedule within sm90split (ws: split_gemm_sm90.cuh, coop:
-// split_gemm_ws_sm90.cuh).
+// family, and per schedule within sm90split (split_kernel(v)->header).
 std::string template_header(const GemmVariant& variant);
 
 // The `using FactConfig = fact::gemm_sm90::Config<...>;` declaration of an sm90
 // variant, filled; `trailing_args` (",\n    FactChain") follows its epilogue
 // argument. Throws std::invalid_argument when the family has no such math mode.
 std::string sm90_config(const GemmVariant& variant, const std::string& trailing_args = "");
+
+// The `using FactConfig = <split kernel namespace>::Config<...>;` declaration of an
+// sm90split variant, filled; `trailing_args` (",\n    FactChain") follows its part
+// format argument. Throws std::invalid_argument for a schedule no split kernel has.
+std::string split_config(const GemmVariant& variant, const std::string& trailing_args = "");
 
 // A generated translation unit: the banner naming its generator (a path under
 // src/realize/), the template header it instantiates and the variant values["name"],

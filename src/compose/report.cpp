@@ -99,7 +99,7 @@ std::string compose_report(const json& ir, const json& plan, const json& realize
       std::string inputs;
       for (const json& in : fused.value("inputs", json::array()))
         inputs += fmt::format("{}`{}` ({})", inputs.empty() ? "" : ", ", in.value("tensor", ""), in.value("kind", ""));
-      md += fmt::format("Epilogue chain fused: the kernel's sm90 EVT epilogue computes the whole chain up to `{}` "
+      md += fmt::format("Epilogue chain fused: the kernel's epilogue computes the whole chain up to `{}` "
                         "(chain key {}{}).\n\n", fused.value("output", ""), fused.value("key", ""),
                         inputs.empty() ? std::string() : "; it reads " + inputs);
     }

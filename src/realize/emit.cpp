@@ -50,12 +50,15 @@ constexpr const char* kSplitConfigArgs =
     "    ${epilogue}, /*stages*/ ${stages}, ${part_format}";
 
 // Any split kernel: ${ns} is its namespace (split_kernel(v)->ns).
+constexpr const char* kSm90SplitConfig =
+    "using FactConfig = ${ns}::Config<\n"
+    "${config_args}${trailing_args}>;\n";
+
 constexpr const char* kSm90SplitSource =
     "#include \"${header}\"\n"
     "#include \"fact_export.cuh\"\n"
     "\n"
-    "using FactConfig = ${ns}::Config<\n"
-    "${config_args}>;\n"
+    "${config}"
     "\n"
     "FACT_EXPORT_GEMM(${ns}::Operation<FactConfig>, \"${name}\")\n";
 
@@ -137,6 +140,13 @@ std::string split_config_args(const GemmVariant& v) {
 
 }  // namespace
 
+std::string split_config(const GemmVariant& v, const std::string& trailing_args) {
+  const SplitKernel* kernel = split_kernel(v);
+  if (kernel == nullptr) throw std::invalid_argument(v.name() + ": no split kernel has this schedule");
+  return fill_placeholders(kSm90SplitConfig,
+                           {{"ns", kernel->ns}, {"config_args", split_config_args(v)}, {"trailing_args", trailing_args}});
+}
+
 std::string sm90_config(const GemmVariant& v, const std::string& trailing_args) {
   std::map<std::string, std::string> values = common_config_values(v);
   values["math"] = checked_math_tag(v);
@@ -187,7 +197,7 @@ std::string emit_variant_source(const GemmVariant& v) {
       body = kSm90SplitSource;
       values["header"] = template_header(v);
       values["ns"] = split_kernel(v)->ns;
-      values["config_args"] = split_config_args(v);
+      values["config"] = split_config(v);
       break;
   }
   values["name"] = v.name();

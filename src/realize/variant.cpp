@@ -379,8 +379,9 @@ std::optional<std::string> variant_illegal_reason(const GemmVariant& v, const Ge
                        p.element_a, p.element_b, p.element_d);
   if (!family_has_math(v.arch, v.math))
     return fmt::format("the {} family has no {} math mode", token(v.arch), token(v.math));
-  if (!v.chain_key.empty() && v.arch != KernelArch::Sm90)
-    return fmt::format("the {} family cannot run an epilogue chain (only sm90's EVT epilogue takes one)",
+  if (!v.chain_key.empty() && v.arch != KernelArch::Sm90 && v.arch != KernelArch::Sm90Split)
+    return fmt::format("the {} family cannot run an epilogue chain (sm90's EVT epilogue and the sm90split "
+                       "kernels' element-wise store take one)",
                        token(v.arch));
   if (v.layout_a != p.layout_a || v.layout_b != p.layout_b || v.epilogue != p.epilogue)
     return std::string("variant layouts / epilogue differ from the problem's");

@@ -121,14 +121,9 @@ TEST(CompileCheck, SplitKernelVariantsCompileAndExportTheAbi) {
       "must be >= 1");
 }
 
-// GEMM + epilogue chain: one sm90 EVT translation unit whose chain reads every
-// input kind (the GEMM's bias as row vector, a full-size residual as the C
-// source, a column vector, a scalar) and spells a spread of ops, through the
-// scaled f16x3 math mode (device alpha). ~1.5-2.5 min and ~3.5 GB with nvcc 13.
-TEST(CompileCheck, EpilogueChainEvtVariantCompilesAndChecksItsLeaves) {
-  std::string skip;
-  auto tc = compile_check_toolchain(skip);
-  if (!skip.empty()) GTEST_SKIP() << skip;
+// A GEMM + bias pattern whose chain reads every input kind (a full-size residual, a
+// column vector, a scalar) and spells a spread of ops.
+nlohmann::json every_kind_chain_pattern() {
   using nlohmann::json;
   const json acc = {{"ref", "acc"}};
   auto ref = [](const char* id) { return json{{"ref", id}}; };
@@ -144,7 +139,7 @@ TEST(CompileCheck, EpilogueChainEvtVariantCompilesAndChecksItsLeaves) {
       {{"id", "v6"}, {"op", "sigmoid"}, {"args", {ref("v5")}}},
       {{"id", "v7"}, {"op", "div"}, {"args", {ref("v6"), cst(3.0)}}},
   });
-  const json pattern = {
+  return {
       {"gemm",
        {{"batch", 1}, {"m", 256}, {"n", 128}, {"k", 64},
         {"a", {{"tensor", "x"}, {"layout", "row"}, {"ld", 64}, {"batch_stride", 0}}},
@@ -159,9 +154,24 @@ TEST(CompileCheck, EpilogueChainEvtVariantCompilesAndChecksItsLeaves) {
           {"l1", {{"tensor", "row_scale"}, {"shape", {256, 1}}, {"strides", {1, 0}}}},
           {"l2", {{"tensor", "shift"}, {"shape", json::array()}, {"strides", {0, 0}}}}}},
         {"values", values}, {"result", "v7"}, {"key", "c0ffee00deadbeef"}}}};
-  ChainPlan plan = plan_chain_epilogue(pattern);
+}
+
+// Compiles `variant_name` with every_kind_chain_pattern()'s chain, loads it and checks
+// the host-side rejections before any device query: too few leaves, a null leaf; then
+// returns the problem that passes those two, and the library's entry points.
+struct ChainLibrary {
+  std::unique_ptr<Library> lib;
+  int (*can)(const FactGemmProblem*) = nullptr;
+  const char* (*last_error)() = nullptr;
+  FactGemmProblem problem{};
+};
+void compile_chain_variant(const std::string& variant_name, ChainLibrary& out) {
+  std::string skip;
+  auto tc = compile_check_toolchain(skip);
+  if (!skip.empty()) GTEST_SKIP() << skip;
+  ChainPlan plan = plan_chain_epilogue(every_kind_chain_pattern());
   ASSERT_TRUE(plan.skip_reason.empty()) << plan.skip_reason;
-  auto v = parse_variant_name("gemm_sm90_f16x3_f32_128x128x64_c1x1_coop_persistent_sauto_tt_bias_evtc0ffee00");
+  auto v = parse_variant_name(variant_name);
   ASSERT_TRUE(v.has_value());
   TempDir t;
   auto results = compile_in_turn(*tc, t.path / "cache",
@@ -169,14 +179,13 @@ TEST(CompileCheck, EpilogueChainEvtVariantCompilesAndChecksItsLeaves) {
   ASSERT_EQ(results.size(), 1u);
   const auto& r = results[0];
   ASSERT_TRUE(r.ok) << r.name << " failed to compile:\n" << r.reason << "\nlog: " << r.log_path;
-  Library lib(r.library);
-  ASSERT_NE(lib.handle, nullptr) << ::dlerror();
-  ASSERT_NO_FATAL_FAILURE(expect_library_identity(lib, v->name()));
-  auto can = lib.fn<int(const FactGemmProblem*)>("fact_gemm_can_implement");
-  auto last_error = lib.fn<const char*()>("fact_last_error");
-  ASSERT_TRUE(can && last_error);
-  // Host-side rejections before any device query: too few leaves, a null leaf, a misaligned residual.
-  FactGemmProblem p{};
+  out.lib = std::make_unique<Library>(r.library);
+  ASSERT_NE(out.lib->handle, nullptr) << ::dlerror();
+  ASSERT_NO_FATAL_FAILURE(expect_library_identity(*out.lib, v->name()));
+  out.can = out.lib->fn<int(const FactGemmProblem*)>("fact_gemm_can_implement");
+  out.last_error = out.lib->fn<const char*()>("fact_last_error");
+  ASSERT_TRUE(out.can && out.last_error);
+  FactGemmProblem& p = out.problem;
   p.batch = 1, p.m = 256, p.n = 128, p.k = 64;
   p.a = reinterpret_cast<const void*>(1 << 20), p.ld_a = 64;
   p.b = reinterpret_cast<const void*>(2 << 20), p.ld_b = 64;
@@ -184,18 +193,43 @@ TEST(CompileCheck, EpilogueChainEvtVariantCompilesAndChecksItsLeaves) {
   p.e = reinterpret_cast<const void*>(4 << 20);
   p.alpha = 1.f, p.beta = 1.f;
   p.num_leaves = 2;
-  EXPECT_NE(can(&p), 0);
-  EXPECT_NE(std::string(last_error()).find("reads 3 leaf tensor(s)"), std::string::npos) << last_error();
+  EXPECT_NE(out.can(&p), 0);
+  EXPECT_NE(std::string(out.last_error()).find("reads 3 leaf tensor(s)"), std::string::npos) << out.last_error();
   p.num_leaves = 3;
   p.leaves[0] = {reinterpret_cast<const void*>(5 << 20), 128, 0};
   p.leaves[1] = {nullptr, 0, 0};
   p.leaves[2] = {reinterpret_cast<const void*>(7 << 20), 0, 0};
-  EXPECT_NE(can(&p), 0);
-  EXPECT_NE(std::string(last_error()).find("leaves[1] is null"), std::string::npos) << last_error();
+  EXPECT_NE(out.can(&p), 0);
+  EXPECT_NE(std::string(out.last_error()).find("leaves[1] is null"), std::string::npos) << out.last_error();
   p.leaves[1].ptr = reinterpret_cast<const void*>(6 << 20);
-  p.leaves[0].ld = 130;
-  EXPECT_NE(can(&p), 0);
-  EXPECT_NE(std::string(last_error()).find("leaves[0] (full matrix"), std::string::npos) << last_error();
+}
+
+// GEMM + epilogue chain as an sm90 EVT translation unit through the scaled f16x3 math
+// mode (device alpha). ~1.5-2.5 min and ~3.5 GB with nvcc 13.
+TEST(CompileCheck, EpilogueChainEvtVariantCompilesAndChecksItsLeaves) {
+  ChainLibrary c;
+  ASSERT_NO_FATAL_FAILURE(compile_chain_variant(
+      "gemm_sm90_f16x3_f32_128x128x64_c1x1_coop_persistent_sauto_tt_bias_evtc0ffee00", c));
+  if (!c.lib) return;  // skipped
+  // The residual is the EVT's C source, read by TMA: 16-byte rows.
+  c.problem.leaves[0].ld = 130;
+  EXPECT_NE(c.can(&c.problem), 0);
+  EXPECT_NE(std::string(c.last_error()).find("leaves[0] (full matrix"), std::string::npos) << c.last_error();
+}
+
+// The same chain in the pre-split kernel's element-wise store (seconds to a minute).
+TEST(CompileCheck, EpilogueChainSplitVariantCompilesAndChecksItsLeaves) {
+  ChainLibrary c;
+  ASSERT_NO_FATAL_FAILURE(
+      compile_chain_variant("gemm_sm90split_f16x3_f32_128x128x32_c1x1_pre_dp_s6_tt_bias_evtc0ffee00", c));
+  if (!c.lib) return;  // skipped
+  // Element-wise loads take any row pitch >= n, but not a pitch below it.
+  c.problem.leaves[0].ld = 130;
+  EXPECT_EQ(c.can(&c.problem), 0) << c.last_error();
+  c.problem.leaves[0].ld = 100;
+  EXPECT_NE(c.can(&c.problem), 0);
+  EXPECT_NE(std::string(c.last_error()).find("leaves[0] (full matrix) has ld < n"), std::string::npos)
+      << c.last_error();
 }
 
 // One LayerNorm TU (seconds) and one attention TU (CUTLASS example 41; ~15-60 s)

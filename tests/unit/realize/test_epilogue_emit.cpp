@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include "../front/rules3_util.hpp"
@@ -85,6 +86,14 @@ GemmVariant sm90_variant(const ChainPlan& plan, MathMode math = MathMode::F16x3)
   return v;
 }
 
+// The split kernel's chained form (schedule pre: the block's linears).
+GemmVariant split_variant(const ChainPlan& plan) {
+  GemmVariant v = sm90_variant(plan);
+  v.arch = KernelArch::Sm90Split, v.tile_k = 32, v.schedule = Schedule::Pre, v.scheduler = SchedulerKind::Dp;
+  v.stages = 6;
+  return v;
+}
+
 // ---- golden sources ------------------------------------------------------------------
 
 TEST(EpilogueEmit, GoldenSources) {
@@ -102,6 +111,17 @@ TEST(EpilogueEmit, GoldenSources) {
     EXPECT_NE(source.find("FACT_EXPORT_GEMM(fact::gemm_sm90::Operation<FactConfig>, \"" + v.name() + "\")"),
               std::string::npos);
     EXPECT_EQ(source.find("__global__"), std::string::npos) << "logic in a generated file";
+    // The split kernels run the same functor in their element-wise store.
+    const GemmVariant split = split_variant(plan);
+    const std::string split_source = emit_chain_variant_source(split, plan);
+    check_golden(split.name(), split_source);
+    EXPECT_NE(split_source.find("#include \"split_gemm_pre_sm90.cuh\""), std::string::npos);
+    EXPECT_NE(split_source.find("fact::epilogue_chain::ElementwiseChain<"), std::string::npos);
+    EXPECT_NE(split_source.find("fact::split_gemm::PartsFp16Scaled,\n    FactChain>;"), std::string::npos);
+    EXPECT_NE(split_source.find("FACT_EXPORT_GEMM(fact::split_gemm::pre::Operation<FactConfig>, \"" + split.name() +
+                                "\")"),
+              std::string::npos);
+    EXPECT_EQ(split_source.find("epilogue_chain_sm90.cuh"), std::string::npos) << "split source pulls in the EVT";
   }
 }
 
@@ -430,7 +450,7 @@ TEST(EpilogueEmit, UnsupportedChainsAreSkipReasonsNotCrashes) {
 
 // ---- variants -----------------------------------------------------------------------------------
 
-TEST(EpilogueEmit, VariantNamesCarryTheChainKeyAndOnlySm90TakesIt) {
+TEST(EpilogueEmit, VariantNamesCarryTheChainKeyAndOnlySm90AndSplitTakeIt) {
   ChainPlan plan = plan_chain_epilogue(plan_pattern("block_gelu_module", "proj"));
   ASSERT_TRUE(plan.skip_reason.empty());
   const GemmVariant v = sm90_variant(plan);
@@ -450,12 +470,15 @@ TEST(EpilogueEmit, VariantNamesCarryTheChainKeyAndOnlySm90TakesIt) {
   Enumeration gemm_only = enumerate_gemm_variants(problem, 1e-4, "sm90a", VariantSet::Default);
   Enumeration chained = chain_variants(gemm_only, plan);
   ASSERT_FALSE(chained.variants.empty());
+  std::set<KernelArch> chained_families;
   for (const auto& c : chained.variants) {
-    EXPECT_EQ(c.arch, KernelArch::Sm90);
+    chained_families.insert(c.arch);
+    EXPECT_NE(c.arch, KernelArch::Sm80);
     EXPECT_EQ(c.chain_key, plan.key8);
     EXPECT_FALSE(variant_illegal_reason(c, problem).has_value()) << c.name();
     EXPECT_NO_THROW(emit_chain_variant_source(c, plan)) << c.name();
   }
+  EXPECT_EQ(chained_families, (std::set<KernelArch>{KernelArch::Sm90, KernelArch::Sm90Split}));
   bool sm80_skipped = false;
   for (const auto& s : chained.skipped)
     sm80_skipped = sm80_skipped || (s.name.rfind("gemm_sm80_", 0) == 0 && s.reason.find("cannot run the epilogue chain") != std::string::npos);
@@ -468,7 +491,7 @@ TEST(EpilogueEmit, VariantNamesCarryTheChainKeyAndOnlySm90TakesIt) {
   // An sm80-only target keeps nothing: the reason says why.
   Enumeration sm80_only = chain_variants(enumerate_gemm_variants(problem, 1e-4, "sm80", VariantSet::Default), plan);
   EXPECT_TRUE(sm80_only.variants.empty());
-  EXPECT_NE(sm80_only.reason.find("only sm90"), std::string::npos) << sm80_only.reason;
+  EXPECT_NE(sm80_only.reason.find("only they run the epilogue chain"), std::string::npos) << sm80_only.reason;
 }
 
 }  // namespace

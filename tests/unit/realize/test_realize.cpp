@@ -225,30 +225,33 @@ json chained_pattern(const json& leaf_strides = json::array({json::array({0, 1})
   return p;
 }
 
-TEST(Realize, EpilogueChainIsFusedIntoSm90EvtVariants) {
+// sm90 (EVT) and sm90split (element-wise store) variants run the chain; sm80 cannot.
+TEST(Realize, EpilogueChainIsFusedIntoSm90AndSplitVariants) {
   Fixture f(R"([])", json::array({chained_pattern()}));
   ASSERT_EQ(run_realize(f.options()), 0);
   const json p0 = f.realized()["patterns"][0];
   EXPECT_EQ(p0["status"], "realized");
   const std::string variant = p0["variant"];
-  EXPECT_EQ(variant.rfind("gemm_sm90_", 0), 0u) << variant;
+  EXPECT_TRUE(variant.rfind("gemm_sm90_", 0) == 0 || variant.rfind("gemm_sm90split_", 0) == 0) << variant;
   EXPECT_NE(variant.find("_evt00112233"), std::string::npos) << variant;
   EXPECT_FALSE(p0.contains("left_to_pytorch")) << "the kernel computes the whole chain";
   ASSERT_TRUE(p0.contains("fused_epilogue"));
   EXPECT_EQ(p0["fused_epilogue"]["output"], "relu");
   EXPECT_EQ(p0["fused_epilogue"]["inputs"][0]["kind"], "row");
-  int evt = 0;
+  int evt = 0, split_evt = 0;
   for (const auto& c : p0["candidates"]) {
     const std::string name = c["name"];
     if (c["status"] == "skipped") {
-      if (name.rfind("gemm_sm80_", 0) == 0 || name.rfind("gemm_sm90split_", 0) == 0)
+      if (name.rfind("gemm_sm80_", 0) == 0)
         EXPECT_NE(c["reason"].get<std::string>().find("cannot run the epilogue chain"), std::string::npos) << name;
       continue;
     }
-    EXPECT_NE(name.find("_evt00112233"), std::string::npos) << "only EVT variants are tried: " << name;
+    EXPECT_NE(name.find("_evt00112233"), std::string::npos) << "only chained variants are tried: " << name;
     ++evt;
+    split_evt += name.rfind("gemm_sm90split_", 0) == 0;
   }
   EXPECT_GE(evt, 1);
+  EXPECT_GE(split_evt, 1) << "the split kernels take the chain too";
   // Warm: the recorded EVT winner is rebuilt from the plan's chain, found cached, verified alone.
   const int compiles = f.lines("nvcc_calls");
   ASSERT_EQ(run_realize(f.options()), 0);
@@ -269,9 +272,11 @@ TEST(Realize, FailingEvtCandidatesFallBackToTheGemmCore) {
   EXPECT_EQ(p0["outputs"], json({"mm"}));
   EXPECT_EQ(p0["left_to_pytorch"], json({"add", "relu"}));
   EXPECT_FALSE(p0.contains("fused_epilogue"));
-  const json* failed = candidate(p0, "_evt00112233");
-  ASSERT_NE(failed, nullptr) << "the EVT candidates stay in the report";
-  EXPECT_EQ((*failed)["status"], "wrong");
+  int wrong = 0;
+  for (const auto& c : p0["candidates"])
+    if (c["name"].get<std::string>().find("_evt00112233") != std::string::npos)
+      wrong += c["status"] == "wrong";  // (the fake nvcc fails v2 split sources: compile_error)
+  EXPECT_GE(wrong, 1) << "the chained candidates stay in the report";
 }
 
 TEST(Realize, ChainWithNoLegalSm90VariantRealizesItsCoreOnAnotherFamily) {
