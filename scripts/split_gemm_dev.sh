@@ -9,7 +9,9 @@
 #                                      # premise experiment, checks, timings; logs to $OUT
 # Environment: CUTLASS_DIR (default ~/.cache/fact/cutlass-v4.7.0), NVCC, JOBS (parallel nvcc),
 # SPLIT_GEMM_PREMISE=0 skips the PyTorch premise experiment, VARIANTS limits the variants run,
-# SPLIT_GEMM_NCU=<variant> adds one Nsight Compute profile of that variant on 4096^3.
+# SPLIT_GEMM_NCU=<variant> adds one Nsight Compute profile of that variant on 4096^3 (two
+# launches of the kernels matching SPLIT_GEMM_NCU_KERNEL, an ncu -k regex, default
+# split_gemm_kernel; when SPLIT_GEMM_NCU_KERNEL is set, also on the bmm shape: ncu_bmm.txt).
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DEV="$ROOT/.fact/dev"
@@ -125,10 +127,21 @@ device() {
     fi
   done <<<"$VARIANT_TABLE"
   if [[ -n "${SPLIT_GEMM_NCU:-}" && -f "$DEV/$SPLIT_GEMM_NCU.so" ]] && command -v ncu >/dev/null; then
-    # One profiled launch of the named variant on 4096^3 (e.g. SPLIT_GEMM_NCU=t6_rr_none).
-    timeout 120 ncu --clock-control none -k regex:split_gemm_kernel -c 1 --section SpeedOfLight \
-      --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats \
-      "$DEV/split_gemm_check" --lib "$DEV/$SPLIT_GEMM_NCU.so" --shape 1,4096,4096,4096 >"$OUT/ncu.txt" 2>&1
+    # The first two launches of the kernels matching SPLIT_GEMM_NCU_KERNEL (default: the
+    # main kernel) of the named variant on 4096^3 (e.g. SPLIT_GEMM_NCU=t6_rr_none; with
+    # SPLIT_GEMM_NCU_KERNEL=split_operand_tiles: A's and B's pre-pass). With the knob set,
+    # the same on the bmm shape into ncu_bmm.txt.
+    local ncu_args=(--clock-control none -k "regex:${SPLIT_GEMM_NCU_KERNEL:-split_gemm_kernel}" -c 2
+                    --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats
+                    --section SchedulerStats)
+    # The variant's layouts and epilogue (its check flags).
+    flags="$(grep "^$SPLIT_GEMM_NCU|" <<<"$VARIANT_TABLE" | cut -d'|' -f3)"
+    timeout 120 ncu "${ncu_args[@]}" "$DEV/split_gemm_check" --lib "$DEV/$SPLIT_GEMM_NCU.so" $flags \
+      --shape 1,4096,4096,4096 >"$OUT/ncu.txt" 2>&1
+    if [[ -n "${SPLIT_GEMM_NCU_KERNEL:-}" ]]; then
+      timeout 180 ncu "${ncu_args[@]}" "$DEV/split_gemm_check" --lib "$DEV/$SPLIT_GEMM_NCU.so" $flags \
+        --shape 128,512,2048,1024 >"$OUT/ncu_bmm.txt" 2>&1
+    fi
   fi
   echo "==== summary"
   grep -h "^variant\|^TIME\|^RESULT\|WRONG\|refused\|split_gemm_check:" "$OUT/check.txt"

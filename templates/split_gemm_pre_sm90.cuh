@@ -12,7 +12,8 @@
 //   main kernel: CTA = 3 warpgroups (384 threads), 1 CTA per SM. One producer thread per
 //       k-tile waits empty[s], then issues four bulk copies (cp.async.bulk: A's parts, B's
 //       parts, their two exponents) completing on full[s]'s transaction count. The two
-//       consumer warpgroups are split_gemm_ws's (ws::detail::consume).
+//       consumer warpgroups are split_gemm_ws's (ws::detail::consume). (A persistent
+//       version, one CTA per SM looping over tiles, measured slower: docs/notes/split_gemm.md.)
 //
 // Why: the in-kernel conversion re-splits every A tile N / 128 times and every B tile
 // M / 128 times, and one k-tile's conversion (~1540 warp instructions) is what limits
@@ -59,63 +60,123 @@ struct Image {
   int4* exps;
 };
 
-// Threads of a pre-pass block.
+// Threads of a pre-pass CTA.
 constexpr int SplitThreads = 256;
+// fp32 stages of a pre-pass CTA: the cp.async copies of its next block are in flight while
+// it splits the current one (2 x 16 KB of static shared memory for 128-row blocks).
+constexpr int SplitStages = 2;
+// Pre-pass CTAs resident per SM (the kernel's launch bounds: <= 64 registers; 4 x ~33 KB
+// of shared memory) and the pre-pass grid per SM: one wave, every CTA walking its share
+// of the blocks. 4 x 16 KB of reads in flight per SM is ~3x what HBM needs at ~2 us of
+// loaded latency; 5 or 6 CTAs would need <= 48 / 40 registers, and ptxas then spills
+// the hoisted StageLoader offsets (24-56 bytes).
+constexpr int SplitCtasPerSm = 4;
 
-// Splits the (Rows x TileK) blocks of one fp32 operand into its image (one CTA of
-// SplitThreads threads per block; Cfg gives TileK, Parts and Format). KContig: element
-// (mn, k) at mn * ld + k, else at k * ld + mn; batch entry b starts batch_stride elements
-// after entry b - 1.
+// The thread index under which pre-pass thread `tid` reads its Units from the stage and
+// stores their parts (a permutation of [0, SplitThreads); read and store must use the
+// same one). KContig: tid itself (a warp's units are 8 rows x the 4 k-chunks: LDS.128
+// without bank conflicts, 512 contiguous bytes per part store). Else, under Units' mapping
+// (unit u: row u % Rows, k-chunk u / Rows): a warp takes 16 rows x the chunk pair
+// {2c, 2c + 1}, whose 16-byte part vectors share one 32-byte sector of their row under
+// the SW64 swizzle, so every part store writes whole sectors (tid itself gives 32 rows x
+// one chunk: half sectors). Cost: a 2-way bank conflict on the stage reads (both chunks of
+// a row sit in the same bank of the [TileK][Rows] stage).
+template <int Rows, bool KContig>
+__device__ __forceinline__ int unit_thread(int tid) {
+  if constexpr (KContig) {
+    return tid;
+  } else {
+    constexpr int RowGroups = Rows / 16;  // warps that share a chunk pair
+    static_assert(Rows % 16 == 0 && (SplitThreads / 32) % RowGroups == 0 && SplitThreads % (2 * Rows) == 0,
+                  "warps do not tile the rows x chunk pairs");
+    const int w = tid / 32, lane = tid % 32;
+    return Rows * (2 * (w / RowGroups) + lane / 16) + 16 * (w % RowGroups) + lane % 16;
+  }
+}
+
+// Issues this thread's cp.async copies of image block `block` (< blocks: see
+// split_operand_tiles) into `stage` in ws::detail::StageLoader's layout, zero-filled
+// outside the problem; none for block >= blocks. Commits one group either way, so the
+// wait counts stay uniform.
+template <int Rows, int TileK, bool KContig>
+__device__ __forceinline__ void load_block(float* stage, const float* x, int64_t ld, int64_t batch_stride,
+                                           int64_t rows, int64_t k, int row_tiles, int k_tiles, uint32_t block,
+                                           uint32_t blocks, int tid) {
+  if (block < blocks) {
+    const uint32_t rest = block / k_tiles;
+    const int64_t k0 = int64_t(block % k_tiles) * TileK;
+    const ws::detail::StageLoader<Rows, TileK, SplitThreads, KContig> loader(
+        x + int64_t(rest / row_tiles) * batch_stride, ld, int64_t(rest % row_tiles) * Rows, rows, k0, tid);
+    loader.load(stage, 0, k0, k);
+  }
+  split_gemm::detail::cp_async_commit();
+}
+
+// Splits the (Rows x TileK) blocks of one fp32 operand into its image (Cfg gives TileK,
+// Parts and Format). KContig: element (mn, k) at mn * ld + k, else at k * ld + mn; batch
+// entry b starts batch_stride elements after entry b - 1. `blocks` = batch * row_tiles *
+// k_tiles.
+// One wave of CTAs (SplitCtasPerSm per SM); CTA c splits blocks c, c + gridDim.x, ...
+// (so the CTAs in flight together cover consecutive blocks: consecutive k-tiles of the
+// same rows), with the next block's cp.async copies (16-byte chunks along K or MN) in
+// flight while it splits the current one. The !KContig operand is transposed by the
+// stage: copied MN-contiguous, read as 8 consecutive k per unit.
+// Per block `it` (CTA-local index; stage it % S, S = SplitStages): wait for this thread's
+// copies of it, barrier A(it), issue the copies of block it + S - 1, read the units, then
+// (PartsFp16Scaled) warp maxima, barrier B(it), exponent; split and store. The units are
+// read after the copy issue, so that they are not live across it (register pressure: the
+// loader's per-thread offsets are hoisted out of the loop).
+// Ownership and hazards:
+//  - stage it % S: written by block it's copies (issued after A(it - S + 1), or in the
+//    prologue), read by every thread after A(it), each thread having waited for its own
+//    copies first; free once every thread passed A(it + 1) (all reads of it come before),
+//    after which block it + S's copies are issued into it;
+//  - warp_maxima: written for block it after A(it), read after B(it); rewritten for it + 1
+//    only after A(it + 1), which every reader passes after its reads.
+// Pending at exit: only empty groups (blocks past `blocks`).
 template <class Cfg, int Rows, bool KContig, class Elem>
-__global__ void __launch_bounds__(SplitThreads) split_operand_tiles(const float* x, int64_t ld, int64_t batch_stride,
-                                                                    int64_t rows, int64_t k, int row_tiles,
-                                                                    int k_tiles, Image<Elem> image) {
-  constexpr int TK = Cfg::TileK, P = Cfg::Parts, NT = SplitThreads;
+__global__ void __launch_bounds__(SplitThreads, SplitCtasPerSm)
+    split_operand_tiles(const float* x, int64_t ld, int64_t batch_stride, int64_t rows, int64_t k, int row_tiles,
+                        int k_tiles, uint32_t blocks, Image<Elem> image) {
+  constexpr int TK = Cfg::TileK, P = Cfg::Parts, NT = SplitThreads, S = SplitStages;
   constexpr bool F16 = Cfg::Format == PartsFp16Scaled;
   using U = ws::detail::Units<Rows, TK, NT, KContig>;
   using Layout = decltype(tile_to_shape(GMMA::Layout_K_SW64_Atom<Elem>{},
                                         make_shape(Int<Rows>{}, Int<TK>{}, Int<P>{})));
+  static_assert(S >= 2, "the next block's copies need a stage of their own");
+  __shared__ __align__(128) float ring[S][Rows * TK];
   __shared__ float warp_maxima[NT / 32];
 
-  const int64_t block = blockIdx.x;
-  const int64_t kt = block % k_tiles;
-  const int64_t rest = block / k_tiles;
-  const int64_t mn0 = (rest % row_tiles) * Rows;
-  const float* src = x + (rest / row_tiles) * batch_stride;
-  const int tid = threadIdx.x;
+  const int tid = threadIdx.x, ut = unit_thread<Rows, KContig>(tid);
+  // blocks <= 2^31 - 1 (split_and_launch), so block + (S - 1) * step cannot wrap.
+  const uint32_t step = gridDim.x;
+  uint32_t block = blockIdx.x;
+  const auto load = [&](uint32_t b, int s) {
+    load_block<Rows, TK, KContig>(ring[s], x, ld, batch_stride, rows, k, row_tiles, k_tiles, b, blocks, tid);
+  };
+#pragma unroll
+  for (int s = 0; s < S - 1; ++s) load(block + s * step, s);
 
-  float v[U::N][8];
+  for (int it = 0; block < blocks; block += step, ++it) {
+    split_gemm::detail::cp_async_wait<S - 2>();  // this thread's copies of block it
+    __syncthreads();  // A(it): everyone's; every thread is done with block it - 1
+    load(block + (S - 1) * step, (it + S - 1) % S);
+    float v[U::N][8];
+    U::read(ring[it % S], v, ut);
+    int e = 0;
+    if constexpr (F16) {
+      const float m = ws::detail::warp_max(U::absmax(v));
+      if (tid % 32 == 0) warp_maxima[tid / 32] = m;
+      __syncthreads();  // B(it): every warp's maximum
+      float t = warp_maxima[0];
 #pragma unroll
-  for (int i = 0; i < U::N; ++i) {
-    int r, kc;
-    U::coords(tid + i * NT, r, kc);
-    const int64_t mn = mn0 + r, k0 = kt * TK + 8 * kc;
-    if (KContig && mn < rows && k0 + 8 <= k) {  // 16-byte aligned: can_implement's requirements
-      const float4* q = reinterpret_cast<const float4*>(src + mn * ld + k0);
-      const float4 x0 = q[0], x1 = q[1];
-      v[i][0] = x0.x; v[i][1] = x0.y; v[i][2] = x0.z; v[i][3] = x0.w;
-      v[i][4] = x1.x; v[i][5] = x1.y; v[i][6] = x1.z; v[i][7] = x1.w;
-    } else {
-#pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        const int64_t kk = k0 + j;
-        v[i][j] = mn < rows && kk < k ? src[KContig ? mn * ld + kk : kk * ld + mn] : 0.f;
-      }
+      for (int w = 1; w < NT / 32; ++w) t = fmaxf(t, warp_maxima[w]);
+      e = split_gemm::detail::tile_exponent(t);
     }
+    if (tid == 0) image.exps[block] = make_int4(e, 0, 0, 0);
+    U::template store<P, F16>(v, image.parts + int64_t(block) * (P * Rows * TK), Layout{}, 0,
+                              split_gemm::detail::pow2(14 - e), ut);
   }
-  int e = 0;
-  if constexpr (F16) {
-    const float m = ws::detail::warp_max(U::absmax(v));
-    if (tid % 32 == 0) warp_maxima[tid / 32] = m;
-    __syncthreads();
-    float t = warp_maxima[0];
-#pragma unroll
-    for (int w = 1; w < NT / 32; ++w) t = fmaxf(t, warp_maxima[w]);
-    e = split_gemm::detail::tile_exponent(t);
-  }
-  if (tid == 0) image.exps[block] = make_int4(e, 0, 0, 0);
-  U::template store<P, F16>(v, image.parts + block * (P * Rows * TK), Layout{}, 0, split_gemm::detail::pow2(14 - e),
-                            tid);
 }
 
 template <class Cfg>
@@ -212,18 +273,24 @@ int split_and_launch(const FactGemmProblem& pr, void* workspace, size_t workspac
     why = std::string(tag) + ": pre-pass grid too large";
     return 1;
   }
+  // One wave of pre-pass CTAs (any grid splits every block; without the SM count, one CTA
+  // per block).
+  const int sms = split_gemm::detail::sm_count();
+  const auto grid = [&](int64_t blocks) {
+    return static_cast<unsigned>(sms > 0 ? std::min<int64_t>(blocks, int64_t(sms) * SplitCtasPerSm) : blocks);
+  };
   // A is (m, k): K-contiguous when row-major. B is (k, n) as (n, k): K-contiguous when
   // column-major.
   if (blocks_a > 0) {
-    split_operand_tiles<Cfg, Cfg::TileM, Cfg::ARowMajor, Elem>
-        <<<static_cast<unsigned>(blocks_a), SplitThreads, 0, stream>>>(
-            static_cast<const float*>(pr.a), pr.ld_a, pr.batch_stride_a, pr.m, pr.k, pl.tiles_m, pl.k_tiles, a);
+    split_operand_tiles<Cfg, Cfg::TileM, Cfg::ARowMajor, Elem><<<grid(blocks_a), SplitThreads, 0, stream>>>(
+        static_cast<const float*>(pr.a), pr.ld_a, pr.batch_stride_a, pr.m, pr.k, pl.tiles_m, pl.k_tiles,
+        static_cast<uint32_t>(blocks_a), a);
   }
   if constexpr (SplitB) {
     if (blocks_b > 0) {
-      split_operand_tiles<Cfg, Cfg::TileN, !Cfg::BRowMajor, Elem>
-          <<<static_cast<unsigned>(blocks_b), SplitThreads, 0, stream>>>(
-              static_cast<const float*>(pr.b), pr.ld_b, pr.batch_stride_b, pr.n, pr.k, pl.tiles_n, pl.k_tiles, b);
+      split_operand_tiles<Cfg, Cfg::TileN, !Cfg::BRowMajor, Elem><<<grid(blocks_b), SplitThreads, 0, stream>>>(
+          static_cast<const float*>(pr.b), pr.ld_b, pr.batch_stride_b, pr.n, pr.k, pl.tiles_n, pl.k_tiles,
+          static_cast<uint32_t>(blocks_b), b);
     }
   }
   if (cudaError_t st = cudaGetLastError(); st != cudaSuccess) {
