@@ -193,7 +193,8 @@ struct Operation : ws::BaseRequirements<Cfg> {
   static int run(const FactGemmProblem& pr, void* workspace, size_t workspace_bytes, cudaStream_t stream,
                  std::string& why) {
     return pre::detail::split_and_launch<Cfg, false>(pr, workspace, workspace_bytes, stream, why,
-                                                     detail::split_gemm_kernel_hybrid<Cfg>, "split_gemm_hybrid");
+                                                     detail::split_gemm_kernel_hybrid<Cfg>, "split_gemm_hybrid",
+                                                     /*persistent*/ false);
   }
 };
 

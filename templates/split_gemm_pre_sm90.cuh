@@ -9,11 +9,13 @@
 //       part-ring stage expects (K-major, GMMA 64B-swizzled), plus its tile exponent,
 //       zero-filled outside the problem. Same tile maxima, exponents and split8 as the
 //       in-kernel conversion, so the GEMM's output is bit-identical to split_gemm_ws's.
-//   main kernel: CTA = 3 warpgroups (384 threads), 1 CTA per SM. One producer thread per
-//       k-tile waits empty[s], then issues four bulk copies (cp.async.bulk: A's parts, B's
-//       parts, their two exponents) completing on full[s]'s transaction count. The two
-//       consumer warpgroups are split_gemm_ws's (ws::detail::consume). (A persistent
-//       version, one CTA per SM looping over tiles, measured slower: docs/notes/split_gemm.md.)
+//   main kernel: CTA = 3 warpgroups (384 threads), 1 CTA per SM; one CTA per output tile
+//       (Operation) or one persistent CTA per SM looping over the tiles
+//       (PersistentOperation; which is faster depends on the shape, within ±8% on the
+//       H100: realize offers both). One producer thread per k-tile waits empty[s], then issues four
+//       bulk copies (cp.async.bulk: A's parts, B's parts, their two exponents) completing
+//       on full[s]'s transaction count. The two consumer warpgroups are split_gemm_ws's
+//       (ws::detail::consume).
 //
 // Why: the in-kernel conversion re-splits every A tile N / 128 times and every B tile
 // M / 128 times, and one k-tile's conversion (~1540 warp instructions) is what limits
@@ -197,34 +199,48 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel_pre(const P
   uint64_t* empty = full + S;                              // one arrival per consumer thread
 
   const int tid = threadIdx.x;
-  const ws::detail::TileWork w = ws::detail::begin_tile<Cfg>(p, full, empty, 1);
-  const split_gemm::detail::TileCoord& tc = w.tc;
+  ws::detail::init_ring<Cfg>(full, empty, 1);
 
+  // The CTA walks work items blockIdx.x, + gridDim.x, ...: one item when the grid has one
+  // CTA per item, several when it is persistent (one CTA per SM). Producer and consumers
+  // count the same ring passes (`it`: stage it % S, phase (it / S) & 1) across items, so
+  // while the consumers store tile i the producer already fills the stages they released
+  // with tile i + 1's first k-tiles.
   if (tid < Cfg::ProducerThreads) {
     if (tid == 0) {
       const auto* imgA = static_cast<const Elem*>(p.images.a);
       const auto* imgB = static_cast<const Elem*>(p.images.b);
-      const int64_t blockA = (tc.batch * p.tiles_m + tc.tm) * int64_t(p.k_tiles) + w.kt_begin;
-      const int64_t blockB = (tc.batch * p.tiles_n + tc.tn) * int64_t(p.k_tiles) + w.kt_begin;
       constexpr uint32_t BytesA = P * Cfg::SlotBytesA, BytesB = P * Cfg::SlotBytesB;
-      for (int kt = 0; kt < w.nk; ++kt) {
-        const int s = kt % S;
-        // Phase parity starts at 1 on empty: a fresh barrier passes it.
-        Barrier::wait(&empty[s], ((kt / S) & 1) ^ 1);
-        Barrier::arrive_and_expect_tx(&full[s], BytesA + BytesB + 2 * 16);
-        cute::SM90_BULK_COPY_G2S::copy(imgA + (blockA + kt) * (P * TM * TK), &full[s], partA + s * P * TM * TK,
-                                       BytesA);
-        cute::SM90_BULK_COPY_G2S::copy(imgB + (blockB + kt) * (P * TN * TK), &full[s], partB + s * P * TN * TK,
-                                       BytesB);
-        cute::SM90_BULK_COPY_G2S::copy(p.images.exp_a + blockA + kt, &full[s], expA + s, 16);
-        cute::SM90_BULK_COPY_G2S::copy(p.images.exp_b + blockB + kt, &full[s], expB + s, 16);
+      int it = 0;
+      for (int64_t work = blockIdx.x; work < p.work; work += gridDim.x) {
+        const ws::detail::TileWork w = ws::detail::tile_work<Cfg>(p, work);
+        const split_gemm::detail::TileCoord& tc = w.tc;
+        const int64_t blockA = (tc.batch * p.tiles_m + tc.tm) * int64_t(p.k_tiles) + w.kt_begin;
+        const int64_t blockB = (tc.batch * p.tiles_n + tc.tn) * int64_t(p.k_tiles) + w.kt_begin;
+        for (int kt = 0; kt < w.nk; ++kt, ++it) {
+          const int s = it % S;
+          // Phase parity starts at 1 on empty: a fresh barrier passes it.
+          Barrier::wait(&empty[s], ((it / S) & 1) ^ 1);
+          Barrier::arrive_and_expect_tx(&full[s], BytesA + BytesB + 2 * 16);
+          cute::SM90_BULK_COPY_G2S::copy(imgA + (blockA + kt) * (P * TM * TK), &full[s], partA + s * P * TM * TK,
+                                         BytesA);
+          cute::SM90_BULK_COPY_G2S::copy(imgB + (blockB + kt) * (P * TN * TK), &full[s], partB + s * P * TN * TK,
+                                         BytesB);
+          cute::SM90_BULK_COPY_G2S::copy(p.images.exp_a + blockA + kt, &full[s], expA + s, 16);
+          cute::SM90_BULK_COPY_G2S::copy(p.images.exp_b + blockB + kt, &full[s], expB + s, 16);
+        }
       }
     }
     return;
   }
 
-  ws::detail::consume<Cfg>(p, tc, w.m0, w.n0, w.nk, partA, partB, full, empty,
-                           [&](int s) { return make_int2(expA[s].x, expB[s].x); }, tid - Cfg::ProducerThreads);
+  int it = 0;
+  for (int64_t work = blockIdx.x; work < p.work; work += gridDim.x) {
+    const ws::detail::TileWork w = ws::detail::tile_work<Cfg>(p, work);
+    ws::detail::consume<Cfg>(p, w.tc, w.m0, w.n0, w.nk, partA, partB, full, empty,
+                             [&](int s) { return make_int2(expA[s].x, expB[s].x); }, tid - Cfg::ProducerThreads, it);
+    it += w.nk;
+  }
 }
 
 // The base plan, the image block counts, and where the images sit in the workspace
@@ -253,10 +269,10 @@ struct WorkspaceLayout {
 // Host side shared by this kernel and split_gemm_hybrid_sm90.cuh: checks the workspace,
 // splits A (and B where SplitB) into their images, then launches `kernel` with them
 // through the base kernel's launch (plan, parameters, split-K reduce). `tag` names the
-// kernel in error messages.
+// kernel in error messages. persistent: one CTA per SM (`kernel` must loop over p.work).
 template <class Cfg, bool SplitB>
 int split_and_launch(const FactGemmProblem& pr, void* workspace, size_t workspace_bytes, cudaStream_t stream,
-                     std::string& why, void (*kernel)(Params), const char* tag) {
+                     std::string& why, void (*kernel)(Params), const char* tag, bool persistent) {
   using Elem = typename ws::detail::PartRing<Cfg>::Elem;
   const WorkspaceLayout<Cfg, SplitB> w(pr);
   if (w.total > workspace_bytes || workspace == nullptr) {
@@ -299,20 +315,26 @@ int split_and_launch(const FactGemmProblem& pr, void* workspace, size_t workspac
   }
   split_gemm::detail::PreSplitImages images{a.parts, SplitB ? b.parts : nullptr, a.exps, SplitB ? b.exps : nullptr};
   return split_gemm::detail::launch<typename Cfg::Base>(pr, workspace, workspace_bytes, stream, why, kernel,
-                                                        Cfg::Threads, Cfg::SmemBytes, tag, images);
+                                                        Cfg::Threads, Cfg::SmemBytes, tag, images, persistent);
 }
 
 }  // namespace detail
 
-template <class Cfg>
-struct Operation : ws::BaseRequirements<Cfg> {
+// Persistent: one CTA per SM looping over the output tiles instead of one CTA per tile.
+template <class Cfg, bool Persistent>
+struct LaunchedAs : ws::BaseRequirements<Cfg> {
   static size_t workspace_size(const FactGemmProblem& pr) { return detail::WorkspaceLayout<Cfg>(pr).total; }
 
   static int run(const FactGemmProblem& pr, void* workspace, size_t workspace_bytes, cudaStream_t stream,
                  std::string& why) {
     return detail::split_and_launch<Cfg, true>(pr, workspace, workspace_bytes, stream, why,
-                                               detail::split_gemm_kernel_pre<Cfg>, "split_gemm_pre");
+                                               detail::split_gemm_kernel_pre<Cfg>, "split_gemm_pre", Persistent);
   }
 };
+
+template <class Cfg>
+using Operation = LaunchedAs<Cfg, false>;
+template <class Cfg>
+using PersistentOperation = LaunchedAs<Cfg, true>;
 
 }  // namespace fact::split_gemm::pre

@@ -148,6 +148,7 @@ struct Params {
   int tiles_m, tiles_n;  // output tiles per batch entry
   int splits;            // K-splits; 1 = epilogue in the main kernel
   int k_tiles;           // ceil(k / TileK)
+  int64_t work;          // work items = batch * splits * tiles (one CTA each unless persistent)
   float* partials;       // splits > 1: [batch][tile][split][Threads-major fragment]
   PreSplitImages images;
   FactEpilogueLeaf leaves[FACT_GEMM_MAX_LEAVES];  // the epilogue chain's leaves (Config::Chain)
@@ -379,15 +380,15 @@ __device__ __forceinline__ void store_out(const Params& p, int64_t bidx, int64_t
   p.d[bidx * p.batch_stride_d + m * p.ld_d + n] = out;
 }
 
-// Work decomposition: blockIdx.x = ((batch * splits + split) * tiles + tile).
+// Work decomposition: work item idx = ((batch * splits + split) * tiles + tile) (blockIdx.x,
+// or a persistent kernel's loop index).
 // Tiles are rasterised in groups of 8 tile-rows so that the CTAs resident at
 // one time share A rows and B columns in L2.
 struct TileCoord {
   int64_t batch;
   int split, tm, tn;
 };
-__device__ __forceinline__ TileCoord decode(const Params& p) {
-  int64_t idx = blockIdx.x;
+__device__ __forceinline__ TileCoord decode(const Params& p, int64_t idx) {
   int tiles = p.tiles_m * p.tiles_n;
   TileCoord c;
   int t = static_cast<int>(idx % tiles);
@@ -404,6 +405,8 @@ __device__ __forceinline__ TileCoord decode(const Params& p) {
   c.tn = in_group / rows_in_group;
   return c;
 }
+// The work item of a one-tile-per-CTA grid.
+__device__ __forceinline__ TileCoord decode(const Params& p) { return decode(p, blockIdx.x); }
 
 // Writes a CTA's fp32 output tile: through the epilogue when K is not split, else
 // as this split's partial (fragment order: element i of thread t at i * threads + t,
@@ -624,10 +627,13 @@ Plan make_plan(const FactGemmProblem& pr) {
 // Cfg's plan (tiles, split-K, workspace), the kernel parameters, the launch of
 // `kernel` (one CTA of `threads` threads per tile and split, `smem_bytes` of
 // dynamic shared memory) and, with split-K, the deterministic reduction.
-// `tag` names the kernel in error messages; `images`: see PreSplitImages.
+// `tag` names the kernel in error messages; `images`: see PreSplitImages. persistent:
+// one CTA per SM (at most one per work item) that loops over the work items (p.work),
+// for kernels written as such loops; else one CTA per work item.
 template <class Cfg>
 int launch(const FactGemmProblem& pr, void* workspace, size_t workspace_bytes, cudaStream_t stream, std::string& why,
-           void (*kernel)(Params), int threads, size_t smem_bytes, const char* tag, PreSplitImages images = {}) {
+           void (*kernel)(Params), int threads, size_t smem_bytes, const char* tag, PreSplitImages images = {},
+           bool persistent = false) {
   Plan pl = make_plan<Cfg>(pr);
   if (pl.workspace > workspace_bytes || (pl.workspace > 0 && workspace == nullptr)) {
     why = std::string(tag) + ": workspace too small (" + std::to_string(workspace_bytes) + " < " +
@@ -653,7 +659,16 @@ int launch(const FactGemmProblem& pr, void* workspace, size_t workspace_bytes, c
     return static_cast<int>(st);
   }
   int64_t tiles = int64_t(pl.tiles_m) * pl.tiles_n * pr.batch;
-  int64_t blocks = tiles * pl.splits;
+  p.work = tiles * pl.splits;
+  int64_t blocks = p.work;
+  if (persistent) {
+    const int sms = sm_count();
+    if (sms <= 0) {
+      why = std::string(tag) + ": cannot read the SM count of the current device";
+      return 1;
+    }
+    blocks = blocks < sms ? blocks : sms;
+  }
   if (blocks > 0x7fffffff) {
     why = std::string(tag) + ": grid too large";
     return 1;

@@ -385,10 +385,12 @@ struct PartRing {
 // consumer thread arrives), promote with the stage's exponents `exponents(s)` (read
 // before the release: the producer rewrites them after it); then the tile store, or the
 // split-K partial in the base kernel's layout (split_gemm_reduce<Base> sums it).
+// it0: ring passes before this tile's first k-tile (a persistent CTA's earlier tiles):
+// k-tile kt uses stage (it0 + kt) % Stages in phase ((it0 + kt) / Stages) & 1.
 template <class Cfg, class Elem, class Exponents>
 __device__ __forceinline__ void consume(const Params& p, const split_gemm::detail::TileCoord& tc, int64_t m0,
                                         int64_t n0, int nk, Elem* partA, Elem* partB, uint64_t* full,
-                                        uint64_t* empty, Exponents exponents, int ctid) {
+                                        uint64_t* empty, Exponents exponents, int ctid, int it0 = 0) {
   using T = split_gemm::detail::Types<typename Cfg::Base>;
   using Barrier = cutlass::arch::ClusterBarrier;
   constexpr int TM = Cfg::TileM, TN = Cfg::TileN, S = Cfg::Stages, P = Cfg::Parts;
@@ -405,8 +407,8 @@ __device__ __forceinline__ void consume(const Params& p, const split_gemm::detai
   clear(acc);
 
   for (int kt = 0; kt < nk; ++kt) {
-    const int s = kt % S;
-    Barrier::wait(&full[s], (kt / S) & 1);  // parts and exponents of tile kt are in stage s
+    const int s = (it0 + kt) % S;
+    Barrier::wait(&full[s], ((it0 + kt) / S) & 1);  // parts and exponents of tile kt are in stage s
     const int2 e2 = exponents(s);
     warpgroup_fence_operand(part);
     warpgroup_arrive();
@@ -423,23 +425,27 @@ __device__ __forceinline__ void consume(const Params& p, const split_gemm::detai
   split_gemm::detail::store_tile<Cfg>(p, tc, m0, n0, acc, tCcC, Cfg::ConsumerThreads, ctid);
 }
 
-// This CTA's output tile and its k-tiles [kt_begin, kt_begin + nk) in its split; thread 0
-// initialises the part ring's mbarriers (full[s]: full_arrivals, empty[s]: one arrival
-// per consumer thread) before the CTA barrier, the kernel's only one.
+// Work item idx's output tile and its k-tiles [kt_begin, kt_begin + nk) in its split.
 struct TileWork {
   split_gemm::detail::TileCoord tc;
   int64_t m0, n0;
   int kt_begin, nk;
 };
 template <class Cfg>
-__device__ __forceinline__ TileWork begin_tile(const Params& p, uint64_t* full, uint64_t* empty,
-                                               uint32_t full_arrivals) {
+__device__ __forceinline__ TileWork tile_work(const Params& p, int64_t idx) {
   TileWork w;
-  w.tc = split_gemm::detail::decode(p);
+  w.tc = split_gemm::detail::decode(p, idx);
   w.m0 = int64_t(w.tc.tm) * Cfg::TileM;
   w.n0 = int64_t(w.tc.tn) * Cfg::TileN;
   w.kt_begin = static_cast<int>(int64_t(p.k_tiles) * w.tc.split / p.splits);
   w.nk = static_cast<int>(int64_t(p.k_tiles) * (w.tc.split + 1) / p.splits) - w.kt_begin;
+  return w;
+}
+
+// Thread 0 initialises the part ring's mbarriers (full[s]: full_arrivals, empty[s]: one
+// arrival per consumer thread) before the CTA barrier, the kernel's only one.
+template <class Cfg>
+__device__ __forceinline__ void init_ring(uint64_t* full, uint64_t* empty, uint32_t full_arrivals) {
   if (threadIdx.x == 0) {
 #pragma unroll
     for (int s = 0; s < Cfg::Stages; ++s) {
@@ -449,7 +455,14 @@ __device__ __forceinline__ TileWork begin_tile(const Params& p, uint64_t* full, 
     cutlass::arch::fence_barrier_init();
   }
   __syncthreads();
-  return w;
+}
+
+// One tile per CTA (blockIdx.x): its work, after the ring's initialisation.
+template <class Cfg>
+__device__ __forceinline__ TileWork begin_tile(const Params& p, uint64_t* full, uint64_t* empty,
+                                               uint32_t full_arrivals) {
+  init_ring<Cfg>(full, empty, full_arrivals);
+  return tile_work<Cfg>(p, blockIdx.x);
 }
 
 template <class Cfg>

@@ -34,6 +34,9 @@ std::string sm90_config(const GemmVariant& variant, const std::string& trailing_
 // sm90split variant, filled; `trailing_args` (",\n    FactChain") follows its part
 // format argument. Throws std::invalid_argument for a schedule no split kernel has.
 std::string split_config(const GemmVariant& variant, const std::string& trailing_args = "");
+// The qualified Operation an sm90split variant exports ("fact::split_gemm::pre::Operation",
+// or ...::PersistentOperation for scheduler persistent).
+std::string split_operation(const GemmVariant& variant);
 
 // A generated translation unit: the banner naming its generator (a path under
 // src/realize/), the template header it instantiates and the variant values["name"],

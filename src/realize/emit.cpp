@@ -49,7 +49,8 @@ constexpr const char* kSplitConfigArgs =
     "    /*a_row_major*/ ${a_row_major}, /*b_row_major*/ ${b_row_major},\n"
     "    ${epilogue}, /*stages*/ ${stages}, ${part_format}";
 
-// Any split kernel: ${ns} is its namespace (split_kernel(v)->ns).
+// Any split kernel: ${ns} is its namespace (split_kernel(v)->ns), ${operation} its
+// Operation (split_operation).
 constexpr const char* kSm90SplitConfig =
     "using FactConfig = ${ns}::Config<\n"
     "${config_args}${trailing_args}>;\n";
@@ -60,7 +61,7 @@ constexpr const char* kSm90SplitSource =
     "\n"
     "${config}"
     "\n"
-    "FACT_EXPORT_GEMM(${ns}::Operation<FactConfig>, \"${name}\")\n";
+    "FACT_EXPORT_GEMM(${operation}<FactConfig>, \"${name}\")\n";
 
 }  // namespace
 
@@ -140,6 +141,14 @@ std::string split_config_args(const GemmVariant& v) {
 
 }  // namespace
 
+std::string split_operation(const GemmVariant& v) {
+  const SplitKernel* kernel = split_kernel(v);
+  if (kernel == nullptr) throw std::invalid_argument(v.name() + ": no split kernel has this schedule");
+  // The pre kernel's persistent launch (scheduler persistent) is its PersistentOperation.
+  return std::string(kernel->ns) +
+         (v.scheduler == SchedulerKind::Persistent ? "::PersistentOperation" : "::Operation");
+}
+
 std::string split_config(const GemmVariant& v, const std::string& trailing_args) {
   const SplitKernel* kernel = split_kernel(v);
   if (kernel == nullptr) throw std::invalid_argument(v.name() + ": no split kernel has this schedule");
@@ -196,7 +205,7 @@ std::string emit_variant_source(const GemmVariant& v) {
     case KernelArch::Sm90Split:
       body = kSm90SplitSource;
       values["header"] = template_header(v);
-      values["ns"] = split_kernel(v)->ns;
+      values["operation"] = split_operation(v);
       values["config"] = split_config(v);
       break;
   }

@@ -116,7 +116,7 @@ TEST(CompileCheck, SplitKernelVariantsCompileAndExportTheAbi) {
       {
           "gemm_sm90split_bf16x6_f32_128x128x32_c1x1_ws_dp_s4_tn_bias",
           "gemm_sm90split_f16x3_f32_128x128x32_c1x1_coop_dp_s4_nt_c",
-          "gemm_sm90split_f16x3_f32_128x128x32_c1x1_pre_dp_s6_tn_none",
+          "gemm_sm90split_f16x3_f32_128x128x32_c1x1_pre_persistent_s6_tn_none",
       },
       "must be >= 1");
 }

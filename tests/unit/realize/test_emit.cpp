@@ -28,6 +28,7 @@ std::vector<std::string> golden_variants() {
       "gemm_sm90split_f16x3_f32_128x128x32_c1x1_ws_dp_s4_tt_bias",
       "gemm_sm90split_f16x3_f32_128x128x32_c1x1_coop_dp_s4_tt_none",  // v3, warp-specialized
       "gemm_sm90split_f16x3_f32_128x128x32_c1x1_pre_dp_s6_nn_c",      // v3 pre, pre-split operands
+      "gemm_sm90split_f16x3_f32_128x128x32_c1x1_pre_persistent_s6_tt_bias",  // v3 pre, persistent launch
   };
 }
 
@@ -75,6 +76,9 @@ TEST(Emit, SourceIncludesItsTemplateHeader) {
   EXPECT_EQ(pre.find("split_gemm_ws_sm90.cuh"), std::string::npos) << "pre source also names v3's header";
   EXPECT_NE(pre.find("FACT_EXPORT_GEMM(fact::split_gemm::pre::Operation<FactConfig>"), std::string::npos);
   EXPECT_NE(pre.find("/*stages*/ 6"), std::string::npos);
+  split.scheduler = SchedulerKind::Persistent;
+  EXPECT_NE(emit_variant_source(split).find("FACT_EXPORT_GEMM(fact::split_gemm::pre::PersistentOperation<FactConfig>"),
+            std::string::npos);
   GemmVariant sm90;  // a coop sm90 variant stays on gemm_sm90.cuh
   EXPECT_EQ(template_header(sm90), "gemm_sm90.cuh");
   EXPECT_EQ(split_kernel(sm90), nullptr);

@@ -211,39 +211,46 @@ std::vector<std::string> split_v3_names(const Enumeration& e) {
 TEST(Variant, SplitV3KernelsOfferedBesideV2) {
   const auto p = square(OperandLayout::Row, OperandLayout::Col);
   const auto fp32 = enumerate_gemm_variants(p, 1e-4, "sm90a", VariantSet::Default);
-  EXPECT_EQ(split_v3_names(fp32), (std::vector<std::string>{"gemm_sm90split_f16x3_f32_128x128x32_c1x1_coop_dp_s4_tt_none",
-                                                            "gemm_sm90split_f16x3_f32_128x128x32_c1x1_pre_dp_s6_tt_none"}));
+  EXPECT_EQ(split_v3_names(fp32),
+            (std::vector<std::string>{"gemm_sm90split_f16x3_f32_128x128x32_c1x1_coop_dp_s4_tt_none",
+                                      "gemm_sm90split_f16x3_f32_128x128x32_c1x1_pre_dp_s6_tt_none",
+                                      "gemm_sm90split_f16x3_f32_128x128x32_c1x1_pre_persistent_s6_tt_none"}));
   EXPECT_TRUE(names(fp32).count("gemm_sm90split_f16x3_f32_128x128x32_c1x1_ws_dp_s4_tt_none"));
   EXPECT_TRUE(names(fp32).count("gemm_sm90split_bf16x6_f32_128x128x32_c1x1_ws_dp_s4_tt_none"));
-  EXPECT_LE(fp32.variants.size(), 13u) << "each default candidate is an nvcc translation unit";
+  EXPECT_LE(fp32.variants.size(), 14u) << "each default candidate is an nvcc translation unit";
   const auto fp32_all = enumerate_gemm_variants(p, 1e-4, "sm90a", VariantSet::All);
   EXPECT_EQ(split_v3_names(fp32_all),
             (std::vector<std::string>{"gemm_sm90split_f16x3_f32_128x128x32_c1x1_coop_dp_s4_tt_none",
                                       "gemm_sm90split_f16x3_f32_128x128x32_c1x1_pre_dp_s6_tt_none",
+                                      "gemm_sm90split_f16x3_f32_128x128x32_c1x1_pre_persistent_s6_tt_none",
                                       "gemm_sm90split_bf16x6_f32_128x128x32_c1x1_coop_dp_s3_tt_none",
-                                      "gemm_sm90split_bf16x6_f32_128x128x32_c1x1_pre_dp_s4_tt_none"}));
+                                      "gemm_sm90split_bf16x6_f32_128x128x32_c1x1_pre_dp_s4_tt_none",
+                                      "gemm_sm90split_bf16x6_f32_128x128x32_c1x1_pre_persistent_s4_tt_none"}));
   const auto relaxed = enumerate_gemm_variants(p, 1e-2, "sm90a", VariantSet::Default);
   EXPECT_EQ(split_v3_names(relaxed),
             (std::vector<std::string>{"gemm_sm90split_f16x3_f32_128x128x32_c1x1_coop_dp_s4_tt_none",
                                       "gemm_sm90split_f16x3_f32_128x128x32_c1x1_pre_dp_s6_tt_none",
+                                      "gemm_sm90split_f16x3_f32_128x128x32_c1x1_pre_persistent_s6_tt_none",
                                       "gemm_sm90split_bf16x3_f32_128x128x32_c1x1_coop_dp_s4_tt_none",
                                       "gemm_sm90split_bf16x3_f32_128x128x32_c1x1_pre_dp_s6_tt_none",
+                                      "gemm_sm90split_bf16x3_f32_128x128x32_c1x1_pre_persistent_s6_tt_none",
                                       "gemm_sm90split_bf16_f32_128x128x32_c1x1_coop_dp_s4_tt_none",
-                                      "gemm_sm90split_bf16_f32_128x128x32_c1x1_pre_dp_s8_tt_none"}));
+                                      "gemm_sm90split_bf16_f32_128x128x32_c1x1_pre_dp_s8_tt_none",
+                                      "gemm_sm90split_bf16_f32_128x128x32_c1x1_pre_persistent_s8_tt_none"}));
   // Every layout and epilogue: the kernels take them all.
   for (auto la : {OperandLayout::Row, OperandLayout::Col})
     for (auto lb : {OperandLayout::Row, OperandLayout::Col})
       for (auto ep : {EpilogueKind::None, EpilogueKind::Bias, EpilogueKind::C}) {
         auto q = square(la, lb, 1000, 2048);
         q.epilogue = ep, q.ld_e = ep == EpilogueKind::C ? q.n : 0;
-        EXPECT_EQ(split_v3_names(enumerate_gemm_variants(q, 1e-4, "sm90a", VariantSet::Default)).size(), 2u);
+        EXPECT_EQ(split_v3_names(enumerate_gemm_variants(q, 1e-4, "sm90a", VariantSet::Default)).size(), 3u);
       }
   // Small M·N, large K: each operand tile is re-read by at most two output tiles, so the
   // pre-pass (a read and a write of both operands) cannot pay; pre only in "all".
   auto large_k = square(OperandLayout::Row, OperandLayout::Row, 256, 524288);
   EXPECT_EQ(split_v3_names(enumerate_gemm_variants(large_k, 1e-4, "sm90a", VariantSet::Default)),
             std::vector<std::string>{"gemm_sm90split_f16x3_f32_128x128x32_c1x1_coop_dp_s4_tn_none"});
-  EXPECT_EQ(split_v3_names(enumerate_gemm_variants(large_k, 1e-4, "sm90a", VariantSet::All)).size(), 4u);
+  EXPECT_EQ(split_v3_names(enumerate_gemm_variants(large_k, 1e-4, "sm90a", VariantSet::All)).size(), 6u);
 }
 
 // Schedule -> split kernel: header, namespace, and which kernels are v3 (part ring).
@@ -318,7 +325,11 @@ TEST(Variant, IllegalSplitConfigsHaveAReason) {
   EXPECT_TRUE(contains(reason(w), "tile N must be 64 or 128")) << reason(w);
   w = v, w.tile_k = 64;
   EXPECT_TRUE(contains(reason(w), "tile K must be 32")) << reason(w);
-  w = v, w.scheduler = SchedulerKind::Persistent;
+  w = v, w.scheduler = SchedulerKind::Persistent;  // only the pre kernel launches persistent
+  EXPECT_TRUE(contains(reason(w), "data-parallel")) << reason(w);
+  w.schedule = Schedule::Pre, w.stages = 6;
+  EXPECT_EQ(variant_illegal_reason(w, p), std::nullopt) << reason(w);
+  w.scheduler = SchedulerKind::StreamK;
   EXPECT_TRUE(contains(reason(w), "data-parallel")) << reason(w);
   w = v, w.cluster_m = 2;
   EXPECT_TRUE(contains(reason(w), "cluster 1x1")) << reason(w);
