@@ -76,12 +76,13 @@ struct GemmVariant {
 //        cooperating consumer warpgroups (TileM 128)
 //   pre  v3 pre: split_gemm_pre_sm90.cuh, both operands split once by a pre-pass,
 //        one producer thread bulk-copies the parts (TileM 128; workspace holds the
-//        split operands)
+//        split operands); one CTA per tile (scheduler dp) or persistent
 struct SplitKernel {
   Schedule schedule;
   const char* header;     // the template the thin source includes
   const char* ns;         // C++ namespace of its Config and Operation
   bool consumer_ring;     // v3 family: two 64-row consumer warpgroups on a part ring
+  bool persistent;        // may also launch persistent (scheduler persistent: PersistentOperation)
 };
 // The split kernel of an sm90split variant; nullptr for another family or a
 // schedule no split kernel has.

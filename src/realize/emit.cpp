@@ -144,9 +144,10 @@ std::string split_config_args(const GemmVariant& v) {
 std::string split_operation(const GemmVariant& v) {
   const SplitKernel* kernel = split_kernel(v);
   if (kernel == nullptr) throw std::invalid_argument(v.name() + ": no split kernel has this schedule");
-  // The pre kernel's persistent launch (scheduler persistent) is its PersistentOperation.
-  return std::string(kernel->ns) +
-         (v.scheduler == SchedulerKind::Persistent ? "::PersistentOperation" : "::Operation");
+  // A persistent launch (scheduler persistent, where the kernel has one) is its PersistentOperation.
+  return std::string(kernel->ns) + (v.scheduler == SchedulerKind::Persistent && kernel->persistent
+                                        ? "::PersistentOperation"
+                                        : "::Operation");
 }
 
 std::string split_config(const GemmVariant& v, const std::string& trailing_args) {

@@ -51,9 +51,9 @@ constexpr std::array<Spelling<Schedule>, 6> kEpilogueSchedule{{
 }};
 // FACT's split kernels by schedule (variant.hpp: SplitKernel).
 constexpr std::array<SplitKernel, 3> kSplitKernels{{
-    {Schedule::Ws, "split_gemm_sm90.cuh", "fact::split_gemm", false},
-    {Schedule::Coop, "split_gemm_ws_sm90.cuh", "fact::split_gemm::ws", true},
-    {Schedule::Pre, "split_gemm_pre_sm90.cuh", "fact::split_gemm::pre", true},
+    {Schedule::Ws, "split_gemm_sm90.cuh", "fact::split_gemm", false, false},
+    {Schedule::Coop, "split_gemm_ws_sm90.cuh", "fact::split_gemm::ws", true, false},
+    {Schedule::Pre, "split_gemm_pre_sm90.cuh", "fact::split_gemm::pre", true, true},
 }};
 // Split-K on sm90 is the stream-K scheduler forced into split-K decomposition.
 constexpr std::array<Spelling<SchedulerKind>, 4> kScheduler{{
@@ -162,9 +162,9 @@ std::optional<std::string> split_config_illegal_reason(const GemmVariant& v) {
                        "(split_gemm_pre_sm90.cuh)");
   if (v.cluster_m != 1 || v.cluster_n != 1)
     return std::string("sm90split variants run with cluster 1x1");
-  if (v.scheduler != SchedulerKind::Dp && !(v.scheduler == SchedulerKind::Persistent && kernel->schedule == Schedule::Pre))
-    return std::string("sm90split variants are data-parallel (the kernel splits K itself); the pre kernel may also "
-                       "be persistent");
+  if (v.scheduler != SchedulerKind::Dp && !(v.scheduler == SchedulerKind::Persistent && kernel->persistent))
+    return fmt::format("sm90split variants are data-parallel (the kernel splits K itself){}",
+                       kernel->persistent ? " or persistent" : "");
   if (v.tile_k != 32) return std::string("sm90split tile K must be 32 (one 128-byte fp32 row)");
   if (v.tile_n != 64 && v.tile_n != 128)
     return std::string("sm90split tile N must be 64 or 128 (accumulator registers)");

@@ -260,8 +260,10 @@ TEST(Variant, SplitKernelBySchedule) {
   EXPECT_STREQ(split_kernel(v)->header, "split_gemm_pre_sm90.cuh");
   EXPECT_STREQ(split_kernel(v)->ns, "fact::split_gemm::pre");
   EXPECT_TRUE(split_kernel(v)->consumer_ring);
+  EXPECT_TRUE(split_kernel(v)->persistent);
   v.schedule = Schedule::Coop;
   EXPECT_STREQ(split_kernel(v)->header, "split_gemm_ws_sm90.cuh");
+  EXPECT_FALSE(split_kernel(v)->persistent) << "only the pre kernel has a persistent launch";
   v.schedule = Schedule::Ws;
   EXPECT_STREQ(split_kernel(v)->header, "split_gemm_sm90.cuh");
   EXPECT_FALSE(split_kernel(v)->consumer_ring);
