@@ -598,6 +598,7 @@ inline int sm_count() {
 struct Plan {
   int tiles_m = 0, tiles_n = 0, k_tiles = 0, splits = 1;
   size_t workspace = 0;
+  int sms = 0;  // SMs of the current device (0: unknown)
 };
 
 // Split-K choice: split only when the output tiles cannot fill the SMs; each
@@ -611,7 +612,7 @@ Plan make_plan(const FactGemmProblem& pr) {
   pl.tiles_n = static_cast<int>((pr.n + Cfg::TileN - 1) / Cfg::TileN);
   pl.k_tiles = static_cast<int>((pr.k + Cfg::TileK - 1) / Cfg::TileK);
   int64_t tiles = int64_t(pl.tiles_m) * pl.tiles_n * pr.batch;
-  int sms = sm_count();
+  const int sms = pl.sms = sm_count();
   if (sms > 0 && tiles > 0 && tiles < sms) {
     int64_t by_sms = sms / tiles;
     int64_t by_k = pl.k_tiles / MinKTilesPerSplit;
@@ -662,12 +663,11 @@ int launch(const FactGemmProblem& pr, void* workspace, size_t workspace_bytes, c
   p.work = tiles * pl.splits;
   int64_t blocks = p.work;
   if (persistent) {
-    const int sms = sm_count();
-    if (sms <= 0) {
+    if (pl.sms <= 0) {
       why = std::string(tag) + ": cannot read the SM count of the current device";
       return 1;
     }
-    blocks = blocks < sms ? blocks : sms;
+    blocks = blocks < pl.sms ? blocks : pl.sms;
   }
   if (blocks > 0x7fffffff) {
     why = std::string(tag) + ": grid too large";
