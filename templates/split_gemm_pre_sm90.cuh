@@ -15,7 +15,7 @@
 //       H100: realize offers both). One producer thread per k-tile waits empty[s], then issues four
 //       bulk copies (cp.async.bulk: A's parts, B's parts, their two exponents) completing
 //       on full[s]'s transaction count. The two consumer warpgroups are split_gemm_ws's
-//       (ws::detail::consume).
+//       (ws::detail::consume) with two `part` accumulators (setmaxnreg 40 / 232).
 //
 // Why: the in-kernel conversion re-splits every A tile N / 128 times and every B tile
 // M / 128 times, and one k-tile's conversion (~1540 warp instructions) is what limits
@@ -42,6 +42,16 @@ struct Config
   using C = ws::ConsumerConfig<TileM_, TileN_, TileK_, Terms_, ARowMajor_, BRowMajor_, Epilogue_, Stages_, Format_, Chain_>;
   static constexpr int ProducerThreads = 128;  // one thread issues; a whole warpgroup keeps the consumers aligned
   static constexpr int Threads = ProducerThreads + C::ConsumerThreads;
+  // The producer warpgroup needs few registers: setmaxnreg gives the consumers room for acc
+  // + two `part` accumulators (ws::detail::consume: k-tile kt + 1 runs on the tensor cores
+  // while kt is promoted).
+  static constexpr int ProducerRegs = 40;
+  static constexpr int ConsumerRegs = 232;
+  static constexpr int PartAccumulators = 2;
+  static_assert(ProducerRegs + 2 * ConsumerRegs <= 512,
+                "setmaxnreg split over the register file (64K registers / 128 threads per warpgroup)");
+  static_assert(C::TileM * C::TileN / C::ConsumerThreads <= 64,
+                "acc + two part accumulators must fit ConsumerRegs: TileM x TileN <= 128 x 128");
   // Part ring, exponents int4 expA[Stages] + expB[Stages] (one bulk copy each: 16 bytes),
   // mbarriers full[Stages] + empty[Stages], alignment slack.
   static constexpr size_t SmemBytes = C::Stages * C::PartStageBytes + 2 * C::Stages * 16 + 2 * C::Stages * 8 + 1024;
@@ -207,6 +217,7 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel_pre(const P
   // while the consumers store tile i the producer already fills the stages they released
   // with tile i + 1's first k-tiles.
   if (tid < Cfg::ProducerThreads) {
+    cutlass::arch::warpgroup_reg_dealloc<Cfg::ProducerRegs>();
     if (tid == 0) {
       const auto* imgA = static_cast<const Elem*>(p.images.a);
       const auto* imgB = static_cast<const Elem*>(p.images.b);
@@ -234,6 +245,7 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel_pre(const P
     return;
   }
 
+  cutlass::arch::warpgroup_reg_alloc<Cfg::ConsumerRegs>();
   int it = 0;
   for (int64_t work = blockIdx.x; work < p.work; work += gridDim.x) {
     const ws::detail::TileWork w = ws::detail::tile_work<Cfg>(p, work);

@@ -31,8 +31,9 @@
 //
 // The two consumer warpgroups each wait for their own wgmma (one `part` accumulator) and
 // promote while the other warpgroup's wgmma runs, so the tensor cores see back-to-back
-// work from alternating warpgroups without a second `part` (which would not fit: acc +
-// 2 parts = 192 registers).
+// work from alternating warpgroups as long as their k-tiles drift apart. A second `part`
+// would not fit here (acc + 2 parts = 192 registers, ConsumerRegs 160); the pre kernel,
+// whose producer needs few registers, has it (consume, PartAccumulators).
 //
 // Shared with split_gemm_sm90.cuh (included, unchanged): Params, tile decode and
 // rasterisation, the fp32 stage layout and cp.async wrapper, split8, tile_exponent, pow2,
@@ -88,6 +89,7 @@ struct ConvertingProducers {
   static constexpr int ProducerWarps = ProducerThreads / 32;
   static constexpr int ProducerRegs = 96;
   static constexpr int ConsumerRegs = 160;
+  static constexpr int PartAccumulators = 1;  // acc + 2 parts would not fit in 160 (ws::detail::consume)
   static_assert(2 * ProducerRegs + 2 * ConsumerRegs <= 512,
                 "setmaxnreg split over the register file (64K registers / 128 threads per warpgroup)");
 };
@@ -381,10 +383,17 @@ struct PartRing {
 
 // The consumer warpgroups of a warp-specialized split kernel (ctid 0..255, the base
 // kernel's MMA thread index): for each of the nk k-tiles, wait full[s], issue the part
-// products of stage s into `part`, wait for them, release the stage on empty[s] (every
-// consumer thread arrives), promote with the stage's exponents `exponents(s)` (read
-// before the release: the producer rewrites them after it); then the tile store, or the
-// split-K partial in the base kernel's layout (split_gemm_reduce<Base> sums it).
+// products of stage s into a `part` accumulator, wait for them, release the stage on
+// empty[s] (every consumer thread arrives), promote with the stage's exponents
+// `exponents(s)` (read before the release: the producer rewrites them after it); then the
+// tile store, or the split-K partial in the base kernel's layout (split_gemm_reduce<Base>
+// sums it).
+// Cfg::PartAccumulators = 1: issue, wait, promote; the tensor cores idle while both
+// warpgroups promote unless their k-tiles drift apart. = 2 (acc + 2 parts: 192 registers
+// at TileN 128, so only where setmaxnreg gives the consumers ~232): k-tile kt + 1 is
+// issued into the other accumulator before kt is waited for (wgmma wait<1>), so the
+// tensor cores run kt + 1 while kt is promoted. Promotion order (kt ascending) and
+// arithmetic are the same either way: the output is bit-identical.
 // it0: ring passes before this tile's first k-tile (a persistent CTA's earlier tiles):
 // k-tile kt uses stage (it0 + kt) % Stages in phase ((it0 + kt) / Stages) & 1.
 template <class Cfg, class Elem, class Exponents>
@@ -394,6 +403,8 @@ __device__ __forceinline__ void consume(const Params& p, const split_gemm::detai
   using T = split_gemm::detail::Types<typename Cfg::Base>;
   using Barrier = cutlass::arch::ClusterBarrier;
   constexpr int TM = Cfg::TileM, TN = Cfg::TileN, S = Cfg::Stages, P = Cfg::Parts;
+  constexpr bool F16 = Cfg::Format == PartsFp16Scaled;
+  static_assert(Cfg::PartAccumulators == 1 || Cfg::PartAccumulators == 2, "one or two part accumulators");
   typename T::TiledMma mma;
   auto thr = mma.get_slice(ctid);
   Tensor sA = make_tensor(make_smem_ptr(partA), typename PartRing<Cfg>::LayoutA{});
@@ -406,18 +417,58 @@ __device__ __forceinline__ void consume(const Params& p, const split_gemm::detai
   Tensor part = partition_fragment_C(mma, Shape<Int<TM>, Int<TN>>{});
   clear(acc);
 
-  for (int kt = 0; kt < nk; ++kt) {
+  // Waits for k-tile kt's stage, reads its exponents and issues its products into `into`
+  // (one committed wgmma batch).
+  auto issue = [&](int kt, auto& into) {
     const int s = (it0 + kt) % S;
     Barrier::wait(&full[s], ((it0 + kt) / S) & 1);  // parts and exponents of tile kt are in stage s
     const int2 e2 = exponents(s);
-    warpgroup_fence_operand(part);
+    warpgroup_fence_operand(into);
     warpgroup_arrive();
-    split_gemm::detail::issue_part_products<P>(mma, tCrA, tCrB, part, s);
+    split_gemm::detail::issue_part_products<P>(mma, tCrA, tCrB, into, s);
     warpgroup_commit_batch();
-    warpgroup_wait<0>();
-    warpgroup_fence_operand(part);
-    Barrier::arrive(&empty[s]);
-    split_gemm::detail::promote<Cfg::Format == PartsFp16Scaled>(acc, part, e2.x, e2.y);
+    return e2;
+  };
+  // After k-tile kt's batch completed: release its stage, promote `from`.
+  auto retire = [&](int kt, auto& from, int2 e2) {
+    warpgroup_fence_operand(from);
+    Barrier::arrive(&empty[(it0 + kt) % S]);
+    split_gemm::detail::promote<F16>(acc, from, e2.x, e2.y);
+  };
+
+  if constexpr (Cfg::PartAccumulators == 1) {
+    for (int kt = 0; kt < nk; ++kt) {
+      const int2 e2 = issue(kt, part);
+      warpgroup_wait<0>();
+      retire(kt, part, e2);
+    }
+  } else {
+    // Even k-tiles in `part`, odd ones in `part2`; at most two batches in flight. Straight
+    // paths with one state per point (loop head: exactly k-tile kt in flight, in `part`),
+    // so that ptxas sees which accumulator is busy and does not serialize the wgmmas.
+    Tensor part2 = partition_fragment_C(mma, Shape<Int<TM>, Int<TN>>{});
+    if (nk > 0) {
+      int kt = 0;
+      int2 e_even = issue(0, part);
+      for (; kt + 2 < nk; kt += 2) {
+        const int2 e_odd = issue(kt + 1, part2);
+        warpgroup_wait<1>();
+        retire(kt, part, e_even);
+        e_even = issue(kt + 2, part);
+        warpgroup_wait<1>();
+        retire(kt + 1, part2, e_odd);
+      }
+      if (kt + 1 < nk) {  // two k-tiles left
+        const int2 e_odd = issue(kt + 1, part2);
+        warpgroup_wait<1>();
+        retire(kt, part, e_even);
+        warpgroup_wait<0>();
+        retire(kt + 1, part2, e_odd);
+      } else {
+        warpgroup_wait<0>();
+        retire(kt, part, e_even);
+      }
+    }
   }
 
   Tensor cC = make_identity_tensor(Shape<Int<TM>, Int<TN>>{});

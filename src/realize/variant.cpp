@@ -534,7 +534,7 @@ Enumeration enumerate_gemm_variants(const GemmProblemDesc& p, double tolerance, 
       // ws = v2 (TileM 64/128); coop = v3, the split on two producer warpgroups; pre =
       // v3 with the operands split once by a pre-pass. H100, f16x3, 4096^3 / bmm /
       // 256x256x524288: v2 1.81 / 3.77 / 1.07, coop 1.42 / 3.08 / 0.80, pre 0.73 / 2.58 /
-      // 1.42 ms. The pre-pass costs a read and a write of both operands, which only pays
+      // 1.42 ms (one part accumulator; two: 0.68 / 2.32 on 4096^3 / bmm). The pre-pass costs a read and a write of both operands, which only pays
       // where each operand tile is re-read by many output tiles: pre is not offered for
       // small-MN large-K problems (unless "all"). bf16x6 on v3 (twice the products) in
       // "all" only.
