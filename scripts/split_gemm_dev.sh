@@ -48,6 +48,7 @@ ws_t1_rc_bias|128,128,32,1,true,false,FACT_EPILOGUE_BIAS,4|--a row --b col --ep 
 pre_f16_t3_rr_none|128,128,32,3,true,true,FACT_EPILOGUE_NONE,6,fact::split_gemm::PartsFp16Scaled|--a row --b row --ep none --terms 3
 pre_f16_t3_cc_c|128,128,32,3,false,false,FACT_EPILOGUE_C,6,fact::split_gemm::PartsFp16Scaled|--a col --b col --ep c --terms 3
 pre_f16_t3_rc_bias|128,128,32,3,true,false,FACT_EPILOGUE_BIAS,6,fact::split_gemm::PartsFp16Scaled|--a row --b col --ep bias --terms 3
+pre_f16_t3_rc_c|128,128,32,3,true,false,FACT_EPILOGUE_C,6,fact::split_gemm::PartsFp16Scaled|--a row --b col --ep c --terms 3
 pre_f16_t3_cr_none|128,128,32,3,false,true,FACT_EPILOGUE_NONE,6,fact::split_gemm::PartsFp16Scaled|--a col --b row --ep none --terms 3
 pre_t6_rr_none|128,128,32,6,true,true,FACT_EPILOGUE_NONE,4|--a row --b row --ep none --terms 6
 prep_f16_t3_rr_none|128,128,32,3,true,true,FACT_EPILOGUE_NONE,6,fact::split_gemm::PartsFp16Scaled|--a row --b row --ep none --terms 3

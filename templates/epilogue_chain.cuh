@@ -76,6 +76,40 @@ FACT_CHAIN_HD float load(const P& p, int64_t b, int64_t m, int64_t n) {
   }
 }
 
+// Whether input `Input` can be read as (n, n + 1) pairs with one 8-byte load
+// (load2) for every even n: its pointer, row pitch and batch stride keep pairs
+// 8-byte aligned. Device-side and uniform over the kernel.
+template <class Input, class P>
+FACT_CHAIN_HD bool pair_aligned(const P& p) {
+  using Kind = typename Input::kind;
+  if constexpr (std::is_same_v<Kind, Scalar> || std::is_same_v<Kind, ColVector>) {
+    return true;  // one value per pair
+  } else {
+    const bool ptr_ok = reinterpret_cast<uintptr_t>(Input::ptr(p)) % 8 == 0;
+    const bool batch_ok = Input::raw_batch_stride(p) % 2 == 0;
+    if constexpr (std::is_same_v<Kind, RowVector>) {
+      return ptr_ok && batch_ok;
+    } else {
+      return ptr_ok && batch_ok && Input::ld(p) % 2 == 0;
+    }
+  }
+}
+
+// The values of input `Input` at (b, m, n) and (b, m, n + 1), n even; Matrix and
+// RowVector inputs in one 8-byte load (the caller checked pair_aligned<Input>).
+template <class Input, class P>
+FACT_CHAIN_HD float2 load2(const P& p, int64_t b, int64_t m, int64_t n) {
+  using Kind = typename Input::kind;
+  if constexpr (std::is_same_v<Kind, Scalar> || std::is_same_v<Kind, ColVector>) {
+    const float v = load<Input>(p, b, m, n);
+    return make_float2(v, v);
+  } else {
+    const float* x = static_cast<const float*>(Input::ptr(p)) + b * Input::raw_batch_stride(p) + n;
+    if constexpr (std::is_same_v<Kind, Matrix>) x += m * Input::ld(p);
+    return *reinterpret_cast<const float2*>(x);
+  }
+}
+
 // 0 when Check<Input>::check(p, why) passes for every input, else the first failure's
 // status (its reason in `why`), checking in input order.
 template <template <class> class Check, class... Inputs>
@@ -103,6 +137,17 @@ struct ElementwiseChain {
     return Fn::apply(p.alpha, p.beta, acc, load<Inputs>(p, b, m, n)...);
   }
 
+  // D at (b, m, n) and (b, m, n + 1), n even, from two accumulators: the same
+  // arithmetic per element as apply, inputs read in pairs (pairs_aligned(p) must hold).
+  template <class P>
+  FACT_CHAIN_HD static float2 apply2(const P& p, int64_t b, int64_t m, int64_t n, float acc0, float acc1) {
+    return apply_pair(p, acc0, acc1, load2<Inputs>(p, b, m, n)...);
+  }
+  template <class P>
+  FACT_CHAIN_HD static bool pairs_aligned(const P& p) {
+    return (true && ... && pair_aligned<Inputs>(p));
+  }
+
   // Host check of the inputs (element-wise loads: 4-byte alignment, a full matrix's ld
   // covers a row); 0 = ok, else 1 with `why`.
   static int can_implement(const FactGemmProblem& p, std::string& why) {
@@ -110,6 +155,11 @@ struct ElementwiseChain {
   }
 
  private:
+  template <class P, class... Pairs>
+  FACT_CHAIN_HD static float2 apply_pair(const P& p, float acc0, float acc1, Pairs... in) {
+    return make_float2(Fn::apply(p.alpha, p.beta, acc0, in.x...), Fn::apply(p.alpha, p.beta, acc1, in.y...));
+  }
+
   template <class Input>
   struct InputCheck {
     static int check(const FactGemmProblem& p, std::string& why) {

@@ -380,6 +380,44 @@ __device__ __forceinline__ void store_out(const Params& p, int64_t bidx, int64_t
   p.d[bidx * p.batch_stride_d + m * p.ld_d + n] = out;
 }
 
+// Whether the output and the epilogue's inputs can be accessed in (n, n + 1) pairs,
+// n even, with 8-byte loads and stores (store_pair). Uniform over the kernel.
+template <class Cfg>
+__device__ __forceinline__ bool pairs_aligned(const Params& p) {
+  bool ok = reinterpret_cast<uintptr_t>(p.d) % 8 == 0 && p.ld_d % 2 == 0 && p.batch_stride_d % 2 == 0;
+  if constexpr (!std::is_void_v<typename Cfg::Chain>) {
+    ok = ok && Cfg::Chain::pairs_aligned(p);
+  } else if constexpr (Cfg::Epilogue == FACT_EPILOGUE_BIAS || Cfg::Epilogue == FACT_EPILOGUE_C) {
+    ok = ok && reinterpret_cast<uintptr_t>(p.e) % 8 == 0 && p.batch_stride_e % 2 == 0 &&
+         (Cfg::Epilogue == FACT_EPILOGUE_BIAS || p.ld_e % 2 == 0);
+  }
+  return ok;
+}
+
+// D at (m, n) and (m, n + 1), n even, inside the problem: store_out's arithmetic per
+// element, one 8-byte store (and 8-byte epilogue loads). Needs pairs_aligned<Cfg>(p).
+template <class Cfg>
+__device__ __forceinline__ void store_pair(const Params& p, int64_t bidx, int64_t m, int64_t n, float v0,
+                                           float v1) {
+  float2 out;
+  if constexpr (!std::is_void_v<typename Cfg::Chain>) {
+    out = Cfg::Chain::apply2(p, bidx, m, n, v0, v1);
+  } else {
+    out = make_float2(p.alpha * v0, p.alpha * v1);
+    if constexpr (Cfg::Epilogue == FACT_EPILOGUE_BIAS || Cfg::Epilogue == FACT_EPILOGUE_C) {
+      const int64_t row = Cfg::Epilogue == FACT_EPILOGUE_C ? m * p.ld_e : 0;
+      const float2 e = *reinterpret_cast<const float2*>(p.e + bidx * p.batch_stride_e + row + n);
+      out.x += p.beta * e.x;
+      out.y += p.beta * e.y;
+    }
+  }
+  // One st.global.v2 (a float2 assignment is split into two 4-byte stores by NVVM). No
+  // memory clobber: the epilogue loads of later pairs may be scheduled above this store,
+  // which is sound because D never overlaps an epilogue input at another position.
+  float* dst = p.d + bidx * p.batch_stride_d + m * p.ld_d + n;
+  asm volatile("st.global.v2.f32 [%0], {%1, %2};\n" ::"l"(dst), "f"(out.x), "f"(out.y));
+}
+
 // Work decomposition: work item idx = ((batch * splits + split) * tiles + tile) (blockIdx.x,
 // or a persistent kernel's loop index).
 // Tiles are rasterised in groups of 8 tile-rows so that the CTAs resident at
@@ -411,14 +449,26 @@ __device__ __forceinline__ TileCoord decode(const Params& p) { return decode(p, 
 // Writes a CTA's fp32 output tile: through the epilogue when K is not split, else
 // as this split's partial (fragment order: element i of thread t at i * threads + t,
 // the layout split_gemm_reduce reads).
+// The epilogue goes by fragment pairs (i, i + 1): the wgmma accumulator layout holds
+// columns (n, n + 1) of one row there, stored with one 8-byte access where the pair is
+// inside the problem and aligned (store_pair; scalar stores write each 32-byte sector
+// in two halves), else element by element.
 template <class Cfg, class Acc, class Coords>
 __device__ __forceinline__ void store_tile(const Params& p, const TileCoord& tc, int64_t m0, int64_t n0,
                                            const Acc& acc, const Coords& tCcC, int threads, int thread) {
   if (p.splits == 1) {
+    static_assert(decltype(size(acc))::value % 2 == 0, "accumulator fragments come in column pairs");
+    const bool aligned = pairs_aligned<Cfg>(p);
 #pragma unroll
-    for (int i = 0; i < size(acc); ++i) {
-      int64_t m = m0 + get<0>(tCcC(i)), n = n0 + get<1>(tCcC(i));
-      if (m < p.m && n < p.n) store_out<Cfg>(p, tc.batch, m, n, acc(i));
+    for (int i = 0; i < size(acc); i += 2) {
+      const int64_t m = m0 + get<0>(tCcC(i)), n = n0 + get<1>(tCcC(i));
+      const int64_t m1 = m0 + get<0>(tCcC(i + 1)), n1 = n0 + get<1>(tCcC(i + 1));
+      if (aligned && m1 == m && n1 == n + 1 && n % 2 == 0 && m < p.m && n1 < p.n) {
+        store_pair<Cfg>(p, tc.batch, m, n, acc(i), acc(i + 1));
+      } else {
+        if (m < p.m && n < p.n) store_out<Cfg>(p, tc.batch, m, n, acc(i));
+        if (m1 < p.m && n1 < p.n) store_out<Cfg>(p, tc.batch, m1, n1, acc(i + 1));
+      }
     }
   } else {
     int64_t tile = int64_t(tc.tm) * p.tiles_n + tc.tn;
