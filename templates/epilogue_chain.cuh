@@ -55,6 +55,25 @@ struct Leaf {
   static std::string label() { return "leaves[" + std::to_string(I) + "]"; }
 };
 
+// Reads of epilogue inputs. In device code through the read-only path (ld.global.nc):
+// a kernel never writes its epilogue inputs (D does not overlap them), and nc loads may
+// be scheduled above the epilogue's stores, so a tile's input loads overlap instead of
+// each waiting behind the previous store.
+FACT_CHAIN_HD float read_input(const float* x) {
+#ifdef __CUDA_ARCH__
+  return __ldg(x);
+#else
+  return *x;
+#endif
+}
+FACT_CHAIN_HD float2 read_input2(const float* x) {
+#ifdef __CUDA_ARCH__
+  return __ldg(reinterpret_cast<const float2*>(x));
+#else
+  return *reinterpret_cast<const float2*>(x);
+#endif
+}
+
 // The value of input `Input` at (batch entry b, row m, column n). b is 0 for a batch-1
 // problem, so an unset batch stride is never multiplied by anything else.
 template <class Input, class P>
@@ -62,16 +81,16 @@ FACT_CHAIN_HD float load(const P& p, int64_t b, int64_t m, int64_t n) {
   using Kind = typename Input::kind;
   const float* x = static_cast<const float*>(Input::ptr(p));
   if constexpr (std::is_same_v<Kind, Scalar>) {
-    return x[0];
+    return read_input(x);
   } else {
     const int64_t base = b * Input::raw_batch_stride(p);
     if constexpr (std::is_same_v<Kind, RowVector>) {
-      return x[base + n];
+      return read_input(x + base + n);
     } else if constexpr (std::is_same_v<Kind, ColVector>) {
-      return x[base + m];
+      return read_input(x + base + m);
     } else {
       static_assert(std::is_same_v<Kind, Matrix>, "unknown epilogue input kind");
-      return x[base + m * Input::ld(p) + n];
+      return read_input(x + base + m * Input::ld(p) + n);
     }
   }
 }
@@ -106,7 +125,7 @@ FACT_CHAIN_HD float2 load2(const P& p, int64_t b, int64_t m, int64_t n) {
   } else {
     const float* x = static_cast<const float*>(Input::ptr(p)) + b * Input::raw_batch_stride(p) + n;
     if constexpr (std::is_same_v<Kind, Matrix>) x += m * Input::ld(p);
-    return *reinterpret_cast<const float2*>(x);
+    return read_input2(x);
   }
 }
 

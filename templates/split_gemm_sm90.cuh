@@ -372,9 +372,9 @@ __device__ __forceinline__ void store_out(const Params& p, int64_t bidx, int64_t
   } else {
     out = p.alpha * v;
     if constexpr (Cfg::Epilogue == FACT_EPILOGUE_BIAS) {
-      out += p.beta * p.e[bidx * p.batch_stride_e + n];
+      out += p.beta * epilogue_chain::read_input(p.e + bidx * p.batch_stride_e + n);
     } else if constexpr (Cfg::Epilogue == FACT_EPILOGUE_C) {
-      out += p.beta * p.e[bidx * p.batch_stride_e + m * p.ld_e + n];
+      out += p.beta * epilogue_chain::read_input(p.e + bidx * p.batch_stride_e + m * p.ld_e + n);
     }
   }
   p.d[bidx * p.batch_stride_d + m * p.ld_d + n] = out;
@@ -406,7 +406,7 @@ __device__ __forceinline__ void store_pair(const Params& p, int64_t bidx, int64_
     out = make_float2(p.alpha * v0, p.alpha * v1);
     if constexpr (Cfg::Epilogue == FACT_EPILOGUE_BIAS || Cfg::Epilogue == FACT_EPILOGUE_C) {
       const int64_t row = Cfg::Epilogue == FACT_EPILOGUE_C ? m * p.ld_e : 0;
-      const float2 e = *reinterpret_cast<const float2*>(p.e + bidx * p.batch_stride_e + row + n);
+      const float2 e = epilogue_chain::read_input2(p.e + bidx * p.batch_stride_e + row + n);
       out.x += p.beta * e.x;
       out.y += p.beta * e.y;
     }
@@ -449,25 +449,34 @@ __device__ __forceinline__ TileCoord decode(const Params& p) { return decode(p, 
 // Writes a CTA's fp32 output tile: through the epilogue when K is not split, else
 // as this split's partial (fragment order: element i of thread t at i * threads + t,
 // the layout split_gemm_reduce reads).
-// The epilogue goes by fragment pairs (i, i + 1): the wgmma accumulator layout holds
-// columns (n, n + 1) of one row there, stored with one 8-byte access where the pair is
-// inside the problem and aligned (store_pair; scalar stores write each 32-byte sector
-// in two halves), else element by element.
+// Tiles wholly inside the problem with aligned output and inputs go by fragment pairs
+// (i, i + 1): the wgmma accumulator layout holds columns (n, n + 1) of one row there,
+// stored with one 8-byte access (store_pair; scalar stores write each 32-byte sector in
+// two halves); edge tiles and unaligned problems go element by element.
 template <class Cfg, class Acc, class Coords>
 __device__ __forceinline__ void store_tile(const Params& p, const TileCoord& tc, int64_t m0, int64_t n0,
                                            const Acc& acc, const Coords& tCcC, int threads, int thread) {
   if (p.splits == 1) {
     static_assert(decltype(size(acc))::value % 2 == 0, "accumulator fragments come in column pairs");
-    const bool aligned = pairs_aligned<Cfg>(p);
+    // Whether every fragment pair is (m, n), (m, n + 1) with n even (the differences are
+    // compile-time constants: this folds to one value).
+    bool column_pairs = true;
 #pragma unroll
     for (int i = 0; i < size(acc); i += 2) {
-      const int64_t m = m0 + get<0>(tCcC(i)), n = n0 + get<1>(tCcC(i));
-      const int64_t m1 = m0 + get<0>(tCcC(i + 1)), n1 = n0 + get<1>(tCcC(i + 1));
-      if (aligned && m1 == m && n1 == n + 1 && n % 2 == 0 && m < p.m && n1 < p.n) {
-        store_pair<Cfg>(p, tc.batch, m, n, acc(i), acc(i + 1));
-      } else {
+      column_pairs = column_pairs && get<0>(tCcC(i + 1)) == get<0>(tCcC(i)) &&
+                     get<1>(tCcC(i + 1)) == get<1>(tCcC(i)) + 1 && (n0 + get<1>(tCcC(i))) % 2 == 0;
+    }
+    if (column_pairs && pairs_aligned<Cfg>(p) && m0 + Cfg::TileM <= p.m && n0 + Cfg::TileN <= p.n) {
+      // A whole tile inside the problem: straight-line code, so that the input loads of
+      // all pairs can be in flight together (epilogue_chain::read_input).
+#pragma unroll
+      for (int i = 0; i < size(acc); i += 2)
+        store_pair<Cfg>(p, tc.batch, m0 + get<0>(tCcC(i)), n0 + get<1>(tCcC(i)), acc(i), acc(i + 1));
+    } else {
+#pragma unroll
+      for (int i = 0; i < size(acc); ++i) {
+        const int64_t m = m0 + get<0>(tCcC(i)), n = n0 + get<1>(tCcC(i));
         if (m < p.m && n < p.n) store_out<Cfg>(p, tc.batch, m, n, acc(i));
-        if (m1 < p.m && n1 < p.n) store_out<Cfg>(p, tc.batch, m1, n1, acc(i + 1));
       }
     }
   } else {
