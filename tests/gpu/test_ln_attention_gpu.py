@@ -133,16 +133,6 @@ def _installed(out_dir: pathlib.Path, name: str):
     return model, runtime.installed_patterns(model), torch
 
 
-# attn_mingpt / block_mingpt: the minGPT spelling; the others are spelling variants
-# (bmm + additive -inf mask; bool mask + nn.Softmax; matmul + permute + chunk; SDPA;
-# a tril built inside forward) that must realize the same kernel on the GPU.
-@pytest.mark.parametrize("fixture, rules", [("attn_mingpt", {"attention"}),
-                                            ("block_mingpt", {"attention", "layernorm"}),
-                                            ("attn_bmm_additive", {"attention"}),
-                                            ("attn_bool_mask_softmax_module", {"attention"}),
-                                            ("attn_matmul_permute_chunk", {"attention"}),
-                                            ("attn_sdpa", {"attention"}),
-                                            ("attn_tril_inline", {"attention"})])
 def _at_head_dim_96(fixture: str, tmp_path: pathlib.Path) -> pathlib.Path:
     """The fixture rewritten to B, T, C, H = 2, 256, 768, 8. The fixtures are capture-sized
     (2, 16, 32, 4: head dim 8), where DESIGN.md's "largest error at most 2x eager's" rejects
@@ -157,6 +147,16 @@ def _at_head_dim_96(fixture: str, tmp_path: pathlib.Path) -> pathlib.Path:
     return example
 
 
+# attn_mingpt / block_mingpt: the minGPT spelling; the others are spelling variants
+# (bmm + additive -inf mask; bool mask + nn.Softmax; matmul + permute + chunk; SDPA;
+# a tril built inside forward) that must realize the same kernel on the GPU.
+@pytest.mark.parametrize("fixture, rules", [("attn_mingpt", {"attention"}),
+                                            ("block_mingpt", {"attention", "layernorm"}),
+                                            ("attn_bmm_additive", {"attention"}),
+                                            ("attn_bool_mask_softmax_module", {"attention"}),
+                                            ("attn_matmul_permute_chunk", {"attention"}),
+                                            ("attn_sdpa", {"attention"}),
+                                            ("attn_tril_inline", {"attention"})])
 def test_fixture_patterns_are_realized_and_bound(tmp_path, fixture, rules):
     # This test is about the spellings, so it runs them where the kernel passes.
     example = _at_head_dim_96(fixture, tmp_path)
