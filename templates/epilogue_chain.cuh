@@ -74,25 +74,31 @@ FACT_CHAIN_HD float2 read_input2(const float* x) {
 #endif
 }
 
-// The value of input `Input` at (batch entry b, row m, column n). b is 0 for a batch-1
-// problem, so an unset batch stride is never multiplied by anything else.
+// The address of input `Input`'s value at (batch entry b, row m, column n). b is 0 for a
+// batch-1 problem, so an unset batch stride is never multiplied by anything else.
 template <class Input, class P>
-FACT_CHAIN_HD float load(const P& p, int64_t b, int64_t m, int64_t n) {
+FACT_CHAIN_HD const float* input_address(const P& p, int64_t b, int64_t m, int64_t n) {
   using Kind = typename Input::kind;
   const float* x = static_cast<const float*>(Input::ptr(p));
   if constexpr (std::is_same_v<Kind, Scalar>) {
-    return read_input(x);
+    return x;
   } else {
     const int64_t base = b * Input::raw_batch_stride(p);
     if constexpr (std::is_same_v<Kind, RowVector>) {
-      return read_input(x + base + n);
+      return x + base + n;
     } else if constexpr (std::is_same_v<Kind, ColVector>) {
-      return read_input(x + base + m);
+      return x + base + m;
     } else {
       static_assert(std::is_same_v<Kind, Matrix>, "unknown epilogue input kind");
-      return read_input(x + base + m * Input::ld(p) + n);
+      return x + base + m * Input::ld(p) + n;
     }
   }
+}
+
+// The value of input `Input` at (b, m, n).
+template <class Input, class P>
+FACT_CHAIN_HD float load(const P& p, int64_t b, int64_t m, int64_t n) {
+  return read_input(input_address<Input>(p, b, m, n));
 }
 
 // Whether input `Input` can be read as (n, n + 1) pairs with one 8-byte load
@@ -123,9 +129,7 @@ FACT_CHAIN_HD float2 load2(const P& p, int64_t b, int64_t m, int64_t n) {
     const float v = load<Input>(p, b, m, n);
     return make_float2(v, v);
   } else {
-    const float* x = static_cast<const float*>(Input::ptr(p)) + b * Input::raw_batch_stride(p) + n;
-    if constexpr (std::is_same_v<Kind, Matrix>) x += m * Input::ld(p);
-    return read_input2(x);
+    return read_input2(input_address<Input>(p, b, m, n));
   }
 }
 
@@ -195,5 +199,24 @@ struct ElementwiseChain {
     }
   };
 };
+
+// ---- the built-in epilogues as chains ------------------------------------------------
+// D = alpha * acc, or alpha * acc + beta * E with E the problem's e as a row vector (bias)
+// or a full matrix (C): FactEpilogueKind's three epilogues, evaluated by the same
+// element-wise machinery as a generated chain (the kernels that take either read only
+// their Config's chain).
+struct AlphaBetaFn {
+  FACT_CHAIN_HD static float apply(float alpha, float, float acc) { return alpha * acc; }
+  FACT_CHAIN_HD static float apply(float alpha, float beta, float acc, float e) {
+    float out = alpha * acc;
+    out += beta * e;
+    return out;
+  }
+};
+template <int Epilogue>
+using BuiltinChain = std::conditional_t<
+    Epilogue == FACT_EPILOGUE_BIAS, ElementwiseChain<AlphaBetaFn, GemmSource<RowVector>>,
+    std::conditional_t<Epilogue == FACT_EPILOGUE_C, ElementwiseChain<AlphaBetaFn, GemmSource<Matrix>>,
+                       ElementwiseChain<AlphaBetaFn>>>;
 
 }  // namespace fact::epilogue_chain

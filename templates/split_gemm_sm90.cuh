@@ -77,6 +77,9 @@ struct Config {
   static constexpr int Stages = Stages_;         // fp32 smem ring depth
   static constexpr int Format = Format_;         // PartFormat
   using Chain = Chain_;                           // void: D = alpha * acc + beta * E
+  // What the epilogue evaluates: the generated chain, else the built-in epilogue's.
+  using EpilogueChain =
+      std::conditional_t<std::is_void_v<Chain_>, epilogue_chain::BuiltinChain<Epilogue_>, Chain_>;
   static constexpr int Parts = Terms == 1 ? 1 : Terms == 3 ? 2 : Terms == 6 ? 3 : 0;
   static constexpr int WarpGroups = TileM / 64;
   static constexpr int Threads = 128 * WarpGroups;
@@ -363,35 +366,18 @@ __device__ __forceinline__ void convert_tile(const float* stage, Elem* bf, SmemL
   }
 }
 
-// D at (m, n) of one batch entry: alpha * acc + beta * E, or Cfg::Chain's value.
+// D at (m, n) of one batch entry: Cfg::EpilogueChain's value.
 template <class Cfg>
 __device__ __forceinline__ void store_out(const Params& p, int64_t bidx, int64_t m, int64_t n, float v) {
-  float out;
-  if constexpr (!std::is_void_v<typename Cfg::Chain>) {
-    out = Cfg::Chain::apply(p, bidx, m, n, v);
-  } else {
-    out = p.alpha * v;
-    if constexpr (Cfg::Epilogue == FACT_EPILOGUE_BIAS) {
-      out += p.beta * epilogue_chain::read_input(p.e + bidx * p.batch_stride_e + n);
-    } else if constexpr (Cfg::Epilogue == FACT_EPILOGUE_C) {
-      out += p.beta * epilogue_chain::read_input(p.e + bidx * p.batch_stride_e + m * p.ld_e + n);
-    }
-  }
-  p.d[bidx * p.batch_stride_d + m * p.ld_d + n] = out;
+  p.d[bidx * p.batch_stride_d + m * p.ld_d + n] = Cfg::EpilogueChain::apply(p, bidx, m, n, v);
 }
 
 // Whether the output and the epilogue's inputs can be accessed in (n, n + 1) pairs,
 // n even, with 8-byte loads and stores (store_pair). Uniform over the kernel.
 template <class Cfg>
 __device__ __forceinline__ bool pairs_aligned(const Params& p) {
-  bool ok = reinterpret_cast<uintptr_t>(p.d) % 8 == 0 && p.ld_d % 2 == 0 && p.batch_stride_d % 2 == 0;
-  if constexpr (!std::is_void_v<typename Cfg::Chain>) {
-    ok = ok && Cfg::Chain::pairs_aligned(p);
-  } else if constexpr (Cfg::Epilogue == FACT_EPILOGUE_BIAS || Cfg::Epilogue == FACT_EPILOGUE_C) {
-    ok = ok && reinterpret_cast<uintptr_t>(p.e) % 8 == 0 && p.batch_stride_e % 2 == 0 &&
-         (Cfg::Epilogue == FACT_EPILOGUE_BIAS || p.ld_e % 2 == 0);
-  }
-  return ok;
+  return reinterpret_cast<uintptr_t>(p.d) % 8 == 0 && p.ld_d % 2 == 0 && p.batch_stride_d % 2 == 0 &&
+         Cfg::EpilogueChain::pairs_aligned(p);
 }
 
 // D at (m, n) and (m, n + 1), n even, inside the problem: store_out's arithmetic per
@@ -399,18 +385,7 @@ __device__ __forceinline__ bool pairs_aligned(const Params& p) {
 template <class Cfg>
 __device__ __forceinline__ void store_pair(const Params& p, int64_t bidx, int64_t m, int64_t n, float v0,
                                            float v1) {
-  float2 out;
-  if constexpr (!std::is_void_v<typename Cfg::Chain>) {
-    out = Cfg::Chain::apply2(p, bidx, m, n, v0, v1);
-  } else {
-    out = make_float2(p.alpha * v0, p.alpha * v1);
-    if constexpr (Cfg::Epilogue == FACT_EPILOGUE_BIAS || Cfg::Epilogue == FACT_EPILOGUE_C) {
-      const int64_t row = Cfg::Epilogue == FACT_EPILOGUE_C ? m * p.ld_e : 0;
-      const float2 e = epilogue_chain::read_input2(p.e + bidx * p.batch_stride_e + row + n);
-      out.x += p.beta * e.x;
-      out.y += p.beta * e.y;
-    }
-  }
+  const float2 out = Cfg::EpilogueChain::apply2(p, bidx, m, n, v0, v1);
   // One st.global.v2 (a float2 assignment is split into two 4-byte stores by NVVM). No
   // memory clobber: the epilogue loads of later pairs may be scheduled above this store,
   // which is sound because D never overlaps an epilogue input at another position.

@@ -58,7 +58,7 @@ template <int TileM_, int TileN_, int TileK_, int Terms_, bool ARowMajor_, bool 
 struct ConsumerConfig {
   using Base =
       split_gemm::Config<TileM_, TileN_, TileK_, Terms_, ARowMajor_, BRowMajor_, Epilogue_, 3, Format_, Chain_>;
-  using Chain = Chain_;  // split_gemm::Config's: void, or the generated epilogue chain
+  using EpilogueChain = typename Base::EpilogueChain;  // what store_tile evaluates (split_gemm::Config)
   static constexpr int TileM = TileM_;
   static constexpr int TileN = TileN_;
   static constexpr int TileK = TileK_;
