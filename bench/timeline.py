@@ -32,20 +32,16 @@ from bench import run as bench_run  # noqa: E402
 from fact import measure  # noqa: E402
 
 
-def gpu_events(trace_path):
+def gpu_events(trace):
     """GPU-side events (kernels, memcpy, memset) of a Chrome trace, sorted by start."""
-    with open(trace_path) as f:
-        trace = json.load(f)
     events = [e for e in trace.get("traceEvents", [])
               if e.get("ph") == "X" and e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")]
     return sorted(events, key=lambda e: float(e["ts"]))
 
 
-def runtime_calls(trace_path):
+def runtime_calls(trace):
     """Counts and host time of the CUDA runtime/driver calls that can stall the
     host or the stream (allocation, synchronisation, copies) in a Chrome trace."""
-    with open(trace_path) as f:
-        trace = json.load(f)
     calls = collections.defaultdict(lambda: [0, 0.0])
     for e in trace.get("traceEvents", []):
         if e.get("ph") == "X" and e.get("cat") in ("cuda_runtime", "cuda_driver"):
@@ -103,10 +99,12 @@ def main(argv=None):
             model(*inputs)
             torch.cuda.synchronize()
     with tempfile.TemporaryDirectory() as tmp:
-        trace = Path(tmp) / "trace.json"
-        prof.export_chrome_trace(str(trace))
-        events = gpu_events(trace)
-        calls = runtime_calls(trace)
+        trace_path = Path(tmp) / "trace.json"
+        prof.export_chrome_trace(str(trace_path))
+        with open(trace_path) as f:
+            trace = json.load(f)
+    events = gpu_events(trace)
+    calls = runtime_calls(trace)
     if not events:
         print("bench.timeline: the profile has no GPU events (CUPTI unavailable?)", file=sys.stderr)
         return 1
