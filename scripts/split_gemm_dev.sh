@@ -9,6 +9,7 @@
 #                                      # premise experiment, checks, timings; logs to $OUT
 # Environment: CUTLASS_DIR (default ~/.cache/fact/cutlass-v4.7.0), NVCC, JOBS (parallel nvcc),
 # SPLIT_GEMM_PREMISE=0 skips the PyTorch premise experiment, VARIANTS limits the variants run,
+# HANDOFF_TIME=1 times the operand hand-off (pre variants with bias, or t6 without) on the MLP shape,
 # SPLIT_GEMM_NCU=<variant> adds one Nsight Compute profile of that variant on 4096^3 (two
 # launches of the kernels matching SPLIT_GEMM_NCU_KERNEL, an ncu -k regex, default
 # split_gemm_kernel; when SPLIT_GEMM_NCU_KERNEL is set, also on the bmm shape: ncu_bmm.txt).
@@ -61,14 +62,21 @@ hyb_t6_rr_none|128,128,32,6,true,true,FACT_EPILOGUE_NONE,3|--a row --b row --ep 
 "
 SMALL_SHAPES="--shape 1,200,136,100 --shape 3,132,260,520 --shape 2,36,20,4096 --shape 1,256,256,65536"
 BIG_SHAPES="--shape 1,4096,4096,4096 --shape 128,512,2048,1024 --shape 1,256,256,524288"
+# handoff_check M,N1,K1,N2: edge tiles and a last image block past N1, then the minGPT MLP
+# (c_fc -> c_proj) at B x T = 65536 rows (timed when HANDOFF_TIME is set).
+HANDOFF_SHAPES="--shape 200,136,100,72 --shape 300,260,200,132 --shape 4096,3072,768,768"
+HANDOFF_TIME_SHAPES="--shape 65536,3072,768,768"
 
 build() {
   mkdir -p "$DEV/src"
   local flags=(-std=c++17 -O3 -DNDEBUG --expt-relaxed-constexpr -gencode=arch=compute_90a,code=sm_90a
                -I "$CUTLASS_DIR/include" -I "$CUTLASS_DIR/tools/util/include" -I "$ROOT/include"
                -I "$ROOT/templates" -Xptxas -v -shared -Xcompiler -fPIC)
-  "$NVCC" -std=c++17 -O2 -gencode=arch=compute_90a,code=sm_90a -I "$ROOT/include" \
-    "$ROOT/tests/gpu/split_gemm_check.cu" -o "$DEV/split_gemm_check" -lcublas -ldl || return 1
+  local check
+  for check in split_gemm_check handoff_check; do
+    "$NVCC" -std=c++17 -O2 -gencode=arch=compute_90a,code=sm_90a -I "$ROOT/include" \
+      "$ROOT/tests/gpu/$check.cu" -o "$DEV/$check" -lcublas -ldl || return 1
+  done
   local pids=() line name cfg header ns op
   # A full build drops libraries of variants no longer in the table (device checks every .so's SASS).
   [[ -z "${VARIANTS:-}" ]] && rm -rf "$DEV"/*.so "$DEV"/*.ptxas.txt "$DEV/src"/*.cu "$DEV/v1" "$DEV/v2"
@@ -126,6 +134,14 @@ device() {
     [[ -f "$DEV/$name.so" ]] || { echo "missing $DEV/$name.so" | tee -a "$OUT/check.txt"; rc=1; continue; }
     echo "== $name small" | tee -a "$OUT/check.txt"
     timeout 120 "$DEV/split_gemm_check" --lib "$DEV/$name.so" $flags $SMALL_SHAPES 2>&1 | tee -a "$OUT/check.txt" || rc=1
+    if [[ "$name" == pre*_rc_bias || "$name" == pre*_t6_rr_none ]]; then
+      # Operand hand-off (tests/gpu/handoff_check.cu): this variant as both GEMMs.
+      local b=col ep=bias
+      [[ "$name" == *_rr_none ]] && b=row ep=none
+      echo "== $name hand-off" | tee -a "$OUT/check.txt"
+      timeout 240 "$DEV/handoff_check" --lib "$DEV/$name.so" --b $b --ep $ep $HANDOFF_SHAPES \
+        ${HANDOFF_TIME:+--time --reps 50 $HANDOFF_TIME_SHAPES} 2>&1 | tee -a "$OUT/check.txt" || rc=1
+    fi
     if [[ "$name" == *_rr_none ]]; then
       echo "== $name big" | tee -a "$OUT/check.txt"
       timeout 240 "$DEV/split_gemm_check" --lib "$DEV/$name.so" $flags $BIG_SHAPES --time --reps 50 2>&1 \
@@ -150,7 +166,7 @@ device() {
     fi
   fi
   echo "==== summary"
-  grep -h "^variant\|^TIME\|^RESULT\|WRONG\|refused\|split_gemm_check:" "$OUT/check.txt"
+  grep -h "^variant\|^TIME\|^RESULT\|WRONG\|refused\|REFUSE\|FAIL\|split_gemm_check:\|handoff_check:" "$OUT/check.txt"
   grep -h "bar1e-4=miss" "$OUT/check.txt" | cut -c1-200
   return $rc
 }

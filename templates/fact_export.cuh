@@ -14,6 +14,7 @@
 
 #include <exception>
 #include <string>
+#include <type_traits>
 
 #include "fact/kernel_abi.h"
 
@@ -82,6 +83,47 @@ int run(const Problem* problem, Launch&& launch) {
   });
 }
 
+// GEMM operations with an operand-image format (split_gemm_pre_sm90.cuh) provide
+//   static const char* image_format();
+//   static size_t      image_bytes(const FactGemmProblem&, int role);
+// Every other GEMM operation is wrapped by Gemm<Operation>, which rejects a problem
+// that passes an image.
+template <class Operation, class = void>
+struct HasImages : std::false_type {};
+template <class Operation>
+struct HasImages<Operation, std::void_t<decltype(Operation::image_format())>> : std::true_type {};
+
+template <class Operation>
+struct Gemm : Operation {
+  static int can_implement(const FactGemmProblem& pr, std::string& why) {
+    if constexpr (!HasImages<Operation>::value) {
+      if (pr.a_image != nullptr || pr.d_image != nullptr) {
+        why = "this variant neither reads nor writes operand images (a_image / d_image must be null)";
+        return 1;
+      }
+    }
+    return Operation::can_implement(pr, why);
+  }
+  static const char* image_format() {
+    if constexpr (HasImages<Operation>::value) return Operation::image_format();
+    else return "";
+  }
+  static size_t image_bytes(const FactGemmProblem& pr, int role) {
+    if constexpr (HasImages<Operation>::value) return Operation::image_bytes(pr, role);
+    else return 0;
+  }
+};
+
+template <class Operation>
+size_t image_bytes(const FactGemmProblem* problem, int role) {
+  size_t bytes = 0;
+  guarded([&] {
+    bytes = problem ? Gemm<Operation>::image_bytes(*problem, role) : 0;
+    return 0;
+  });
+  return bytes;
+}
+
 }  // namespace fact::kernel_export
 
 // The symbols every kernel library exports besides its operation's entry points.
@@ -111,7 +153,13 @@ int run(const Problem* problem, Launch&& launch) {
 
 #define FACT_EXPORT_GEMM(Operation, variant_name)                                              \
   FACT_EXPORT_LIBRARY_IDENTITY(variant_name)                                                  \
-  FACT_EXPORT_WORKSPACE_OPERATION(Operation, gemm, FactGemmProblem)
+  FACT_EXPORT_WORKSPACE_OPERATION(::fact::kernel_export::Gemm<Operation>, gemm, FactGemmProblem) \
+  extern "C" const char* fact_gemm_image_format(void) {                                       \
+    return ::fact::kernel_export::Gemm<Operation>::image_format();                            \
+  }                                                                                           \
+  extern "C" size_t fact_gemm_image_bytes(const FactGemmProblem* problem, int role) {         \
+    return ::fact::kernel_export::image_bytes<Operation>(problem, role);                      \
+  }
 
 // LayerNorm libraries: Operation provides
 //   static int can_implement(const FactLayerNormProblem&, std::string& why);  // 0 = ok

@@ -52,9 +52,14 @@ struct Config
                 "setmaxnreg split over the register file (64K registers / 128 threads per warpgroup)");
   static_assert(C::TileM * C::TileN / C::ConsumerThreads <= 64,
                 "acc + two part accumulators must fit ConsumerRegs: TileM x TileN <= 128 x 128");
+  // The operand-image epilogue's block maxima (detail::store_image_tile): per image block
+  // of an output tile and consumer warp, double buffered over a CTA's tiles.
+  static constexpr int ImageBlocksPerTile = C::TileN / C::TileK;
+  static constexpr int ImageSlots = 2 * ImageBlocksPerTile * (C::ConsumerThreads / 32);
   // Part ring, exponents int4 expA[Stages] + expB[Stages] (one bulk copy each: 16 bytes),
-  // mbarriers full[Stages] + empty[Stages], alignment slack.
-  static constexpr size_t SmemBytes = C::Stages * C::PartStageBytes + 2 * C::Stages * 16 + 2 * C::Stages * 8 + 1024;
+  // mbarriers full[Stages] + empty[Stages], image slots, alignment slack.
+  static constexpr size_t SmemBytes =
+      C::Stages * C::PartStageBytes + 2 * C::Stages * 16 + 2 * C::Stages * 8 + ImageSlots * 4 + 1024;
   static_assert(SmemBytes <= 227 * 1024, "shared memory over the sm90 limit: fewer Stages");
 };
 
@@ -191,6 +196,170 @@ __global__ void __launch_bounds__(SplitThreads, SplitCtasPerSm)
   }
 }
 
+// Named barrier 2 over the 256 consumer threads (0 is __syncthreads; the pre kernel's
+// producer warpgroup never joins it).
+template <class Cfg>
+__device__ __forceinline__ void consumer_sync() {
+  asm volatile("bar.sync 2, %0;\n" ::"n"(Cfg::ConsumerThreads) : "memory");
+}
+
+// 4 x 4 transpose of 32-bit words over the quad of lanes 4k..4k+3 (lane = its place q in
+// it): before, w[t] of lane q is element (q, t); after, element (t, q). Two butterfly
+// rounds of shuffles; every lane of the warp must call it.
+__device__ __forceinline__ void transpose_quad(uint32_t (&w)[4], int lane) {
+#pragma unroll
+  for (int bit = 1; bit <= 2; bit *= 2) {
+    const bool high = lane & bit;
+#pragma unroll
+    for (int t = 0; t < 4; ++t) {
+      if (t & bit) continue;  // pairs (t, t + bit)
+      const uint32_t send = high ? w[t] : w[t + bit];
+      const uint32_t recv = __shfl_xor_sync(0xffffffffu, send, bit);
+      if (high) w[t] = recv;
+      else w[t + bit] = recv;
+    }
+  }
+}
+
+// Operand hand-off (p.image_out): the consumers write their output tile through the
+// epilogue chain as the pre-split A image of the GEMM that reads this D, block for block
+// what split_operand_tiles would make of D (same values, tile maxima, exponents, split2
+// and layout: bit-identical, so the next GEMM's result is too), instead of writing D.
+// Needs TileM = the image's row tile (the same Config family: the image format key) and
+// one K split (can_implement). A 128 x TileN tile covers TileN / TileK whole image blocks
+// (k-tiles n0 / TileK ...); each block's maximum is a reduction over both consumer
+// warpgroups: per-warp maxima to `slots` ([block][warp], this tile's half of the double
+// buffer), one consumer barrier, every thread reduces them in the same order.
+// Elements outside the problem are written as zeros (the pre-pass's zero fill); blocks
+// past the image's last k-tile (n0 + c * TileK >= n rounded up) are not written.
+// Hazard: slots of tile t are rewritten by tile t + 2, after every consumer passed tile
+// t + 1's barrier, which follows its reads of tile t's slots.
+template <class Cfg, class Acc, class Coords>
+__device__ __forceinline__ void store_image_tile(const Params& p, const split_gemm::detail::TileCoord& tc,
+                                                 int64_t m0, int64_t n0, Acc& acc, const Coords& tCcC,
+                                                 float* slots, int ctid) {
+  using Elem = typename ws::detail::PartRing<Cfg>::Elem;
+  constexpr int TM = Cfg::TileM, TN = Cfg::TileN, TK = Cfg::TileK, P = Cfg::Parts;
+  constexpr int Blocks = Cfg::ImageBlocksPerTile, Warps = Cfg::ConsumerThreads / 32;
+  constexpr bool F16 = Cfg::Format == PartsFp16Scaled;
+  constexpr int N = decltype(size(acc))::value;
+  using Chain = typename Cfg::EpilogueChain;
+  using Layout = decltype(tile_to_shape(GMMA::Layout_K_SW64_Atom<Elem>{},
+                                        make_shape(Int<TM>{}, Int<TK>{}, Int<P>{})));
+  static_assert(TN % TK == 0, "an output tile must cover whole image blocks");
+  static_assert(N % 2 == 0, "accumulator fragments come in column pairs");
+  // Fragment i sits at (row0 + dr(i), col0 + dc(i)): the thread's first fragment plus a
+  // compile-time offset. wgmma's accumulator layout: a quad (4 threads) shares two rows,
+  // thread q of it holds columns 8j + 2q, 8j + 2q + 1 of every 8-column group j, so
+  // fragment i lies in image block dc(i) / TK of the tile (a compile-time index: a run-time
+  // one into mx[] or e[] would move them to local memory). Checked here (the compile-time
+  // parts fold to one compare).
+  int row0 = get<0>(tCcC(0)), col0 = get<1>(tCcC(0));
+  const auto dr = [&](int i) { return get<0>(tCcC(i)) - get<0>(tCcC(0)); };
+  const auto dc = [&](int i) { return get<1>(tCcC(i)) - get<1>(tCcC(0)); };
+  // The pair of row half h (rows row0, row0 + 8) and 8-column group j: fragments
+  // ((2 columns, 2 row halves, TN / 8 groups)), wgmma's F32 accumulator.
+  const auto fragment = [](int h, int j) { return 2 * h + 4 * j; };
+  static_assert(N == 4 * (TN / 8), "two rows x TN / 8 column pairs per thread");
+  bool layout_ok = col0 % 8 == 2 * (ctid % 4);
+#pragma unroll
+  for (int h = 0; h < 2; ++h)
+#pragma unroll
+    for (int j = 0; j < TN / 8; ++j) {
+      const int i = fragment(h, j);
+      layout_ok = layout_ok && dr(i) == 8 * h && dr(i + 1) == 8 * h && dc(i) == 8 * j && dc(i + 1) == 8 * j + 1;
+    }
+  // The quad shares its rows and its column groups (transpose_quad exchanges within it).
+  const int leader = (ctid % 32) & ~3;
+  layout_ok = layout_ok && __shfl_sync(0xffffffffu, row0, leader) == row0 &&
+              __shfl_sync(0xffffffffu, col0 - 2 * (ctid % 4), leader) == col0 - 2 * (ctid % 4);
+  if (!layout_ok) __trap();
+  // Opaque per tile: keeps the 32 per-fragment image offsets from being hoisted out of the
+  // persistent tile loop (live across the mainloop, they spill).
+  asm volatile("" : "+r"(row0), "+r"(col0));
+
+  // 1. The epilogue chain's values, in place (zeros outside the problem).
+  if (Chain::pairs_aligned(p) && m0 + TM <= p.m && n0 + TN <= p.n) {
+#pragma unroll
+    for (int i = 0; i < N; i += 2) {
+      const float2 v = Chain::apply2(p, tc.batch, m0 + row0 + dr(i), n0 + col0 + dc(i), acc(i), acc(i + 1));
+      acc(i) = v.x;
+      acc(i + 1) = v.y;
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+      const int64_t m = m0 + row0 + dr(i), n = n0 + col0 + dc(i);
+      acc(i) = m < p.m && n < p.n ? Chain::apply(p, tc.batch, m, n, acc(i)) : 0.f;
+    }
+  }
+
+  // 2. Block exponents (PartsFp16Scaled): max |x| ignoring NaN, as the pre-pass's.
+  int e[Blocks];
+#pragma unroll
+  for (int c = 0; c < Blocks; ++c) e[c] = 0;
+  if constexpr (F16) {
+    float mx[Blocks];
+#pragma unroll
+    for (int c = 0; c < Blocks; ++c) mx[c] = 0.f;
+#pragma unroll
+    for (int i = 0; i < N; ++i) mx[dc(i) / TK] = fmaxf(mx[dc(i) / TK], fabsf(acc(i)));
+#pragma unroll
+    for (int c = 0; c < Blocks; ++c) {
+      const float w = ws::detail::warp_max(mx[c]);
+      if (ctid % 32 == 0) slots[c * Warps + ctid / 32] = w;
+    }
+    consumer_sync<Cfg>();  // every consumer warp's block maxima
+#pragma unroll
+    for (int c = 0; c < Blocks; ++c) {
+      float t = slots[c * Warps];
+#pragma unroll
+      for (int w = 1; w < Warps; ++w) t = fmaxf(t, slots[c * Warps + w]);
+      e[c] = split_gemm::detail::tile_exponent(t);
+    }
+  }
+
+  // 3. Parts into the image: block (batch, tm, n0 / TK + c), element (row, k) of part q at
+  // Layout(row, k, q). The four threads of a quad hold the same rows, each one column pair
+  // of every 8-column chunk; a 4 x 4 transpose over the quad (transpose_quad) gives each
+  // thread one whole chunk (16 bytes, contiguous under the 16-byte-chunk swizzle), so a
+  // warp stores 8 whole 64-byte rows of a part per instruction instead of 8 x 4 bytes.
+  const split_gemm::detail::ImageOut& out = p.image_out;
+  const int64_t first_block = (tc.batch * p.tiles_m + tc.tm) * int64_t(out.k_tiles) + n0 / TK;
+  const int64_t blocks_here = out.k_tiles - n0 / TK;  // >= 1; fewer than Blocks at the right edge
+  Elem* parts = static_cast<Elem*>(out.parts);
+  const int quad_lane = ctid % 4;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+#pragma unroll
+    for (int c = 0; c < Blocks; ++c) {
+      if (c >= blocks_here) continue;  // (uniform over the CTA: the quad shuffles stay convergent)
+      uint32_t w[P][4];
+#pragma unroll
+      for (int t = 0; t < 4; ++t) {
+        const int i = fragment(h, (TK / 8) * c + t);
+        uint32_t pair[P];
+        split_gemm::detail::split2<P, F16>(acc(i), acc(i + 1), split_gemm::detail::pow2(14 - e[c]), pair);
+#pragma unroll
+        for (int q = 0; q < P; ++q) w[q][t] = pair[q];
+      }
+      Elem* block = parts + (first_block + c) * (P * TM * TK);
+      const int off = cute::as_position_independent_swizzle_layout(Layout{})(row0 + 8 * h, 8 * quad_lane, 0);
+#pragma unroll
+      for (int q = 0; q < P; ++q) {
+        transpose_quad(w[q], quad_lane);
+        *reinterpret_cast<uint4*>(block + off + q * (TM * TK)) = make_uint4(w[q][0], w[q][1], w[q][2], w[q][3]);
+      }
+    }
+  }
+  // Thread c < blocks_here writes block c's exponent (a select chain: an index into e[]
+  // would put it in local memory).
+  int mine = e[0];
+#pragma unroll
+  for (int c = 1; c < Blocks; ++c) mine = ctid == c ? e[c] : mine;
+  if (ctid < Blocks && ctid < blocks_here) out.exps[first_block + ctid] = make_int4(mine, 0, 0, 0);
+}
+
 template <class Cfg>
 __global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel_pre(const Params p) {
   using Elem = typename ws::detail::PartRing<Cfg>::Elem;
@@ -207,6 +376,7 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel_pre(const P
   int4* expB = expA + S;
   uint64_t* full = reinterpret_cast<uint64_t*>(expB + S);  // 1 arrival + the stage's bytes
   uint64_t* empty = full + S;                              // one arrival per consumer thread
+  float* image_slots = reinterpret_cast<float*>(empty + S);  // store_image_tile's block maxima
 
   const int tid = threadIdx.x;
   ws::detail::init_ring<Cfg>(full, empty, 1);
@@ -246,57 +416,93 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel_pre(const P
   }
 
   cutlass::arch::warpgroup_reg_alloc<Cfg::ConsumerRegs>();
-  int it = 0;
-  for (int64_t work = blockIdx.x; work < p.work; work += gridDim.x) {
+  int it = 0, tile = 0;
+  for (int64_t work = blockIdx.x; work < p.work; work += gridDim.x, ++tile) {
     const ws::detail::TileWork w = ws::detail::tile_work<Cfg>(p, work);
+    // D, or the next GEMM's A image when the problem asks for one (uniform over the grid).
+    // Captures by value: a captured reference would keep the loop counters in memory.
+    float* const slots = image_slots + (tile & 1) * (Cfg::ImageSlots / 2);
+    auto store = [slots](const Params& q, const split_gemm::detail::TileCoord& tc, int64_t m0, int64_t n0, auto& acc,
+                         const auto& tCcC, int ctid) {
+      if (q.image_out.parts != nullptr)
+        store_image_tile<Cfg>(q, tc, m0, n0, acc, tCcC, slots, ctid);
+      else
+        split_gemm::detail::store_tile<Cfg>(q, tc, m0, n0, acc, tCcC, Cfg::ConsumerThreads, ctid);
+    };
     ws::detail::consume<Cfg>(p, w.tc, w.m0, w.n0, w.nk, partA, partB, full, empty,
-                             [&](int s) { return make_int2(expA[s].x, expB[s].x); }, tid - Cfg::ProducerThreads, it);
+                             [&](int s) { return make_int2(expA[s].x, expB[s].x); }, tid - Cfg::ProducerThreads, it,
+                             store);
     it += w.nk;
   }
 }
 
-// The base plan, the image block counts, and where the images sit in the workspace
-// (after the base plan's split-K partials). SplitB = false: A's image only
-// (split_gemm_hybrid_sm90.cuh), B's parts and exponents take no bytes.
+// Bytes of one operand's pre-split image (Image): `blocks` = batch x ceil(rows / Rows) x
+// ceil(k / TileK) blocks of Parts Rows x TileK 16-bit slots, then their int4 exponents
+// at a 256-byte aligned offset. The one definition of the image's size and layout: the
+// pre-pass, the operand-image epilogue and fact_gemm_image_bytes all use it.
+template <class Cfg, int Rows>
+struct ImageSize {
+  static constexpr size_t BlockBytes = size_t(Cfg::Parts) * Rows * Cfg::TileK * 2;
+  int64_t blocks = 0;
+  size_t exps = 0, total = 0;  // byte offset of the exponents; total size
+
+  static size_t align(size_t bytes) { return (bytes + 255) & ~size_t(255); }
+  ImageSize(int64_t batch, int64_t rows, int64_t k)
+      : blocks(batch * ((rows + Rows - 1) / Rows) * ((k + Cfg::TileK - 1) / Cfg::TileK)),
+        exps(align(blocks * BlockBytes)),
+        total(exps + align(blocks * 16)) {}
+
+  // The image at `base` (256-byte aligned).
+  template <class Elem>
+  Image<Elem> at(void* base) const {
+    auto* bytes = static_cast<unsigned char*>(base);
+    return Image<Elem>{reinterpret_cast<Elem*>(bytes), reinterpret_cast<int4*>(bytes + exps)};
+  }
+};
+
+// The base plan and the workspace: the base plan's split-K partials, then A's image
+// (none when the problem passes it: a_image) and B's (none for SplitB = false:
+// split_gemm_hybrid_sm90.cuh splits B in its producers).
 template <class Cfg, bool SplitB = true>
 struct WorkspaceLayout {
   split_gemm::detail::Plan plan;
-  int64_t blocks_a = 0, blocks_b = 0;                                   // pre-pass grids
-  size_t parts_a = 0, parts_b = 0, exps_a = 0, exps_b = 0, total = 0;  // byte offsets; total size
-
-  static size_t align(size_t bytes) { return (bytes + 255) & ~size_t(255); }
+  ImageSize<Cfg, Cfg::TileM> image_a;
+  ImageSize<Cfg, Cfg::TileN> image_b;
+  bool a_given;
+  size_t offset_a = 0, offset_b = 0, total = 0;  // byte offsets of the images; total size
 
   explicit WorkspaceLayout(const FactGemmProblem& pr)
       : plan(split_gemm::detail::make_plan<typename Cfg::Base>(pr)),
-        blocks_a(int64_t(pr.batch) * plan.tiles_m * plan.k_tiles),
-        blocks_b(SplitB ? int64_t(pr.batch) * plan.tiles_n * plan.k_tiles : 0) {
-    parts_a = align(plan.workspace);  // the partials come first
-    parts_b = parts_a + align(blocks_a * Cfg::Parts * Cfg::SlotBytesA);
-    exps_a = parts_b + align(blocks_b * Cfg::Parts * Cfg::SlotBytesB);
-    exps_b = exps_a + align(blocks_a * 16);
-    total = exps_b + align(blocks_b * 16);
+        image_a(pr.batch, pr.m, pr.k),
+        image_b(SplitB ? pr.batch : 0, pr.n, pr.k),
+        a_given(pr.a_image != nullptr) {
+    offset_a = ImageSize<Cfg, Cfg::TileM>::align(plan.workspace);  // the partials come first
+    offset_b = offset_a + (a_given ? 0 : image_a.total);
+    total = offset_b + image_b.total;
   }
 };
 
 // Host side shared by this kernel and split_gemm_hybrid_sm90.cuh: checks the workspace,
-// splits A (and B where SplitB) into their images, then launches `kernel` with them
-// through the base kernel's launch (plan, parameters, split-K reduce). `tag` names the
-// kernel in error messages. persistent: one CTA per SM (`kernel` must loop over p.work).
+// splits A (unless the problem passes its image) and B (where SplitB) into their images,
+// then launches `kernel` with them through the base kernel's launch (plan, parameters,
+// split-K reduce; D as an image when the problem asks for one). `tag` names the kernel in
+// error messages. persistent: one CTA per SM (`kernel` must loop over p.work).
 template <class Cfg, bool SplitB>
 int split_and_launch(const FactGemmProblem& pr, void* workspace, size_t workspace_bytes, cudaStream_t stream,
                      std::string& why, void (*kernel)(Params), const char* tag, bool persistent) {
   using Elem = typename ws::detail::PartRing<Cfg>::Elem;
   const WorkspaceLayout<Cfg, SplitB> w(pr);
-  if (w.total > workspace_bytes || workspace == nullptr) {
+  if (w.total > workspace_bytes || (w.total > 0 && workspace == nullptr)) {
     why = std::string(tag) + ": workspace too small (" + std::to_string(workspace_bytes) + " < " +
           std::to_string(w.total) + " bytes)";
     return 1;
   }
   const split_gemm::detail::Plan& pl = w.plan;
   auto* base = static_cast<unsigned char*>(workspace);
-  const Image<Elem> a{reinterpret_cast<Elem*>(base + w.parts_a), reinterpret_cast<int4*>(base + w.exps_a)};
-  const Image<Elem> b{reinterpret_cast<Elem*>(base + w.parts_b), reinterpret_cast<int4*>(base + w.exps_b)};
-  const int64_t blocks_a = w.blocks_a, blocks_b = w.blocks_b;
+  const Image<Elem> a = w.a_given ? w.image_a.template at<Elem>(const_cast<void*>(pr.a_image))
+                                  : w.image_a.template at<Elem>(base + w.offset_a);
+  const Image<Elem> b = w.image_b.template at<Elem>(base + w.offset_b);
+  const int64_t blocks_a = w.a_given ? 0 : w.image_a.blocks, blocks_b = w.image_b.blocks;
   if (blocks_a > 0x7fffffff || blocks_b > 0x7fffffff) {
     why = std::string(tag) + ": pre-pass grid too large";
     return 1;
@@ -326,16 +532,48 @@ int split_and_launch(const FactGemmProblem& pr, void* workspace, size_t workspac
     return static_cast<int>(st);
   }
   split_gemm::detail::PreSplitImages images{a.parts, SplitB ? b.parts : nullptr, a.exps, SplitB ? b.exps : nullptr};
+  split_gemm::detail::ImageOut image_out;
+  if (pr.d_image != nullptr) {
+    // D (m x n) as the A image of a GEMM with M = m, K = n.
+    const ImageSize<Cfg, Cfg::TileM> d(pr.batch, pr.m, pr.n);
+    const Image<Elem> di = d.template at<Elem>(pr.d_image);
+    image_out = {di.parts, di.exps, static_cast<int>((pr.n + Cfg::TileK - 1) / Cfg::TileK)};
+  }
   return split_gemm::detail::launch<typename Cfg::Base>(pr, workspace, workspace_bytes, stream, why, kernel,
-                                                        Cfg::Threads, Cfg::SmemBytes, tag, images, persistent);
+                                                        Cfg::Threads, Cfg::SmemBytes, tag, images, persistent,
+                                                        image_out);
 }
 
 }  // namespace detail
 
 // Persistent: one CTA per SM looping over the output tiles instead of one CTA per tile.
+// Operand hand-off: the pre kernels read A from FactGemmProblem::a_image and write D to
+// d_image (store_image_tile) in the format image_format() names; a GEMM's D image is
+// the next GEMM's A image when both variants name the same format.
 template <class Cfg, bool Persistent>
-struct LaunchedAs : ws::BaseRequirements<Cfg> {
+struct LaunchedAs {
+  using Elem = typename ws::detail::PartRing<Cfg>::Elem;
+
+  static int can_implement(const FactGemmProblem& pr, std::string& why) {
+    return split_gemm::Operation<typename Cfg::Base>::check(pr, why, true);
+  }
+
   static size_t workspace_size(const FactGemmProblem& pr) { return detail::WorkspaceLayout<Cfg>(pr).total; }
+
+  // The image format: part type and count, rows x k per block, swizzle, layout revision.
+  static const char* image_format() {
+    static const std::string format = std::string("fact-split-image-v1:") +
+                                      (Cfg::Format == PartsFp16Scaled ? "f16s" : "bf16") + ":p" +
+                                      std::to_string(Cfg::Parts) + ":r" + std::to_string(Cfg::TileM) + ":k" +
+                                      std::to_string(Cfg::TileK) + ":sw64";
+    return format.c_str();
+  }
+  // Bytes of A's image (role 0) or of D's image as the A of the next GEMM (role 1).
+  static size_t image_bytes(const FactGemmProblem& pr, int role) {
+    if (role == 0) return detail::ImageSize<Cfg, Cfg::TileM>(pr.batch, pr.m, pr.k).total;
+    if (role == 1) return detail::ImageSize<Cfg, Cfg::TileM>(pr.batch, pr.m, pr.n).total;
+    return 0;
+  }
 
   static int run(const FactGemmProblem& pr, void* workspace, size_t workspace_bytes, cudaStream_t stream,
                  std::string& why) {

@@ -137,6 +137,15 @@ struct PreSplitImages {
   const int4* exp_b = nullptr;
 };
 
+// D written as the pre-split A image of the next GEMM (FactGemmProblem::d_image;
+// split_gemm_pre_sm90.cuh, "operand hand-off"): parts and exponents of its blocks, and
+// its k-tiles per row tile (ceil(n / TileK)). parts == nullptr: D is written to d.
+struct ImageOut {
+  void* parts = nullptr;
+  int4* exps = nullptr;
+  int k_tiles = 0;
+};
+
 struct Params {
   int64_t m, n, k;
   const float* a;
@@ -154,6 +163,7 @@ struct Params {
   int64_t work;          // work items = batch * splits * tiles (one CTA each unless persistent)
   float* partials;       // splits > 1: [batch][tile][split][Threads-major fragment]
   PreSplitImages images;
+  ImageOut image_out;
   FactEpilogueLeaf leaves[FACT_GEMM_MAX_LEAVES];  // the epilogue chain's leaves (Config::Chain)
 };
 
@@ -219,41 +229,53 @@ struct TileLoader {
   }
 };
 
-// Splits 8 fp32 values into Parts packed 16-bit x8 vectors (p_0 = rn(x), p_i =
-// rn(residual)); Fp16: of x * scale in fp16, else of x in bf16 (scale unused).
+// Splits the fp32 pair (v0, v1) into Parts packed 16-bit pairs (p_0 = rn(x), p_i =
+// rn(residual)); Fp16: of x * scale in fp16, else of x in bf16 (scale unused). The one
+// definition of a part: the in-kernel conversion (split8), the pre-pass and the
+// operand-image epilogue (split_gemm_pre_sm90.cuh) all go through it, so their parts
+// are bit-identical.
+// A packed pair of 16-bit parts: fp16 (Fp16) or bf16, round to nearest, and back to fp32.
+template <bool Fp16>
+struct PartPair {
+  using T2 = std::conditional_t<Fp16, __half2, __nv_bfloat162>;
+  __device__ __forceinline__ static T2 round(float a, float b) {
+    if constexpr (Fp16) return __floats2half2_rn(a, b);
+    else return __floats2bfloat162_rn(a, b);
+  }
+  __device__ __forceinline__ static float2 widen(T2 h) {
+    if constexpr (Fp16) return __half22float2(h);
+    else return __bfloat1622float2(h);
+  }
+};
+
 template <int Parts, bool Fp16>
-__device__ __forceinline__ void split8(const float (&v)[8], float scale, uint4 (&out)[Parts]) {
-  float r[8];
-#pragma unroll
-  for (int j = 0; j < 8; ++j) {
-    if constexpr (Fp16) r[j] = v[j] * scale;
-    else r[j] = v[j];
+__device__ __forceinline__ void split2(float v0, float v1, float scale, uint32_t (&out)[Parts]) {
+  using Pair = PartPair<Fp16>;
+  float r0 = v0, r1 = v1;
+  if constexpr (Fp16) {
+    r0 *= scale;
+    r1 *= scale;
   }
 #pragma unroll
   for (int p = 0; p < Parts; ++p) {
-    uint32_t w[4];
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      if constexpr (Fp16) {
-        __half2 h = __floats2half2_rn(r[2 * j], r[2 * j + 1]);
-        w[j] = *reinterpret_cast<uint32_t*>(&h);
-        if (p + 1 < Parts) {
-          float2 back = __half22float2(h);
-          r[2 * j] -= back.x;
-          r[2 * j + 1] -= back.y;
-        }
-      } else {
-        __nv_bfloat162 h = __floats2bfloat162_rn(r[2 * j], r[2 * j + 1]);
-        w[j] = *reinterpret_cast<uint32_t*>(&h);
-        if (p + 1 < Parts) {
-          float2 back = __bfloat1622float2(h);
-          r[2 * j] -= back.x;
-          r[2 * j + 1] -= back.y;
-        }
-      }
+    const typename Pair::T2 h = Pair::round(r0, r1);
+    out[p] = *reinterpret_cast<const uint32_t*>(&h);
+    if (p + 1 < Parts) {
+      const float2 back = Pair::widen(h);
+      r0 -= back.x;
+      r1 -= back.y;
     }
-    out[p] = make_uint4(w[0], w[1], w[2], w[3]);
   }
+}
+
+// split2 over 8 consecutive values: Parts packed 16-bit x8 vectors.
+template <int Parts, bool Fp16>
+__device__ __forceinline__ void split8(const float (&v)[8], float scale, uint4 (&out)[Parts]) {
+  uint32_t w[4][Parts];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) split2<Parts, Fp16>(v[2 * j], v[2 * j + 1], scale, w[j]);
+#pragma unroll
+  for (int p = 0; p < Parts; ++p) out[p] = make_uint4(w[0][p], w[1][p], w[2][p], w[3][p]);
 }
 
 // max |x| over an fp32 stage of `Floats` elements (zero-filled padding counts
@@ -662,13 +684,14 @@ Plan make_plan(const FactGemmProblem& pr) {
 // Cfg's plan (tiles, split-K, workspace), the kernel parameters, the launch of
 // `kernel` (one CTA of `threads` threads per tile and split, `smem_bytes` of
 // dynamic shared memory) and, with split-K, the deterministic reduction.
-// `tag` names the kernel in error messages; `images`: see PreSplitImages. persistent:
+// `tag` names the kernel in error messages; `images`: see PreSplitImages; `image_out`: D
+// as an operand image (ImageOut; the kernel must implement it). persistent:
 // one CTA per SM (at most one per work item) that loops over the work items (p.work),
 // for kernels written as such loops; else one CTA per work item.
 template <class Cfg>
 int launch(const FactGemmProblem& pr, void* workspace, size_t workspace_bytes, cudaStream_t stream, std::string& why,
            void (*kernel)(Params), int threads, size_t smem_bytes, const char* tag, PreSplitImages images = {},
-           bool persistent = false) {
+           bool persistent = false, ImageOut image_out = {}) {
   Plan pl = make_plan<Cfg>(pr);
   if (pl.workspace > workspace_bytes || (pl.workspace > 0 && workspace == nullptr)) {
     why = std::string(tag) + ": workspace too small (" + std::to_string(workspace_bytes) + " < " +
@@ -685,6 +708,7 @@ int launch(const FactGemmProblem& pr, void* workspace, size_t workspace_bytes, c
   p.tiles_m = pl.tiles_m; p.tiles_n = pl.tiles_n; p.splits = pl.splits; p.k_tiles = pl.k_tiles;
   p.partials = static_cast<float*>(workspace);
   p.images = images;
+  p.image_out = image_out;
   for (int i = 0; i < FACT_GEMM_MAX_LEAVES; ++i) p.leaves[i] = pr.leaves[i];
 
   cudaError_t st = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -728,32 +752,45 @@ int launch(const FactGemmProblem& pr, void* workspace, size_t workspace_bytes, c
 
 template <class Cfg>
 struct Operation {
-  static int can_implement(const FactGemmProblem& pr, std::string& why) {
+  static int can_implement(const FactGemmProblem& pr, std::string& why) { return check(pr, why, false); }
+
+  // images: whether the calling kernel reads A from pr.a_image and writes D to
+  // pr.d_image (split_gemm_pre_sm90.cuh); A's (D's) pointer and strides are then
+  // not checked, the image's pointer is, and a D image needs the whole K in one CTA.
+  static int check(const FactGemmProblem& pr, std::string& why, bool images) {
     auto fail = [&](const std::string& text) {
       why = text;
       return 1;
     };
+    const bool a_image = pr.a_image != nullptr, d_image = pr.d_image != nullptr;
+    if ((a_image || d_image) && !images)
+      return fail("split_gemm: this kernel neither reads nor writes operand images (only the pre kernels do)");
     if (pr.batch < 1 || pr.m < 1 || pr.n < 1 || pr.k < 0)
       return fail("split_gemm: batch, m, n must be >= 1 and k >= 0");
-    if (pr.a == nullptr || pr.b == nullptr || pr.d == nullptr)
+    if ((!a_image && pr.a == nullptr) || pr.b == nullptr || (!d_image && pr.d == nullptr))
       return fail("split_gemm: null A, B or D pointer");
     if (Cfg::Epilogue != FACT_EPILOGUE_NONE && pr.e == nullptr)
       return fail("split_gemm: epilogue needs E but e is null");
-    if ((reinterpret_cast<uintptr_t>(pr.a) % 16) || (reinterpret_cast<uintptr_t>(pr.b) % 16))
+    if ((reinterpret_cast<uintptr_t>(pr.a_image) % 256) || (reinterpret_cast<uintptr_t>(pr.d_image) % 256))
+      return fail("split_gemm: operand images must be 256-byte aligned");
+    if ((!a_image && reinterpret_cast<uintptr_t>(pr.a) % 16) || (reinterpret_cast<uintptr_t>(pr.b) % 16))
       return fail("split_gemm: A and B must be 16-byte aligned (cp.async of 4 floats)");
-    if (pr.ld_a % 4 || pr.ld_b % 4 || pr.batch_stride_a % 4 || pr.batch_stride_b % 4)
+    if ((!a_image && (pr.ld_a % 4 || pr.batch_stride_a % 4)) || pr.ld_b % 4 || pr.batch_stride_b % 4)
       return fail("split_gemm: ld and batch strides of A and B must be multiples of 4 elements");
-    int64_t a_contig = Cfg::ARowMajor ? pr.k : pr.m;
+    int64_t a_contig = a_image ? 0 : Cfg::ARowMajor ? pr.k : pr.m;
     int64_t b_contig = Cfg::BRowMajor ? pr.n : pr.k;
     if (a_contig % 4 || b_contig % 4)
       return fail(std::string("split_gemm: ") + (Cfg::ARowMajor ? "k" : "m") + " (A) and " +
                   (Cfg::BRowMajor ? "n" : "k") + " (B) must be multiples of 4 (16-byte operand chunks)");
-    if (pr.ld_a < (Cfg::ARowMajor ? pr.k : pr.m) || pr.ld_b < (Cfg::BRowMajor ? pr.n : pr.k) ||
-        pr.ld_d < pr.n || (Cfg::Epilogue == FACT_EPILOGUE_C && pr.ld_e < pr.n))
+    if ((!a_image && pr.ld_a < (Cfg::ARowMajor ? pr.k : pr.m)) || pr.ld_b < (Cfg::BRowMajor ? pr.n : pr.k) ||
+        (!d_image && pr.ld_d < pr.n) || (Cfg::Epilogue == FACT_EPILOGUE_C && pr.ld_e < pr.n))
       return fail("split_gemm: a leading dimension is smaller than the row it spans");
     int64_t tiles = ((pr.m + Cfg::TileM - 1) / Cfg::TileM) * ((pr.n + Cfg::TileN - 1) / Cfg::TileN) * pr.batch;
     if (tiles > int64_t(1) << 30 || (pr.k + Cfg::TileK - 1) / Cfg::TileK > (int64_t(1) << 30))
       return fail("split_gemm: problem too large for the 32-bit tile grid");
+    if (d_image && detail::make_plan<Cfg>(pr).splits != 1)
+      return fail("split_gemm: writing D as an operand image needs the whole K in one CTA, and this problem "
+                  "splits K (too few output tiles for the SMs)");
     if constexpr (!std::is_void_v<typename Cfg::Chain>) {
       if (pr.num_leaves < Cfg::Chain::kLeaves)
         return fail("split_gemm: this variant's epilogue chain reads " + std::to_string(Cfg::Chain::kLeaves) +

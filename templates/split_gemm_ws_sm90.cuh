@@ -381,6 +381,16 @@ struct PartRing {
                                                     Int<Cfg::Stages * Cfg::Parts>{})));
 };
 
+// The consumers' default epilogue: D through split_gemm::detail::store_tile.
+template <class Cfg>
+struct TileStore {
+  template <class Acc, class Coords>
+  __device__ __forceinline__ void operator()(const Params& p, const split_gemm::detail::TileCoord& tc, int64_t m0,
+                                             int64_t n0, Acc& acc, const Coords& tCcC, int ctid) const {
+    split_gemm::detail::store_tile<Cfg>(p, tc, m0, n0, acc, tCcC, Cfg::ConsumerThreads, ctid);
+  }
+};
+
 // The consumer warpgroups of a warp-specialized split kernel (ctid 0..255, the base
 // kernel's MMA thread index): for each of the nk k-tiles, wait full[s], issue the part
 // products of stage s into a `part` accumulator, wait for them, release the stage on
@@ -396,10 +406,13 @@ struct PartRing {
 // arithmetic are the same either way: the output is bit-identical.
 // it0: ring passes before this tile's first k-tile (a persistent CTA's earlier tiles):
 // k-tile kt uses stage (it0 + kt) % Stages in phase ((it0 + kt) / Stages) & 1.
-template <class Cfg, class Elem, class Exponents>
+// store: the epilogue, called by every consumer thread with the finished accumulator
+// (TileStore: D; the pre kernel's operand-image epilogue otherwise).
+template <class Cfg, class Elem, class Exponents, class Store = TileStore<Cfg>>
 __device__ __forceinline__ void consume(const Params& p, const split_gemm::detail::TileCoord& tc, int64_t m0,
                                         int64_t n0, int nk, Elem* partA, Elem* partB, uint64_t* full,
-                                        uint64_t* empty, Exponents exponents, int ctid, int it0 = 0) {
+                                        uint64_t* empty, Exponents exponents, int ctid, int it0 = 0,
+                                        Store store = {}) {
   using T = split_gemm::detail::Types<typename Cfg::Base>;
   using Barrier = cutlass::arch::ClusterBarrier;
   constexpr int TM = Cfg::TileM, TN = Cfg::TileN, S = Cfg::Stages, P = Cfg::Parts;
@@ -473,7 +486,7 @@ __device__ __forceinline__ void consume(const Params& p, const split_gemm::detai
 
   Tensor cC = make_identity_tensor(Shape<Int<TM>, Int<TN>>{});
   Tensor tCcC = thr.partition_C(cC);
-  split_gemm::detail::store_tile<Cfg>(p, tc, m0, n0, acc, tCcC, Cfg::ConsumerThreads, ctid);
+  store(p, tc, m0, n0, acc, tCcC, ctid);
 }
 
 // Work item idx's output tile and its k-tiles [kt_begin, kt_begin + nk) in its split.

@@ -1,4 +1,4 @@
-/* FACT kernel C ABI, version 2 (docs/CONTRACTS.md §4).
+/* FACT kernel C ABI, version 3 (docs/CONTRACTS.md §4).
  *
  * Every realized variant is one shared library exporting these symbols. The
  * library is torch-free: callers pass device pointers and a cudaStream_t as
@@ -16,8 +16,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* 2: FactGemmProblem gained the epilogue-chain leaves (num_leaves, leaves[]). */
-#define FACT_KERNEL_ABI_VERSION 2
+/* 2: FactGemmProblem gained the epilogue-chain leaves (num_leaves, leaves[]).
+ * 3: operand images (d_image, a_image, fact_gemm_image_format, fact_gemm_image_bytes). */
+#define FACT_KERNEL_ABI_VERSION 3
 
 #ifdef __cplusplus
 extern "C" {
@@ -63,6 +64,15 @@ typedef struct FactGemmProblem {
   float alpha, beta;
   int32_t num_leaves;
   FactEpilogueLeaf leaves[FACT_GEMM_MAX_LEAVES];
+  /* Operand hand-off between two GEMMs (docs/CONTRACTS.md §4.1), null = unused.
+   * d_image: D is written as the pre-split A operand of a GEMM whose A is this D
+   * (M = m, K = n), in the format fact_gemm_image_format() names, instead of to d
+   * (d, ld_d, batch_stride_d are then not read). a_image: A is read from such an
+   * image (a, ld_a, batch_stride_a are then not read). Both 256-byte aligned,
+   * fact_gemm_image_bytes(problem, 1) / (problem, 0) bytes. A variant whose
+   * format is "" rejects both (can_implement). */
+  void* d_image;
+  const void* a_image;
 } FactGemmProblem;
 
 /* Identity of the library: its procedural variant name and ABI version. */
@@ -82,6 +92,14 @@ int fact_gemm_run(const FactGemmProblem* problem, void* workspace, size_t worksp
                   void* stream);
 
 const char* fact_last_error(void);
+
+/* The operand-image format this variant reads (a_image) and writes (d_image), ""
+ * when it does neither. Two variants with the same non-empty format can hand a D
+ * image from one to the other. */
+const char* fact_gemm_image_format(void);
+/* Bytes of the image of this problem's A (role 0) or of its D as the A of the
+ * next GEMM (role 1); 0 when the variant has no image format. */
+size_t fact_gemm_image_bytes(const FactGemmProblem* problem, int role);
 
 /* ---- LayerNorm libraries (layernorm_* variants; docs/CONTRACTS.md §4) ----
  * y[r, :] = (x[r, :] - mean) / sqrt(var + eps) * weight + bias over `cols`,

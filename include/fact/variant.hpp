@@ -88,6 +88,13 @@ struct SplitKernel {
 // schedule no split kernel has.
 const SplitKernel* split_kernel(const GemmVariant& v);
 
+// The operand-image format a variant's library reads (FactGemmProblem::a_image) and
+// writes (d_image): the string its fact_gemm_image_format() returns
+// (templates/split_gemm_pre_sm90.cuh, LaunchedAs::image_format). Only the pre split
+// kernels have one; "" for every other variant. Two variants with the same non-empty
+// format can hand one GEMM's D to the next GEMM's A without the fp32 round trip.
+std::string operand_image_format(const GemmVariant& v);
+
 // Inverse of GemmVariant::name(); nullopt for anything that is not a valid name.
 std::optional<GemmVariant> parse_variant_name(const std::string& name);
 

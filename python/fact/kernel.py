@@ -1,4 +1,4 @@
-"""ctypes access to one realized kernel library (include/fact/kernel_abi.h, ABI 2)
+"""ctypes access to one realized kernel library (include/fact/kernel_abi.h, ABI 3)
 and the ONE function that turns a plan pattern's "gemm" binding
 (docs/CONTRACTS.md §2) plus torch tensors into a FactGemmProblem; the worker
 and the runtime both use `problem_from_binding`.
@@ -12,7 +12,7 @@ import ctypes
 import os
 from typing import Mapping
 
-ABI_VERSION = 2
+ABI_VERSION = 3
 
 EPILOGUE_KINDS = {"none": 0, "bias": 1, "c": 2}
 
@@ -49,6 +49,8 @@ class FactGemmProblem(ctypes.Structure):
         ("beta", ctypes.c_float),
         ("num_leaves", ctypes.c_int32),
         ("leaves", FactEpilogueLeaf * MAX_LEAVES),
+        ("d_image", ctypes.c_void_p),
+        ("a_image", ctypes.c_void_p),
     ]
 
     def describe(self) -> str:
@@ -134,6 +136,10 @@ class GemmKernel(KernelLibrary):
         lib.fact_gemm_run.restype = ctypes.c_int
         lib.fact_gemm_run.argtypes = [ctypes.POINTER(FactGemmProblem), ctypes.c_void_p,
                                       ctypes.c_size_t, ctypes.c_void_p]
+        lib.fact_gemm_image_format.restype = ctypes.c_char_p
+        lib.fact_gemm_image_format.argtypes = []
+        lib.fact_gemm_image_bytes.restype = ctypes.c_size_t
+        lib.fact_gemm_image_bytes.argtypes = [ctypes.POINTER(FactGemmProblem), ctypes.c_int]
 
     def can_implement(self, problem: FactGemmProblem) -> str | None:
         """None when the variant can run `problem`, else the library's reason."""
@@ -144,6 +150,15 @@ class GemmKernel(KernelLibrary):
 
     def workspace_size(self, problem: FactGemmProblem) -> int:
         return int(self._lib.fact_gemm_workspace_size(ctypes.byref(problem)))
+
+    def image_format(self) -> str:
+        """The operand-image format the variant reads (a_image) and writes
+        (d_image); "" when it does neither (kernel_abi.h)."""
+        return (self._lib.fact_gemm_image_format() or b"").decode(errors="replace")
+
+    def image_bytes(self, problem: FactGemmProblem, role: int) -> int:
+        """Bytes of `problem`'s A image (role 0) or of its D as the next GEMM's A image (role 1)."""
+        return int(self._lib.fact_gemm_image_bytes(ctypes.byref(problem), role))
 
     def run(self, problem: FactGemmProblem, workspace_ptr: int, workspace_bytes: int, stream_ptr: int) -> None:
         code = self._lib.fact_gemm_run(ctypes.byref(problem), ctypes.c_void_p(workspace_ptr or None),
@@ -263,7 +278,8 @@ def check_operand(gemm: Mapping, role: str, tensor, fused: Mapping | None = None
 
 def problem_from_binding(gemm: Mapping, tensors: Mapping[str, object], out, check: bool = True,
                          skeleton: FactGemmProblem | None = None,
-                         fused: Mapping | None = None) -> FactGemmProblem:
+                         fused: Mapping | None = None, *, a_image: int = 0,
+                         d_image: int = 0) -> FactGemmProblem:
     """FactGemmProblem for `gemm` (a plan pattern's "gemm" object) reading
     operands from `tensors` (tensor id -> torch.Tensor) and writing `out`.
 
@@ -275,19 +291,27 @@ def problem_from_binding(gemm: Mapping, tensors: Mapping[str, object], out, chec
     dtypes and device (the runtime caches that per input signature);
     `skeleton` is problem_skeleton(gemm, fused) computed earlier (copied, not
     modified). `fused`: the pattern's fused_epilogue (its leaves are read
-    from `tensors` too; `out` is then the chain's output)."""
+    from `tensors` too; `out` is then the chain's output).
+    Operand hand-off (kernel_abi.h): `a_image` (a device address) makes the
+    kernel read A from that image, so `tensors` need not hold A; `d_image`
+    makes it write D there, and `out` may then be None."""
     epilogue = gemm.get("epilogue") or {"kind": "none"}
     kind = epilogue.get("kind", "none")
     if kind not in EPILOGUE_KINDS:
         raise BindingError(f"unknown epilogue kind {kind!r}")
+    if out is None and not d_image:
+        raise BindingError("no output tensor and no D image")
     ids = binding_tensor_ids(gemm, fused)
+    if a_image:
+        ids.pop("a")
     operands = {}
     for role, ident in ids.items():
         if ident not in tensors:
             raise BindingError(f"operand {role} names tensor {ident!r}, which was not provided")
         operands[role] = tensors[ident]
-    operands["d"] = out
-    device = out.device
+    if out is not None:
+        operands["d"] = out
+    device = out.device if out is not None else operands["b"].device
     for role, tensor in operands.items() if check else ():
         wanted = gemm.get(_ELEMENT_KEY.get(role, "element_d"))
         if wanted and tensor.dtype != torch_dtype(wanted):
@@ -300,9 +324,11 @@ def problem_from_binding(gemm: Mapping, tensors: Mapping[str, object], out, chec
         problem = problem_skeleton(gemm, fused)
     else:
         problem = FactGemmProblem.from_buffer_copy(skeleton)
-    problem.a = operands["a"].data_ptr()
+    problem.a = None if a_image else operands["a"].data_ptr()
     problem.b = operands["b"].data_ptr()
-    problem.d = out.data_ptr()
+    problem.d = None if out is None else out.data_ptr()
+    problem.a_image = a_image or None
+    problem.d_image = d_image or None
     if kind != "none":
         problem.e = operands["e"].data_ptr()
     for index, (name, _tensor) in enumerate(leaf_roles(fused)):

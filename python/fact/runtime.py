@@ -16,6 +16,12 @@ state_dict keys and parameters stay exactly the module's.
 Ablation: `install(..., patterns="rule:attention")` or $FACT_PATTERNS binds
 only the patterns select_patterns() names; the rest run in PyTorch.
 
+Operand hand-offs (manifest "handoffs", docs/CONTRACTS.md §7.1): a pair of
+installed GEMM patterns whose libraries share an image format becomes one
+call (_HandoffEntry): the producer writes the consumer's pre-split A operand
+instead of its fp32 output. `install(..., handoffs=False)` or
+$FACT_HANDOFFS=0 keeps every pattern on its own.
+
 Fallbacks (each one warns once, naming the pattern and the reason):
 - at install: the library fails to load, its can_implement rejects the
   binding, the pattern's nodes are not in the re-traced graph -> the original
@@ -205,18 +211,25 @@ class _PatternEntry(_EntryBase):
         if plan is not None:
             return plan
         device = operands[self.a_slot].device
-        if device.type != getattr(self.kernel, "device_type", "cuda"):
-            plan = f"operands are on {device.type}, the kernel runs on {self.kernel.device_type}"
-        elif any(operands[i].device != device for i in self.id_slots.values()):
-            plan = "kernel operands are on different devices"
-        else:
-            meta = [torch.empty_strided(tuple(t.shape), tuple(t.stride()), dtype=t.dtype, device="meta")
-                    for t in operands]
-            with torch.no_grad():
-                out = self.run_original(meta)
-            plan = self._fit(meta, out)
+        plan = self.device_mismatch(operands, device)
+        if plan is None:
+            plan = self.plan_for_meta([_meta_like(t) for t in operands])
         self._plans[key] = plan
         return plan
+
+    def device_mismatch(self, operands, device, skip=()) -> str | None:
+        """Why the kernel operands (but slots in `skip`) cannot run on `device`; None when they can."""
+        if device.type != getattr(self.kernel, "device_type", "cuda"):
+            return f"operands are on {device.type}, the kernel runs on {self.kernel.device_type}"
+        if any(operands[i].device != device for i in self.id_slots.values() if i not in skip):
+            return "kernel operands are on different devices"
+        return None
+
+    def plan_for_meta(self, meta):
+        """The _Plan (or the reason for none) of operands given as meta tensors."""
+        with torch.no_grad():
+            out = self.run_original(meta)
+        return self._fit(meta, out)
 
     def _fit(self, meta, out):
         """Which operands must be made contiguous (and whether the output must
@@ -262,6 +275,143 @@ class _PatternEntry(_EntryBase):
         problem = _kernel.problem_from_binding(self.gemm, tensors, out, check=False, skeleton=plan.skeleton,
                                                fused=self.fused)
         return self.launch(problem, device, operands, out, plan)
+
+
+def _meta_like(tensor):
+    return torch.empty_strided(tuple(tensor.shape), tuple(tensor.stride()), dtype=tensor.dtype, device="meta")
+
+
+class _HandoffPlan:
+    """Per input signature of a hand-off pair: both patterns' _Plans and the image size."""
+
+    __slots__ = ("producer", "consumer", "image_bytes", "workspace_bytes")
+
+    def __init__(self, producer, consumer, image_bytes):
+        self.producer, self.consumer, self.image_bytes = producer, consumer, image_bytes
+        self.workspace_bytes = None
+
+
+class _HandoffEntry:
+    """Two installed GEMM patterns run as one unit (docs/CONTRACTS.md §7.1): the
+    producer's kernel writes its output as the consumer's pre-split A image
+    (FactGemmProblem.d_image), the consumer reads it (a_image), and the fp32
+    tensor between them is never materialised. Operands: the producer's, then
+    the consumer's without its A. Whatever the pair cannot do (a shape the
+    plans reject, can_implement, a failed launch) warns once and runs the two
+    patterns unfused, each with its own fallbacks."""
+
+    def __init__(self, producer: _PatternEntry, consumer: _PatternEntry, n_producer: int, handoff: dict):
+        self.producer, self.consumer = producer, consumer
+        self.n_producer = n_producer
+        self.a_index = consumer.a_slot
+        self.handoff = handoff
+        self.pid = f"{producer.pid}->{consumer.pid}"
+        self.root = producer.root
+        self._plans: dict = {}
+        self._warned: set = set()
+
+    def warn(self, reason: str) -> None:
+        if reason not in self._warned:
+            self._warned.add(reason)
+            warnings.warn(f"fact: hand-off {self.pid} runs unfused: {reason}", RuntimeWarning, stacklevel=4)
+
+    def _split(self, operands):
+        p_ops = list(operands[:self.n_producer])
+        q_ops = list(operands[self.n_producer:])
+        q_ops.insert(self.a_index, None)
+        return p_ops, q_ops
+
+    def run_original(self, operands):
+        p_ops, q_ops = self._split(operands)
+        q_ops[self.a_index] = self.producer.run_original(p_ops)
+        return self.consumer.run_original(q_ops)
+
+    def _unfused(self, operands):
+        p_ops, q_ops = self._split(operands)
+        q_ops[self.a_index] = self.producer.execute(p_ops)
+        return self.consumer.execute(q_ops)
+
+    def _plan(self, operands):
+        key = tuple((tuple(t.shape), tuple(t.stride()), t.dtype, t.device) for t in operands)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._new_plan(operands)
+            self._plans[key] = plan
+        return plan
+
+    def _new_plan(self, operands):
+        p_ops, q_ops = self._split(operands)
+        plan_p = self.producer._plan(p_ops)
+        if isinstance(plan_p, str):
+            return f"producer {self.producer.pid}: {plan_p}"
+        device = p_ops[self.producer.a_slot].device
+        why = self.consumer.device_mismatch(q_ops, device, skip=(self.a_index,))
+        if why:
+            return f"consumer {self.consumer.pid}: {why}"
+        produced = torch.empty_strided(plan_p.shape, plan_p.strides or _dense_strides(plan_p.shape),
+                                       dtype=plan_p.dtype, device="meta")
+        meta = [produced if i == self.a_index else _meta_like(t) for i, t in enumerate(q_ops)]
+        plan_q = self.consumer.plan_for_meta(meta)
+        if isinstance(plan_q, str):
+            return f"consumer {self.consumer.pid}: {plan_q}"
+        a_ident = self.consumer.gemm["a"]["tensor"]
+        if a_ident in plan_q.contiguous:
+            return f"the consumer would copy its A ({a_ident}) first"
+        image = self.consumer.kernel.image_bytes(plan_q.skeleton, 0)
+        if image <= 0 or image != self.producer.kernel.image_bytes(plan_p.skeleton, 1):
+            return (f"image sizes differ: the consumer reads {image} bytes, the producer writes "
+                    f"{self.producer.kernel.image_bytes(plan_p.skeleton, 1)}")
+        return _HandoffPlan(plan_p, plan_q, image)
+
+    def execute(self, operands):
+        plan = self._plan(operands)
+        if isinstance(plan, str):
+            self.warn(plan)
+            return self._unfused(operands)
+        p_ops, q_ops = self._split(operands)
+        device = p_ops[self.producer.a_slot].device
+        producer, consumer = self.producer, self.consumer
+
+        def bound(entry, ops, entry_plan):
+            return {ident: (ops[i].contiguous() if ident in entry_plan.contiguous else ops[i])
+                    for ident, i in entry.id_slots.items() if ops[i] is not None}
+
+        image = torch.empty(plan.image_bytes, dtype=torch.uint8, device=device)
+        pq = plan.consumer
+        out = (torch.empty(pq.shape, dtype=pq.dtype, device=device) if pq.strides is None
+               else torch.empty_strided(pq.shape, pq.strides, dtype=pq.dtype, device=device))
+        problem_p = _kernel.problem_from_binding(producer.gemm, bound(producer, p_ops, plan.producer), None,
+                                                 check=False, skeleton=plan.producer.skeleton, fused=producer.fused,
+                                                 d_image=image.data_ptr())
+        problem_q = _kernel.problem_from_binding(consumer.gemm, bound(consumer, q_ops, pq), out, check=False,
+                                                 skeleton=pq.skeleton, fused=consumer.fused,
+                                                 a_image=image.data_ptr())
+        for entry, problem in ((producer, problem_p), (consumer, problem_q)):
+            why = entry.kernel.can_implement(problem)
+            if why is not None:
+                self.warn(f"{entry.pid}'s can_implement: {why}")
+                return self._unfused(operands)
+        if plan.workspace_bytes is None:
+            plan.workspace_bytes = max(producer.kernel.workspace_size(problem_p),
+                                       consumer.kernel.workspace_size(problem_q))
+        size = plan.workspace_bytes
+        workspace = torch.empty(size, dtype=torch.uint8, device=device) if size else None
+        stream = _kernel.stream_pointer(device)
+        try:  # one stream: the consumer's launch follows the producer's
+            producer.kernel.run(problem_p, workspace.data_ptr() if size else 0, size, stream)
+            consumer.kernel.run(problem_q, workspace.data_ptr() if size else 0, size, stream)
+        except _kernel.KernelError as exc:
+            self.warn(f"launch failed: {exc}")
+            return self._unfused(operands)
+        return out
+
+
+def _dense_strides(shape) -> tuple:
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= max(int(size), 1)
+    return tuple(reversed(strides))
 
 
 def _original_grads(entry: int, operands, grad):
@@ -552,8 +702,41 @@ def _runtime_ops():
     return runtime_ops
 
 
+HANDOFFS_ENV = "FACT_HANDOFFS"
+
+
+def _install_handoff(gm, handoff: dict, calls: dict) -> str | None:
+    """Replaces the fact_gemm calls of a manifest hand-off's producer and consumer
+    (`calls`: pattern id -> (entry id, call node)) by one _HandoffEntry call.
+    Returns why it did not (None when it did); a pair with a pattern that is not
+    installed (an ablation) is skipped with the reason ""."""
+    if handoff.get("producer") not in calls or handoff.get("consumer") not in calls:
+        return ""
+    (p_id, p_call), (q_id, q_call) = calls[handoff["producer"]], calls[handoff["consumer"]]
+    producer, consumer = _ENTRIES[p_id], _ENTRIES[q_id]
+    q_values = list(q_call.args[0])
+    if list(p_call.users) != [q_call] or [i for i, v in enumerate(q_values) if v is p_call] != [consumer.a_slot]:
+        return "in the installed graph the producer's output is read by more than the consumer's A"
+    formats = {getattr(entry.kernel, "image_format", lambda: "")() for entry in (producer, consumer)}
+    if formats != {handoff.get("format")}:
+        return (f"the libraries' image formats {sorted(formats)} are not the manifest's "
+                f"{handoff.get('format')!r}")
+    p_values = list(p_call.args[0])
+    entry = _HandoffEntry(producer, consumer, len(p_values), handoff)
+    with _lock:
+        entry_id = next(_ids)
+        _ENTRIES[entry_id] = entry
+    del q_values[consumer.a_slot]
+    with gm.graph.inserting_before(q_call):
+        call = gm.graph.call_function(fact_gemm, (p_values + q_values, entry_id))
+    q_call.replace_all_uses_with(call)
+    gm.graph.erase_node(q_call)
+    gm.graph.erase_node(p_call)
+    return None
+
+
 def install(module: torch.nn.Module, manifest, *, strict: bool = False,
-            patterns: str | None = None) -> torch.nn.Module:
+            patterns: str | None = None, handoffs: bool | None = None) -> torch.nn.Module:
     """Replace each manifest pattern of `module` by its kernel; returns `module`.
 
     `manifest` is a path to fact_manifest.json (library paths relative to it)
@@ -561,7 +744,10 @@ def install(module: torch.nn.Module, manifest, *, strict: bool = False,
     instead of warning (for tests and `fact optimize`'s end-to-end check).
     `patterns` (default: $FACT_PATTERNS, else all) binds only the patterns
     select_patterns() names; the others run in PyTorch without a warning:
-    a per-pattern ablation, not a fallback."""
+    a per-pattern ablation, not a fallback. `handoffs` (default: $FACT_HANDOFFS
+    != "0") runs the manifest's operand hand-offs (pairs of GEMM patterns whose
+    kernels pass the intermediate as a pre-split image, _HandoffEntry); off,
+    every pattern runs on its own."""
     data, base_dir = _load_manifest(manifest)
     if data.get("fact_manifest") != 1:
         raise ValueError(f"not a FACT manifest (version {data.get('fact_manifest')!r}, expected 1)")
@@ -572,6 +758,7 @@ def install(module: torch.nn.Module, manifest, *, strict: bool = False,
         patterns = os.environ.get(PATTERNS_ENV)
     installed = []
     replaced: dict = {}
+    gemm_calls: dict = {}  # pattern id -> (entry id, fact_gemm call node)
     for pattern in select_patterns(data.get("patterns", []), gm, patterns):
         pid = pattern.get("id", "?")
         try:
@@ -593,7 +780,20 @@ def install(module: torch.nn.Module, manifest, *, strict: bool = False,
             _ENTRIES[entry_id] = entry
         out_name = out_node.name
         replaced[out_name] = _rewrite(gm, entry, entry_id, ordered, out_node)
+        gemm_calls[pid] = (entry_id, replaced[out_name])
         installed.append(pid)
+    if handoffs is None:
+        handoffs = os.environ.get(HANDOFFS_ENV, "1") != "0"
+    fused_pairs = []
+    for handoff in data.get("handoffs", []) if handoffs else []:
+        why = _install_handoff(gm, handoff, gemm_calls)
+        if why is None:
+            fused_pairs.append(f"{handoff['producer']}->{handoff['consumer']}")
+        elif why:
+            if strict:
+                raise RuntimeError(f"fact: hand-off {handoff.get('producer')}->{handoff.get('consumer')}: {why}")
+            warnings.warn(f"fact: hand-off {handoff.get('producer')}->{handoff.get('consumer')} not used: {why}",
+                          RuntimeWarning, stacklevel=2)
     gm.graph.lint()
     gm.recompile()
     # The rewritten code runs with `self` = the module itself, so every
@@ -609,6 +809,7 @@ def install(module: torch.nn.Module, manifest, *, strict: bool = False,
                 object.__setattr__(module, head, getattr(gm, head))
     object.__setattr__(module, "_fact_graph_module", gm)
     object.__setattr__(module, "_fact_installed", installed)
+    object.__setattr__(module, "_fact_handoffs", fused_pairs)
     object.__setattr__(module, "forward", types.MethodType(type(gm).forward, module))
     return module
 
@@ -618,9 +819,14 @@ def installed_patterns(module) -> list:
     return list(getattr(module, "_fact_installed", []))
 
 
+def installed_handoffs(module) -> list:
+    """The hand-offs install() fused in `module`, as "producer->consumer" (empty if none)."""
+    return list(getattr(module, "_fact_handoffs", []))
+
+
 def uninstall(module) -> None:
     """Restore the module's own forward."""
-    for attr in ("forward", "_fact_graph_module", "_fact_installed"):
+    for attr in ("forward", "_fact_graph_module", "_fact_installed", "_fact_handoffs"):
         if attr in module.__dict__:
             object.__delattr__(module, attr)
 

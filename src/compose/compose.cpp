@@ -15,6 +15,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "handoff.hpp"
 #include "report.hpp"
 
 namespace fact {
@@ -158,18 +159,21 @@ int compose(const ComposeOptions& options) {
     manifest_patterns.push_back(std::move(bound));
   }
 
+  const json handoffs = plan_handoffs(ir, manifest_patterns);
   json manifest = {{"fact_manifest", 1},
                    {"module", ir.value("module", "Model")},
                    {"source", source.string()},
                    {"tolerance", realized.value("tolerance", plan.value("tolerance", json()))},
                    {"arch", plan.value("arch", "")},
-                   {"patterns", manifest_patterns}};
+                   {"patterns", manifest_patterns},
+                   {"handoffs", handoffs["handoffs"]}};
   write_text_file(out / "fact_manifest.json", manifest.dump(2) + "\n");
   write_text_file(out / "ModelNew.py", model_new_source(source.string(), ir.value("module", "Model")));
-  write_text_file(out / "report.md", compose_report(ir, plan, realized));
+  write_text_file(out / "report.md", compose_report(ir, plan, realized, handoffs));
 
-  std::cerr << fmt::format("fact compose: {} of {} patterns bound; wrote {}\n", manifest_patterns.size(),
-                           realized.at("patterns").size(), out.string());
+  std::cerr << fmt::format("fact compose: {} of {} patterns bound, {} operand hand-off(s); wrote {}\n",
+                           manifest_patterns.size(), realized.at("patterns").size(), handoffs["handoffs"].size(),
+                           out.string());
   return 0;
 }
 

@@ -53,7 +53,7 @@ std::string cell(std::string text) {
 
 }  // namespace
 
-std::string compose_report(const json& ir, const json& plan, const json& realized) {
+std::string compose_report(const json& ir, const json& plan, const json& realized, const json& handoffs) {
   std::map<std::string, json> plan_patterns;
   for (const json& pattern : plan.value("patterns", json::array()))
     plan_patterns[pattern.value("id", "")] = pattern;
@@ -76,6 +76,22 @@ std::string compose_report(const json& ir, const json& plan, const json& realize
                       realized_ok ? outcome.value("math", "") : "–", number_or_dash(outcome, "max_abs_err", "{:.2e}"),
                       number_or_dash(outcome, "fail_frac", "{:.2e}"), number_or_dash(outcome, "median_ms", "{:.3f}"),
                       number_or_dash(outcome, "baseline_median_ms", "{:.3f}"), speedup(outcome));
+  }
+
+  const json fused_pairs = handoffs.value("handoffs", json::array());
+  const json unfused_pairs = handoffs.value("not_handed_off", json::array());
+  if (!fused_pairs.empty() || !unfused_pairs.empty()) {
+    md += "\n## Operand hand-offs\n\n";
+    for (const json& h : fused_pairs)
+      md += fmt::format("- {} → {}: {}'s kernel writes `{}` as {}'s pre-split A operand (image format `{}`) "
+                        "instead of in fp32, and {} skips its A pre-pass. The pair runs as one unit; the "
+                        "per-pattern times above are the separate kernels'.\n",
+                        h.value("producer", ""), h.value("consumer", ""), h.value("producer", ""),
+                        h.value("tensor", ""), h.value("consumer", ""), h.value("format", ""),
+                        h.value("consumer", ""));
+    for (const json& h : unfused_pairs)
+      md += fmt::format("- {} → {} (`{}`) not handed off: {}\n", h.value("producer", ""), h.value("consumer", ""),
+                        h.value("tensor", ""), cell(h.value("reason", "")));
   }
 
   md += "\n## Candidates\n\n";

@@ -127,9 +127,14 @@ constexpr size_t kSm90SmemLimit = 227 * 1024;
 // Config::SmemBytes does (split_gemm_sm90.cuh for v2, split_gemm_ws_sm90.cuh for v3,
 // split_gemm_pre_sm90.cuh for v3 pre). The templates' static_asserts catch a drift at
 // compile time; tests/unit/realize/test_variant.cpp pins the values they compiled with.
-size_t split_smem_bytes(const GemmVariant& v, const SplitKernel& kernel) {
+// Config::Parts of an sm90split variant (16-bit parts per operand element).
+size_t split_parts(const GemmVariant& v) {
   const int terms = std::stoi(cpp::math_tag(KernelArch::Sm90Split, v.math));
-  const size_t parts = terms == 1 ? 1 : terms == 3 ? 2 : 3;  // Config::Parts
+  return terms == 1 ? 1 : terms == 3 ? 2 : 3;
+}
+
+size_t split_smem_bytes(const GemmVariant& v, const SplitKernel& kernel) {
+  const size_t parts = split_parts(v);
   const size_t stages = static_cast<size_t>(v.stages);
   const size_t stage_floats = static_cast<size_t>(v.tile_m + v.tile_n) * v.tile_k;
   const size_t part_stage = parts * stage_floats * 2, fp32_stage = stage_floats * 4;
@@ -139,9 +144,13 @@ size_t split_smem_bytes(const GemmVariant& v, const SplitKernel& kernel) {
       const size_t max_slots = v.math == MathMode::F16x3 ? 2 * static_cast<size_t>(v.tile_m / 16) * 4 : 0;
       return stages * fp32_stage + 2 * part_stage + max_slots + 1024;
     }
-    case Schedule::Pre:
-      // Part ring, int4 exponents of A and B per stage, full + empty mbarriers, slack.
-      return stages * part_stage + 2 * stages * 16 + 2 * stages * 8 + 1024;
+    case Schedule::Pre: {
+      // Part ring, int4 exponents of A and B per stage, full + empty mbarriers, the
+      // operand-image epilogue's block maxima (2 x image blocks per tile x 8 consumer
+      // warps), slack.
+      const size_t image_slots = 2 * static_cast<size_t>(v.tile_n / v.tile_k) * 8;
+      return stages * part_stage + 2 * stages * 16 + 2 * stages * 8 + image_slots * 4 + 1024;
+    }
     default: {
       // Part ring, fp32 ring (3 deep where that fits, else 2), the A and B tile maxima of
       // each producer warp, exponents, full + empty mbarriers, slack.
@@ -218,6 +227,13 @@ const SplitKernel* split_kernel(const GemmVariant& v) {
   for (const SplitKernel& k : kSplitKernels)
     if (k.schedule == v.schedule) return &k;
   return nullptr;
+}
+
+std::string operand_image_format(const GemmVariant& v) {
+  const SplitKernel* kernel = split_kernel(v);
+  if (kernel == nullptr || kernel->schedule != Schedule::Pre) return "";
+  return fmt::format("fact-split-image-v1:{}:p{}:r{}:k{}:sw64", v.math == MathMode::F16x3 ? "f16s" : "bf16",
+                     split_parts(v), v.tile_m, v.tile_k);
 }
 
 std::string GemmVariant::name() const {

@@ -36,64 +36,13 @@
 #include <string>
 #include <vector>
 
+#include "check_util.cuh"
 #include "fact/kernel_abi.h"
 
 namespace {
 
-#define CUDA_CHECK(x)                                                                        \
-  do {                                                                                       \
-    cudaError_t e_ = (x);                                                                    \
-    if (e_ != cudaSuccess)                                                                   \
-      throw std::runtime_error(std::string(#x) + ": " + cudaGetErrorString(e_) + " at line " + \
-                               std::to_string(__LINE__));                                    \
-  } while (0)
-#define CUBLAS_CHECK(x)                                                                     \
-  do {                                                                                      \
-    cublasStatus_t s_ = (x);                                                                \
-    if (s_ != CUBLAS_STATUS_SUCCESS)                                                        \
-      throw std::runtime_error(std::string(#x) + ": cublas status " + std::to_string(s_) + \
-                               " at line " + std::to_string(__LINE__));                     \
-  } while (0)
+using namespace fact_check;
 
-struct Lib {
-  const char* (*name)();
-  int (*abi)();
-  int (*can)(const FactGemmProblem*);
-  size_t (*ws)(const FactGemmProblem*);
-  int (*run)(const FactGemmProblem*, void*, size_t, void*);
-  const char* (*err)();
-};
-
-template <class F>
-void bind(void* h, const char* sym, F& f) {
-  f = reinterpret_cast<F>(dlsym(h, sym));
-  if (!f) throw std::runtime_error(std::string("missing symbol ") + sym);
-}
-
-__device__ __forceinline__ uint64_t mix(uint64_t x) {
-  x ^= x >> 33; x *= 0xff51afd7ed558ccdULL;
-  x ^= x >> 33; x *= 0xc4ceb9fe1a85ec53ULL;
-  x ^= x >> 33;
-  return x;
-}
-__device__ __forceinline__ double unit(uint64_t h) { return ((h >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
-
-// normal != 0: N(0,1) by Box-Muller, else U[0,1).
-__global__ void fill(float* p, size_t n, uint64_t seed, int normal) {
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
-    uint64_t h = mix(seed * 0x9e3779b97f4a7c15ULL + i);
-    if (normal) {
-      double u1 = unit(h), u2 = unit(mix(h + 0x1234567ULL));
-      p[i] = static_cast<float>(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
-    } else {
-      p[i] = static_cast<float>(unit(h) * (1.0 - 1e-7));  // strictly < 1 after rounding
-    }
-  }
-}
-__global__ void fill_nan(float* p, size_t n) {
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
-    p[i] = __int_as_float(0x7fc00000);
-}
 // Counts non-finite elements of the logical m x n (ld, batch stride) output.
 __global__ void count_bad(const float* d, int64_t batch, int64_t m, int64_t n, int64_t ld, int64_t bs,
                           unsigned long long* bad) {
@@ -156,27 +105,8 @@ Score score(const std::vector<double>& ref, const std::vector<float>& got) {
   return s;
 }
 
-double median(std::vector<float> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : (v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]));
-}
-double mean(const std::vector<float>& v) {
-  double s = 0;
-  for (float x : v) s += x;
-  return v.empty() ? 0 : s / v.size();
-}
-
 int run_all(const Opts& o) {
-  void* h = dlopen(o.lib.c_str(), RTLD_NOW | RTLD_LOCAL);
-  if (!h) throw std::runtime_error(std::string("dlopen: ") + dlerror());
-  Lib L;
-  bind(h, "fact_variant_name", L.name);
-  bind(h, "fact_abi_version", L.abi);
-  bind(h, "fact_gemm_can_implement", L.can);
-  bind(h, "fact_gemm_workspace_size", L.ws);
-  bind(h, "fact_gemm_run", L.run);
-  bind(h, "fact_last_error", L.err);
-  if (L.abi() != FACT_KERNEL_ABI_VERSION) throw std::runtime_error("ABI version mismatch");
+  const Lib L = open_library(o.lib);
   cudaDeviceProp prop;
   CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
   std::printf("variant %s on %s (%d SMs)\n", L.name(), prop.name, prop.multiProcessorCount);
@@ -337,24 +267,7 @@ int run_all(const Opts& o) {
     }
 
     if (o.time) {
-      cudaEvent_t e0, e1;
-      CUDA_CHECK(cudaEventCreate(&e0));
-      CUDA_CHECK(cudaEventCreate(&e1));
-      auto time_it = [&](auto&& fn) {
-        for (int i = 0; i < 3; ++i) fn();
-        std::vector<float> ms;
-        for (int r = 0; r < o.reps; ++r) {
-          CUDA_CHECK(cudaMemsetAsync(flush, r & 0xff, flush_bytes, stream));
-          CUDA_CHECK(cudaEventRecord(e0, stream));
-          fn();
-          CUDA_CHECK(cudaEventRecord(e1, stream));
-          CUDA_CHECK(cudaEventSynchronize(e1));
-          float t;
-          CUDA_CHECK(cudaEventElapsedTime(&t, e0, e1));
-          ms.push_back(t);
-        }
-        return std::make_pair(median(ms), mean(ms));
-      };
+      auto time_it = [&](auto&& fn) { return time_cold_l2(fn, o.reps, stream, flush, flush_bytes); };
       auto tk = time_it([&] {
         if (L.run(&pr, ws, ws_bytes, stream) != 0) throw std::runtime_error(std::string("fact_gemm_run: ") + L.err());
       });
@@ -366,8 +279,6 @@ int run_all(const Opts& o) {
                   (long long)batch, (long long)m, (long long)n, (long long)k, tk.first, tk.second,
                   flop / tk.first * 1e-9, ts.first, ts.second, tt.first, tt.second, ts.first / tk.first,
                   tt.first / tk.first);
-      CUDA_CHECK(cudaEventDestroy(e0));
-      CUDA_CHECK(cudaEventDestroy(e1));
     }
     CUDA_CHECK(cudaFree(A)); CUDA_CHECK(cudaFree(B)); CUDA_CHECK(cudaFree(D)); CUDA_CHECK(cudaFree(S));
     if (E) CUDA_CHECK(cudaFree(E));
@@ -384,36 +295,18 @@ int run_all(const Opts& o) {
 
 int main(int argc, char** argv) {
   Opts o;
-  try {
-    for (int i = 1; i < argc; ++i) {
-      std::string a = argv[i];
-      auto next = [&]() -> std::string {
-        if (i + 1 >= argc) throw std::runtime_error("missing value after " + a);
-        return argv[++i];
-      };
-      if (a == "--lib") o.lib = next();
-      else if (a == "--a") o.a_row = next() == "row";
-      else if (a == "--b") o.b_row = next() == "row";
-      else if (a == "--ep") {
-        std::string e = next();
-        o.ep = e == "none" ? EP_NONE : e == "bias" ? EP_BIAS : e == "c" ? EP_C : -1;
-        if (o.ep < 0) throw std::runtime_error("--ep must be none, bias or c");
-      } else if (a == "--terms") o.terms = std::stoi(next());
-      else if (a == "--reps") o.reps = std::max(50, std::stoi(next()));
-      else if (a == "--time") o.time = true;
-      else if (a == "--require-bar") o.require_bar = true;
-      else if (a == "--tolerance") o.tolerance = std::stod(next());
-      else if (a == "--shape") {
-        std::array<int64_t, 4> s{};
-        if (std::sscanf(next().c_str(), "%ld,%ld,%ld,%ld", &s[0], &s[1], &s[2], &s[3]) != 4)
-          throw std::runtime_error("--shape wants B,M,N,K");
-        o.shapes.push_back(s);
-      } else throw std::runtime_error("unknown argument " + a);
-    }
-    if (o.lib.empty() || o.shapes.empty()) throw std::runtime_error("need --lib and at least one --shape");
-    return run_all(o);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "split_gemm_check: %s\n", e.what());
-    return 2;
-  }
+  CLI::App app{"split_gemm_check: correctness and timing of a FACT fp32 GEMM kernel library"};
+  add_common_options(app, o.lib, o.shapes, o.time, o.reps, "B,M,N,K");
+  std::string a = "row", b = "row", ep = "none";
+  app.add_option("--a", a, "A layout")->check(CLI::IsMember({"row", "col"}));
+  app.add_option("--b", b, "B layout")->check(CLI::IsMember({"row", "col"}));
+  app.add_option("--ep", ep, "epilogue")->check(CLI::IsMember({"none", "bias", "c"}));
+  app.add_option("--terms", o.terms, "split terms of the math mode (1, 3, 6)")->check(CLI::IsMember({1, 3, 6}));
+  app.add_flag("--require-bar", o.require_bar, "fail when the accuracy bar at --tolerance is missed");
+  app.add_option("--tolerance", o.tolerance, "1e-4 or 1e-2 class");
+  if (int rc = parse_or_exit(app, argc, argv)) return rc < 0 ? 0 : rc;
+  o.a_row = a == "row";
+  o.b_row = b == "row";
+  o.ep = ep == "none" ? EP_NONE : ep == "bias" ? EP_BIAS : EP_C;
+  return run_reporting("split_gemm_check", [&] { return run_all(o); });
 }

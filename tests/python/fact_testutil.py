@@ -26,18 +26,33 @@ class FakeGemm:
     pointers, sizes, leading dimensions and batch strides with numpy, so a
     wrong binding -> problem translation gives a wrong answer.
 
-    layout_a / layout_b are compiled into real variants; here they are given."""
+    layout_a / layout_b are compiled into real variants; here they are given.
+    `image_format` (non-empty): the operand hand-off of kernel_abi.h with a
+    stand-in image, the dense row-major fp32 matrix (A: m x k, D: m x n)."""
 
     device_type = "cpu"
 
-    def __init__(self, layout_a="row", layout_b="col", epilogue="none", name="fake_gemm", reject=None):
+    def __init__(self, layout_a="row", layout_b="col", epilogue="none", name="fake_gemm", reject=None,
+                 image_format=""):
         self.layout_a, self.layout_b, self.epilogue = layout_a, layout_b, epilogue
         self.name = name
         self.reject = reject  # callable(problem) -> reason | None
+        self.format = image_format
         self.runs = 0
+        self.image_writes = self.image_reads = 0
 
     def can_implement(self, problem):
+        if (problem.a_image or problem.d_image) and not self.format:
+            return "this variant neither reads nor writes operand images"
         return self.reject(problem) if self.reject else None
+
+    def image_format(self):
+        return self.format
+
+    def image_bytes(self, problem, role):
+        if not self.format:
+            return 0
+        return 4 * problem.batch * problem.m * (problem.k if role == 0 else problem.n)
 
     def workspace_size(self, problem):
         return 0
@@ -59,9 +74,17 @@ class FakeGemm:
         batch, m, n, k = p.batch, p.m, p.n, p.k
         a_dims = [(m, p.ld_a), (k, 1)] if self.layout_a == "row" else [(m, 1), (k, p.ld_a)]
         b_dims = [(k, p.ld_b), (n, 1)] if self.layout_b == "row" else [(k, 1), (n, p.ld_b)]
-        a = self._view(p.a, [(batch, p.batch_stride_a)] + a_dims)
+        if p.a_image:
+            a = self._view(p.a_image, [(batch, m * k), (m, k), (k, 1)])
+            self.image_reads += 1
+        else:
+            a = self._view(p.a, [(batch, p.batch_stride_a)] + a_dims)
         b = self._view(p.b, [(batch, p.batch_stride_b)] + b_dims)
-        d = self._view(p.d, [(batch, p.batch_stride_d), (m, p.ld_d), (n, 1)])
+        if p.d_image:
+            d = self._view(p.d_image, [(batch, m * n), (m, n), (n, 1)])
+            self.image_writes += 1
+        else:
+            d = self._view(p.d, [(batch, p.batch_stride_d), (m, p.ld_d), (n, 1)])
         result = p.alpha * np.matmul(a.astype(np.float64), b.astype(np.float64))
         if self.epilogue == "bias":
             result = result + p.beta * self._view(p.e, [(n, 1)])

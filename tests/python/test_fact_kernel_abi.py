@@ -48,12 +48,12 @@ def check_mirror(struct: str, mirror) -> None:
 
 def test_problem_struct_mirrors_the_header():
     fields = header_fields()
-    assert len(fields) == 20  # ABI 2: the 18 GEMM fields + num_leaves + leaves[]
+    assert len(fields) == 22  # ABI 3: the 18 GEMM fields + num_leaves + leaves[] + d_image + a_image
     check_mirror("FactGemmProblem", kernel.FactGemmProblem)
     check_mirror("FactEpilogueLeaf", kernel.FactEpilogueLeaf)
     header = HEADER.read_text()
     assert f"#define FACT_KERNEL_ABI_VERSION {kernel.ABI_VERSION}" in header
-    assert kernel.ABI_VERSION == 2
+    assert kernel.ABI_VERSION == 3
     assert f"#define FACT_GEMM_MAX_LEAVES {kernel.MAX_LEAVES}" in header
     for kind, value in kernel.EPILOGUE_KINDS.items():
         assert re.search(rf"FACT_EPILOGUE_{kind.upper()} = {value}\b", header)

@@ -164,7 +164,7 @@ TEST(ComposeReport, AttentionAndLayerNormProblemsAreDescribed) {
       {"tolerance", 1e-4},
       {"patterns", {{{"id", "a"}, {"status", "realized"}, {"candidates", nlohmann::json::array()}},
                     {{"id", "l"}, {"status", "realized"}, {"candidates", nlohmann::json::array()}}}}};
-  const std::string md = compose_report(nlohmann::json::object(), plan, realized);
+  const std::string md = compose_report(nlohmann::json::object(), plan, realized, nlohmann::json::object());
   EXPECT_NE(md.find("batch 128, 8 heads, 512×512 tokens, head dim 96, causal"), std::string::npos) << md;
   EXPECT_NE(md.find("65536 rows × 768 (residual add fused)"), std::string::npos) << md;
 }

@@ -92,6 +92,23 @@ void compile_gemm_variants_and_check_abi(const std::vector<std::string>& names, 
     p.batch = 1, p.m = 0, p.n = 64, p.k = 64;
     EXPECT_NE(can(&p), 0) << r.name;
     EXPECT_NE(std::string(last_error()).find(zero_extent_reason), std::string::npos) << r.name << ": " << last_error();
+    // The operand-image format the library names is the one compose predicts from the
+    // variant name (operand_image_format); a library without one rejects image problems.
+    auto image_format = lib.fn<const char*()>("fact_gemm_image_format");
+    auto image_bytes = lib.fn<size_t(const FactGemmProblem*, int)>("fact_gemm_image_bytes");
+    ASSERT_TRUE(image_format && image_bytes) << r.name << " lacks the ABI 3 image symbols";
+    const std::string format = operand_image_format(*parse_variant_name(r.name));
+    EXPECT_EQ(std::string(image_format()), format) << r.name;
+    p.m = 256;
+    EXPECT_EQ(image_bytes(&p, 0) > 0, !format.empty()) << r.name;
+    if (format.empty()) {
+      p.a = reinterpret_cast<const void*>(1 << 20), p.b = reinterpret_cast<const void*>(2 << 20);
+      p.d = reinterpret_cast<void*>(3 << 20), p.e = reinterpret_cast<const void*>(4 << 20);
+      p.ld_a = p.ld_b = p.ld_d = p.ld_e = 64;
+      p.a_image = reinterpret_cast<const void*>(5 << 20);
+      EXPECT_NE(can(&p), 0) << r.name;
+      EXPECT_NE(std::string(last_error()).find("operand images"), std::string::npos) << r.name << ": " << last_error();
+    }
   }
 }
 

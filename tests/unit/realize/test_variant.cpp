@@ -253,6 +253,22 @@ TEST(Variant, SplitV3KernelsOfferedBesideV2) {
   EXPECT_EQ(split_v3_names(enumerate_gemm_variants(large_k, 1e-4, "sm90a", VariantSet::All)).size(), 6u);
 }
 
+// Only the pre kernels hand operand images over; the format names part type and count,
+// the row tile and the k-tile, so dp / persistent launches and epilogues share it.
+TEST(Variant, OperandImageFormat) {
+  const auto format = [](const char* name) { return operand_image_format(*parse_variant_name(name)); };
+  EXPECT_EQ(format("gemm_sm90split_f16x3_f32_128x128x32_c1x1_pre_dp_s6_tt_none"),
+            "fact-split-image-v1:f16s:p2:r128:k32:sw64");
+  EXPECT_EQ(format("gemm_sm90split_f16x3_f32_128x128x32_c1x1_pre_persistent_s6_tt_bias_evtb45b31c6"),
+            "fact-split-image-v1:f16s:p2:r128:k32:sw64");
+  EXPECT_EQ(format("gemm_sm90split_bf16x6_f32_128x128x32_c1x1_pre_dp_s4_tt_none"),
+            "fact-split-image-v1:bf16:p3:r128:k32:sw64");
+  EXPECT_EQ(format("gemm_sm90split_bf16_f32_128x128x32_c1x1_pre_dp_s8_tt_none"),
+            "fact-split-image-v1:bf16:p1:r128:k32:sw64");
+  EXPECT_EQ(format("gemm_sm90split_f16x3_f32_128x128x32_c1x1_coop_dp_s4_tt_none"), "");
+  EXPECT_EQ(format("gemm_sm90_f16x3_f32_128x128x64_c1x1_coop_persistent_sauto_tt_bias"), "");
+}
+
 // Schedule -> split kernel: header, namespace, and which kernels are v3 (part ring).
 TEST(Variant, SplitKernelBySchedule) {
   GemmVariant v = *parse_variant_name("gemm_sm90split_f16x3_f32_128x128x32_c1x1_pre_dp_s6_tt_none");
