@@ -65,6 +65,21 @@ const json* candidate(const json& pattern, const std::string& substring) {
   return nullptr;
 }
 
+// Candidates within 1% of the fastest tie (timing noise): the most accurate of them wins;
+// outside the tie the fastest wins whatever its error.
+TEST(Realize, TimingTiesGoToTheMoreAccurateCandidate) {
+  const std::string f16x3 = "gemm_sm90_f16x3_f32_128x128x64_c1x1_coop_persistent";
+  const std::string bf16x6 = "gemm_sm90_bf16x6_f32_128x128x64_c1x1_coop_persistent";
+  for (const auto& [bf16x6_ms, winner] : {std::pair{"1.008", bf16x6}, std::pair{"1.02", f16x3}}) {
+    Fixture f(R"([[")" + f16x3 + R"(", "ok:1.0:1e-3"], [")" + bf16x6 + R"(", "ok:)" + bf16x6_ms +
+                  R"(:1e-5"], ["gemm", "ok:5.0"]])",
+              json::array({gemm_pattern("p0")}));
+    ASSERT_EQ(run_realize(f.options()), 0);
+    const json p0 = f.realized()["patterns"][0];
+    EXPECT_EQ(p0["variant"].get<std::string>().rfind(winner, 0), 0u) << bf16x6_ms << " ms: " << p0["variant"];
+  }
+}
+
 TEST(Realize, ColdRunRecordsEveryOutcomeAndWarmRunReusesOrReverifiesOnlyTheWinner) {
   const std::string fastest = "gemm_sm90_f16x3_f32_128x128x64_c1x1_coop_persistent_sauto_tt_none";
   Fixture f(R"([[")" + fastest + R"(", "ok:0.5"], ["pingpong", "segv"], ["sm80_f32", "wrong"]])",

@@ -2,7 +2,8 @@
 
 Reads --job JOB.json and answers per docs/CONTRACTS.md §5. Behaviour per
 candidate comes from $FAKE_WORKER_RULES (JSON: list of [substring, action]),
-first match wins; action is "ok:<median_ms>", "wrong", "segv" (print begin,
+first match wins; action is "ok:<median_ms>[:<max_abs_err>]" (error default 1e-6),
+"wrong", "segv" (print begin,
 then die by SIGSEGV: a faulting kernel), or "exit" (exit 1 before begin).
 Every started job appends one line to $FAKE_WORKER_LOG when set.
 """
@@ -44,8 +45,9 @@ for cand in job["candidates"]:
         res = {"status": "wrong", "reason": "fail_frac 0.3 > eager 0.0 + 0.001", "max_abs_err": 0.5,
                "fail_frac": 0.3, "median_ms": 0.0}
     else:
-        res = {"status": "ok", "reason": "", "max_abs_err": 1e-6, "fail_frac": 0.0,
-               "median_ms": float(act.split(":")[1])}
+        fields = act.split(":")
+        res = {"status": "ok", "reason": "", "max_abs_err": float(fields[2]) if len(fields) > 2 else 1e-6,
+               "fail_frac": 0.0, "median_ms": float(fields[1])}
     out = {"event": "result", "name": cand["name"], "eager_fail_frac": 0.0, "eager_max_abs_err": 1e-6,
            "kb_pass": res["status"] == "ok", "mean_ms": res["median_ms"], "baseline_median_ms": 2.0}
     out.update(res)
