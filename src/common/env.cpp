@@ -40,12 +40,14 @@ const std::vector<EnvKnob>& env_knobs() {
       {"FACT_LOG", EnvType::Choice, "info", "log level (debug adds per-step detail)", "info|debug"},
       {"FACT_SOURCE_DIR", EnvType::Path, "the build's source tree, else two levels above the fact executable",
        "FACT source tree whose templates/ and python/ realize and capture use", ""},
-      // Read by python/fact/runtime.py (install), not by the C++ stages: listed
-      // here because this is the one table of knobs.
+      // FACT_PATTERNS and FACT_HANDOFFS are read by python/fact/runtime.py (install),
+      // not by the C++ stages: listed here because this is the one table of knobs.
       {"FACT_PATTERNS", EnvType::String, "all",
        "patterns a composed module binds (ablation): all, none, or a comma list of pattern ids, rule:NAME, "
        "module:PATH; the rest run in PyTorch",
        ""},
+      {"FACT_HANDOFFS", EnvType::Choice, "1",
+       "0 runs the manifest's operand hand-offs between GEMM patterns as separate kernels", "0|1"},
   };
   return knobs;
 }
@@ -207,6 +209,7 @@ std::string env_effective(const EnvKnob& k) {
   if (name == "FACT_VARIANTS") return env::variants();
   if (name == "FACT_LOG") return env::debug_logging() ? "debug" : "info";
   if (name == "FACT_PATTERNS") return env_raw(k.name).value_or("all");
+  if (name == "FACT_HANDOFFS") return env_raw(k.name).value_or("1");
   if (name == "FACT_SOURCE_DIR") return source_dir();
   return env_raw(k.name).value_or("");
 }

@@ -28,7 +28,8 @@ TEST(Env, KnobTableCoversContract) {
     EXPECT_GT(std::string(k.default_doc).size(), 0u) << k.name;
   }
   for (const char* n : {"FACT_CACHE_DIR", "FACT_REGISTRY", "CUTLASS_DIR", "FACT_NVCC", "FACT_JOBS", "FACT_PYTHON",
-                        "FACT_ARCH", "FACT_VARIANTS", "FACT_LOG", "FACT_PATTERNS", "FACT_SOURCE_DIR"}) {
+                        "FACT_ARCH", "FACT_VARIANTS", "FACT_LOG", "FACT_PATTERNS", "FACT_HANDOFFS",
+                        "FACT_SOURCE_DIR"}) {
     EXPECT_EQ(names.count(n), 1u) << n;
   }
 }
