@@ -80,6 +80,50 @@ TEST(Realize, TimingTiesGoToTheMoreAccurateCandidate) {
   }
 }
 
+// At 1e-2 a relaxed-only math mode is compiled and verified once (its probe, a split-family
+// kernel) before its other candidates: a mode whose probe fails verification is skipped
+// with the probe named, a mode whose probe passes is compiled in full.
+TEST(Realize, RelaxedModesAreProbedBeforeTheirOtherCandidatesCompile) {
+  for (const bool bf16_fails : {true, false}) {
+    TempDir t;
+    EnvGuard env;
+    fake_realize_toolchain(t.path, env, bf16_fails ? R"([["_bf16_f32_", "wrong"], ["gemm", "ok:1.0"]])"
+                                                   : R"([["gemm", "ok:1.0"]])",
+                           /*jobs=*/2, "");
+    RealizeOptions o = write_fake_plan(t.path, json::array({gemm_pattern("p0")}));
+    o.tolerance = 1e-2;
+    ASSERT_EQ(run_realize(o), 0);
+    std::ifstream in(o.output_path);
+    const json p0 = json::parse(in)["patterns"][0];
+    int probes = 0, skipped = 0, bf16 = 0, f16_run = 0;
+    std::string probe;
+    for (const auto& c : p0["candidates"]) {
+      const std::string name = c["name"], status = c["status"];
+      if (name.find("_f16_f32_") != std::string::npos) f16_run += status == "ok" || status == "winner";
+      if (name.find("_bf16_f32_") == std::string::npos) continue;
+      ++bf16;
+      if (status == "skipped") {
+        ++skipped;
+        EXPECT_NE(c["reason"].get<std::string>().find("math mode bf16 failed this pattern's verification with"),
+                  std::string::npos) << c["reason"];
+      } else if (status == "wrong") {
+        ++probes;
+        probe = name;
+      }
+    }
+    ASSERT_GE(bf16, 3) << p0.dump(1);
+    EXPECT_GE(f16_run, 2) << "another relaxed mode whose probe passed runs in full";
+    if (bf16_fails) {
+      EXPECT_EQ(probes, 1) << p0.dump(1);
+      EXPECT_EQ(probe.rfind("gemm_sm90split_", 0), 0u) << "the probe is the cheap split-family kernel: " << probe;
+      EXPECT_EQ(skipped, bf16 - 1);
+    } else {
+      EXPECT_EQ(probes, 0);
+      EXPECT_EQ(skipped, 0) << p0.dump(1);
+    }
+  }
+}
+
 TEST(Realize, ColdRunRecordsEveryOutcomeAndWarmRunReusesOrReverifiesOnlyTheWinner) {
   const std::string fastest = "gemm_sm90_f16x3_f32_128x128x64_c1x1_coop_persistent_sauto_tt_none";
   Fixture f(R"([[")" + fastest + R"(", "ok:0.5"], ["pingpong", "segv"], ["sm80_f32", "wrong"]])",
