@@ -141,6 +141,8 @@ device() {
       echo "== $name hand-off" | tee -a "$OUT/check.txt"
       timeout 240 "$DEV/handoff_check" --lib "$DEV/$name.so" --b $b --ep $ep $HANDOFF_SHAPES \
         ${HANDOFF_TIME:+--time --reps 50 $HANDOFF_TIME_SHAPES} 2>&1 | tee -a "$OUT/check.txt" || rc=1
+      timeout 120 "$DEV/handoff_check" --lib "$DEV/$name.so" --b $b --ep $ep --batch 3 $HANDOFF_SHAPES 2>&1 \
+        | tee -a "$OUT/check.txt" || rc=1
     fi
     if [[ "$name" == *_rr_none ]]; then
       echo "== $name big" | tee -a "$OUT/check.txt"

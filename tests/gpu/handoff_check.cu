@@ -2,12 +2,12 @@
 // (include/fact/kernel_abi.h, d_image / a_image; templates/split_gemm_pre_sm90.cuh):
 // GEMM P writes its D as the pre-split A image of GEMM Q, Q reads it.
 //
-//   handoff_check --lib P.so [--lib2 Q.so] --b row|col --ep none|bias
+//   handoff_check --lib P.so [--lib2 Q.so] --b row|col --ep none|bias [--batch B]
 //                 [--shape M,N1,K1,N2]... [--time] [--reps N]
 //
 // P: H = epilogue(X . W1) with X M x K1 (row-major), W1 K1 x N1; Q: Y = epilogue(H . W2)
 // with W2 N1 x N2 (both B operands in --b layout, both with the --ep epilogue; Q's
-// library defaults to P's). For every shape and for U[0,1) and N(0,1) inputs:
+// library defaults to P's); with --batch, B entries of each (W1 shared by them). For every shape and for U[0,1) and N(0,1) inputs:
 //  - both libraries name the same non-empty image format, and P's D-image size equals
 //    Q's A-image size;
 //  - unfused: P writes H (poisoned with NaN first), Q reads it -> Y0;
@@ -40,18 +40,20 @@ struct Opts {
   std::string lib, lib2;
   bool b_row = false;
   int ep = FACT_EPILOGUE_NONE, reps = 50;
+  int64_t batch = 1;
   bool time = false;
   std::vector<std::array<int64_t, 4>> shapes;
 };
 
-// A GEMM problem with A row-major (m x k, ld k), B in `b_row` layout, D row-major (ld n).
+// A GEMM problem with A row-major (m x k, ld k), B in `b_row` layout, D row-major (ld n);
+// batch > 1: dense batch entries of A and D, and of B unless `shared_b` (one B for all).
 FactGemmProblem problem(int64_t m, int64_t n, int64_t k, bool b_row, int ep, const float* a, const float* b,
-                        float* d, const float* bias) {
+                        float* d, const float* bias, int64_t batch = 1, bool shared_b = false) {
   FactGemmProblem pr{};
-  pr.batch = 1; pr.m = m; pr.n = n; pr.k = k;
-  pr.a = a; pr.ld_a = k;
-  pr.b = b; pr.ld_b = b_row ? n : k;
-  pr.d = d; pr.ld_d = n;
+  pr.batch = batch; pr.m = m; pr.n = n; pr.k = k;
+  pr.a = a; pr.ld_a = k; pr.batch_stride_a = batch > 1 ? m * k : 0;
+  pr.b = b; pr.ld_b = b_row ? n : k; pr.batch_stride_b = batch > 1 && !shared_b ? k * n : 0;
+  pr.d = d; pr.ld_d = n; pr.batch_stride_d = batch > 1 ? m * n : 0;
   pr.e = ep == FACT_EPILOGUE_BIAS ? bias : nullptr;
   pr.alpha = ep == FACT_EPILOGUE_NONE ? 1.0f : 0.75f;
   pr.beta = ep == FACT_EPILOGUE_NONE ? 0.0f : 0.5f;
@@ -98,20 +100,20 @@ int run_all(const Opts& o) {
 
   uint64_t seed = 20261126;
   for (const auto& sh : o.shapes) {
-    const int64_t m = sh[0], n1 = sh[1], k1 = sh[2], n2 = sh[3];
+    const int64_t m = sh[0], n1 = sh[1], k1 = sh[2], n2 = sh[3], bt = o.batch;
     float *X, *W1, *W2, *B1 = nullptr, *B2 = nullptr, *H, *Y0, *Y1;
-    CUDA_CHECK(cudaMalloc(&X, sizeof(float) * m * k1));
-    CUDA_CHECK(cudaMalloc(&W1, sizeof(float) * k1 * n1));
-    CUDA_CHECK(cudaMalloc(&W2, sizeof(float) * n1 * n2));
-    CUDA_CHECK(cudaMalloc(&H, sizeof(float) * m * n1));
-    CUDA_CHECK(cudaMalloc(&Y0, sizeof(float) * m * n2));
-    CUDA_CHECK(cudaMalloc(&Y1, sizeof(float) * m * n2));
+    CUDA_CHECK(cudaMalloc(&X, sizeof(float) * bt * m * k1));
+    CUDA_CHECK(cudaMalloc(&W1, sizeof(float) * k1 * n1));  // shared by the batch entries
+    CUDA_CHECK(cudaMalloc(&W2, sizeof(float) * bt * n1 * n2));
+    CUDA_CHECK(cudaMalloc(&H, sizeof(float) * bt * m * n1));
+    CUDA_CHECK(cudaMalloc(&Y0, sizeof(float) * bt * m * n2));
+    CUDA_CHECK(cudaMalloc(&Y1, sizeof(float) * bt * m * n2));
     if (o.ep == FACT_EPILOGUE_BIAS) {
       CUDA_CHECK(cudaMalloc(&B1, sizeof(float) * n1));
       CUDA_CHECK(cudaMalloc(&B2, sizeof(float) * n2));
     }
-    const FactGemmProblem p_plain = problem(m, n1, k1, o.b_row, o.ep, X, W1, H, B1);
-    const FactGemmProblem q_plain = problem(m, n2, n1, o.b_row, o.ep, H, W2, Y0, B2);
+    const FactGemmProblem p_plain = problem(m, n1, k1, o.b_row, o.ep, X, W1, H, B1, bt, /*shared_b=*/true);
+    const FactGemmProblem q_plain = problem(m, n2, n1, o.b_row, o.ep, H, W2, Y0, B2, bt);
     const size_t image_bytes = Q.image_bytes(&q_plain, 0);
     if (image_bytes == 0 || image_bytes != P.image_bytes(&p_plain, 1)) {
       std::printf("FAIL %lldx%lldx%lldx%lld: image sizes differ (Q's A %zu, P's D %zu)\n", (long long)m,
@@ -144,21 +146,21 @@ int run_all(const Opts& o) {
 
     for (int normal = 0; normal < 2; ++normal) {
       ++seed;
-      fill<<<grid, 256, 0, stream>>>(X, size_t(m * k1), seed * 5 + 0, normal);
+      fill<<<grid, 256, 0, stream>>>(X, size_t(bt * m * k1), seed * 5 + 0, normal);
       fill<<<grid, 256, 0, stream>>>(W1, size_t(k1 * n1), seed * 5 + 1, normal);
-      fill<<<grid, 256, 0, stream>>>(W2, size_t(n1 * n2), seed * 5 + 2, normal);
+      fill<<<grid, 256, 0, stream>>>(W2, size_t(bt * n1 * n2), seed * 5 + 2, normal);
       if (B1) fill<<<grid, 256, 0, stream>>>(B1, size_t(n1), seed * 5 + 3, normal);
       if (B2) fill<<<grid, 256, 0, stream>>>(B2, size_t(n2), seed * 5 + 4, normal);
-      fill_nan<<<grid, 256, 0, stream>>>(H, size_t(m * n1));
-      fill_nan<<<grid, 256, 0, stream>>>(Y0, size_t(m * n2));
-      fill_nan<<<grid, 256, 0, stream>>>(Y1, size_t(m * n2));
+      fill_nan<<<grid, 256, 0, stream>>>(H, size_t(bt * m * n1));
+      fill_nan<<<grid, 256, 0, stream>>>(Y0, size_t(bt * m * n2));
+      fill_nan<<<grid, 256, 0, stream>>>(Y1, size_t(bt * m * n2));
       CUDA_CHECK(cudaMemsetAsync(image, 0xff, image_bytes, stream));
       CUDA_CHECK(cudaGetLastError());
       run(P, p_plain, ws, ws_bytes, stream);
       run(Q, q_plain, ws, ws_bytes, stream);
       run(P, p_image, ws, ws_bytes, stream);
       run(Q, q_image, ws, ws_bytes, stream);
-      std::vector<float> y0(size_t(m * n2)), y1(size_t(m * n2));
+      std::vector<float> y0(size_t(bt * m * n2)), y1(size_t(bt * m * n2));
       CUDA_CHECK(cudaMemcpyAsync(y0.data(), Y0, sizeof(float) * y0.size(), cudaMemcpyDeviceToHost, stream));
       CUDA_CHECK(cudaMemcpyAsync(y1.data(), Y1, sizeof(float) * y1.size(), cudaMemcpyDeviceToHost, stream));
       CUDA_CHECK(cudaStreamSynchronize(stream));
@@ -171,10 +173,11 @@ int run_all(const Opts& o) {
         if (!std::isfinite(y1[i])) ++nonfinite;
       }
       const bool ok = differ == 0 && nonfinite == 0;
-      std::printf("CHECK m=%lld n1=%lld k1=%lld n2=%lld %-7s elements=%zu bit-differ=%zu nonfinite=%zu%s | %s\n",
-                  (long long)m, (long long)n1, (long long)k1, (long long)n2, normal ? "normal" : "uniform",
+      std::printf("CHECK b=%lld m=%lld n1=%lld k1=%lld n2=%lld %-7s elements=%zu bit-differ=%zu nonfinite=%zu%s | %s\n",
+                  (long long)bt, (long long)m, (long long)n1, (long long)k1, (long long)n2,
+                  normal ? "normal" : "uniform",
                   y0.size(), differ, nonfinite,
-                  differ ? (" first at row " + std::to_string(first / n2) + " col " + std::to_string(first % n2) +
+                  differ ? (" first at stacked row " + std::to_string(first / n2) + " col " + std::to_string(first % n2) +
                             ": " + std::to_string(y0[first]) + " vs " + std::to_string(y1[first]))
                                .c_str()
                          : "",
@@ -223,6 +226,7 @@ int main(int argc, char** argv) {
   app.add_option("--lib2", o.lib2, "the consumer's library (default: --lib)")->check(CLI::ExistingFile);
   app.add_option("--b", b, "B layout of both GEMMs")->check(CLI::IsMember({"row", "col"}));
   app.add_option("--ep", ep, "epilogue of both GEMMs")->check(CLI::IsMember({"none", "bias"}));
+  app.add_option("--batch", o.batch, "batch entries (P shares its B over them, Q does not)")->check(CLI::PositiveNumber);
   if (int rc = parse_or_exit(app, argc, argv)) return rc < 0 ? 0 : rc;
   o.b_row = b == "row";
   o.ep = ep == "bias" ? FACT_EPILOGUE_BIAS : FACT_EPILOGUE_NONE;
