@@ -320,20 +320,40 @@ def problem_from_binding(gemm: Mapping, tensors: Mapping[str, object], out, chec
             raise BindingError(f"operand {role} is on {tensor.device}, the output on {device}")
         check_operand(gemm, role, tensor, fused)
 
-    if skeleton is None:
-        problem = problem_skeleton(gemm, fused)
-    else:
-        problem = FactGemmProblem.from_buffer_copy(skeleton)
-    problem.a = None if a_image else operands["a"].data_ptr()
-    problem.b = operands["b"].data_ptr()
-    problem.d = None if out is None else out.data_ptr()
-    problem.a_image = a_image or None
-    problem.d_image = d_image or None
-    if kind != "none":
-        problem.e = operands["e"].data_ptr()
-    for index, (name, _tensor) in enumerate(leaf_roles(fused)):
-        problem.leaves[index].ptr = operands[name].data_ptr()
-    return problem
+    binder = ProblemBinder(gemm, fused, skeleton)
+    return binder.problem(tensors, out, a_image=a_image, d_image=d_image)
+
+
+class ProblemBinder:
+    """What problem_from_binding computes once per binding: the skeleton (sizes,
+    leading dimensions, batch strides, scalars) and which tensor id fills which
+    pointer. problem() then only copies the skeleton and sets the pointers; the
+    runtime keeps one per input signature (its per-call cost is the host time
+    before a kernel launch). No checks: problem_from_binding makes them."""
+
+    __slots__ = ("skeleton", "a", "b", "e", "leaves")
+
+    def __init__(self, gemm: Mapping, fused: Mapping | None = None, skeleton: FactGemmProblem | None = None):
+        self.skeleton = problem_skeleton(gemm, fused) if skeleton is None else skeleton
+        ids = binding_tensor_ids(gemm, fused)
+        self.a, self.b, self.e = ids["a"], ids["b"], ids.get("e")
+        self.leaves = [tensor for _name, tensor in leaf_roles(fused)]
+
+    def problem(self, tensors: Mapping[str, object], out, *, a_image: int = 0, d_image: int = 0) -> FactGemmProblem:
+        """The problem for `tensors` (tensor id -> torch.Tensor; A may be absent with
+        `a_image`) writing `out` (None with `d_image`); keep the tensors alive while
+        the kernel runs."""
+        problem = FactGemmProblem.from_buffer_copy(self.skeleton)
+        problem.a = None if a_image else tensors[self.a].data_ptr()
+        problem.b = tensors[self.b].data_ptr()
+        problem.d = None if out is None else out.data_ptr()
+        if self.e is not None:
+            problem.e = tensors[self.e].data_ptr()
+        for index, ident in enumerate(self.leaves):
+            problem.leaves[index].ptr = tensors[ident].data_ptr()
+        problem.a_image = a_image or None
+        problem.d_image = d_image or None
+        return problem
 
 
 # dtype key of each role in the gemm binding; leaves and e have D's element type.

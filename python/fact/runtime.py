@@ -102,12 +102,12 @@ def _non_tensor(node: torch.fx.Node) -> bool:
 class _Plan:
     """What execute() needs for one input signature, computed once."""
 
-    __slots__ = ("shape", "strides", "dtype", "contiguous", "skeleton", "workspace_bytes")
+    __slots__ = ("shape", "strides", "dtype", "contiguous", "binder", "workspace_bytes")
 
-    def __init__(self, shape, strides, dtype, contiguous, skeleton):
+    def __init__(self, shape, strides, dtype, contiguous, binder):
         self.shape, self.strides, self.dtype = shape, strides, dtype
         self.contiguous = contiguous  # binding ids to make contiguous first
-        self.skeleton = skeleton      # problem_skeleton(gemm): sizes, ld, batch strides
+        self.binder = binder          # fact.kernel.ProblemBinder: the problem without the pointers
         self.workspace_bytes = None   # from the kernel, on first use
 
 
@@ -255,7 +255,7 @@ class _PatternEntry(_EntryBase):
         except _kernel.BindingError as exc:
             return f"run-time operands do not fit the binding: {exc}"
         return _Plan(tuple(out.shape), None if dense_out else tuple(out.stride()), out.dtype, contiguous,
-                     _kernel.problem_skeleton(gemm, self.fused))
+                     _kernel.ProblemBinder(gemm, self.fused))
 
     def execute(self, operands):
         if self.kernel is None:
@@ -272,8 +272,7 @@ class _PatternEntry(_EntryBase):
         else:
             out = torch.empty_strided(plan.shape, plan.strides, dtype=plan.dtype, device=device)
         # The plan checked dtypes and layouts for this exact input signature.
-        problem = _kernel.problem_from_binding(self.gemm, tensors, out, check=False, skeleton=plan.skeleton,
-                                               fused=self.fused)
+        problem = plan.binder.problem(tensors, out)
         return self.launch(problem, device, operands, out, plan)
 
 
@@ -357,10 +356,10 @@ class _HandoffEntry:
         a_ident = self.consumer.gemm["a"]["tensor"]
         if a_ident in plan_q.contiguous:
             return f"the consumer would copy its A ({a_ident}) first"
-        image = self.consumer.kernel.image_bytes(plan_q.skeleton, 0)
-        if image <= 0 or image != self.producer.kernel.image_bytes(plan_p.skeleton, 1):
-            return (f"image sizes differ: the consumer reads {image} bytes, the producer writes "
-                    f"{self.producer.kernel.image_bytes(plan_p.skeleton, 1)}")
+        image = self.consumer.kernel.image_bytes(plan_q.binder.skeleton, 0)
+        written = self.producer.kernel.image_bytes(plan_p.binder.skeleton, 1)
+        if image <= 0 or image != written:
+            return f"image sizes differ: the consumer reads {image} bytes, the producer writes {written}"
         return _HandoffPlan(plan_p, plan_q, image)
 
     def execute(self, operands):
@@ -380,12 +379,9 @@ class _HandoffEntry:
         pq = plan.consumer
         out = (torch.empty(pq.shape, dtype=pq.dtype, device=device) if pq.strides is None
                else torch.empty_strided(pq.shape, pq.strides, dtype=pq.dtype, device=device))
-        problem_p = _kernel.problem_from_binding(producer.gemm, bound(producer, p_ops, plan.producer), None,
-                                                 check=False, skeleton=plan.producer.skeleton, fused=producer.fused,
+        problem_p = plan.producer.binder.problem(bound(producer, p_ops, plan.producer), None,
                                                  d_image=image.data_ptr())
-        problem_q = _kernel.problem_from_binding(consumer.gemm, bound(consumer, q_ops, pq), out, check=False,
-                                                 skeleton=pq.skeleton, fused=consumer.fused,
-                                                 a_image=image.data_ptr())
+        problem_q = pq.binder.problem(bound(consumer, q_ops, pq), out, a_image=image.data_ptr())
         for entry, problem in ((producer, problem_p), (consumer, problem_q)):
             why = entry.kernel.can_implement(problem)
             if why is not None:
