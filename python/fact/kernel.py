@@ -1,7 +1,7 @@
 """ctypes access to one realized kernel library (include/fact/kernel_abi.h, ABI 3)
 and the ONE function that turns a plan pattern's "gemm" binding
-(docs/CONTRACTS.md §2) plus torch tensors into a FactGemmProblem; the worker
-and the runtime both use `problem_from_binding`.
+(docs/CONTRACTS.md §2) plus torch tensors into a FactGemmProblem: the worker
+uses `problem_from_binding`, the runtime the `ProblemBinder` it delegates to.
 
 Hazard: FactGemmProblem below mirrors the C struct field by field; the CPU
 test tests/python/test_kernel_abi.py parses the header and compares.
@@ -276,52 +276,36 @@ def check_operand(gemm: Mapping, role: str, tensor, fused: Mapping | None = None
                            f"does not match the binding's layout {layout}")
 
 
-def problem_from_binding(gemm: Mapping, tensors: Mapping[str, object], out, check: bool = True,
-                         skeleton: FactGemmProblem | None = None,
-                         fused: Mapping | None = None, *, a_image: int = 0,
-                         d_image: int = 0) -> FactGemmProblem:
+def problem_from_binding(gemm: Mapping, tensors: Mapping[str, object], out,
+                         fused: Mapping | None = None) -> FactGemmProblem:
     """FactGemmProblem for `gemm` (a plan pattern's "gemm" object) reading
-    operands from `tensors` (tensor id -> torch.Tensor) and writing `out`.
+    operands from `tensors` (tensor id -> torch.Tensor) and writing `out`,
+    after checking every operand's dtype, device and layout.
 
     Raises BindingError when a tensor's dtype, device, shape or strides do not
     fit the binding: the caller then makes the operand contiguous or falls
     back. Pointers are taken from the tensors, so keep them alive while the
-    kernel runs. check=False skips the dtype/device/layout checks: only for a
-    caller that already checked tensors of exactly these shapes, strides,
-    dtypes and device (the runtime caches that per input signature);
-    `skeleton` is problem_skeleton(gemm, fused) computed earlier (copied, not
-    modified). `fused`: the pattern's fused_epilogue (its leaves are read
-    from `tensors` too; `out` is then the chain's output).
-    Operand hand-off (kernel_abi.h): `a_image` (a device address) makes the
-    kernel read A from that image, so `tensors` need not hold A; `d_image`
-    makes it write D there, and `out` may then be None."""
+    kernel runs. `fused`: the pattern's fused_epilogue (its leaves are read
+    from `tensors` too; `out` is then the chain's output). A caller that
+    checked once per input signature (the runtime) keeps a ProblemBinder."""
     epilogue = gemm.get("epilogue") or {"kind": "none"}
     kind = epilogue.get("kind", "none")
     if kind not in EPILOGUE_KINDS:
         raise BindingError(f"unknown epilogue kind {kind!r}")
-    if out is None and not d_image:
-        raise BindingError("no output tensor and no D image")
-    ids = binding_tensor_ids(gemm, fused)
-    if a_image:
-        ids.pop("a")
     operands = {}
-    for role, ident in ids.items():
+    for role, ident in binding_tensor_ids(gemm, fused).items():
         if ident not in tensors:
             raise BindingError(f"operand {role} names tensor {ident!r}, which was not provided")
         operands[role] = tensors[ident]
-    if out is not None:
-        operands["d"] = out
-    device = out.device if out is not None else operands["b"].device
-    for role, tensor in operands.items() if check else ():
+    operands["d"] = out
+    for role, tensor in operands.items():
         wanted = gemm.get(_ELEMENT_KEY.get(role, "element_d"))
         if wanted and tensor.dtype != torch_dtype(wanted):
             raise BindingError(f"operand {role} is {tensor.dtype}, the kernel takes {wanted}")
-        if tensor.device != device:
-            raise BindingError(f"operand {role} is on {tensor.device}, the output on {device}")
+        if tensor.device != out.device:
+            raise BindingError(f"operand {role} is on {tensor.device}, the output on {out.device}")
         check_operand(gemm, role, tensor, fused)
-
-    binder = ProblemBinder(gemm, fused, skeleton)
-    return binder.problem(tensors, out, a_image=a_image, d_image=d_image)
+    return ProblemBinder(gemm, fused).problem(tensors, out)
 
 
 class ProblemBinder:
@@ -333,8 +317,8 @@ class ProblemBinder:
 
     __slots__ = ("skeleton", "a", "b", "e", "leaves")
 
-    def __init__(self, gemm: Mapping, fused: Mapping | None = None, skeleton: FactGemmProblem | None = None):
-        self.skeleton = problem_skeleton(gemm, fused) if skeleton is None else skeleton
+    def __init__(self, gemm: Mapping, fused: Mapping | None = None):
+        self.skeleton = problem_skeleton(gemm, fused)
         ids = binding_tensor_ids(gemm, fused)
         self.a, self.b, self.e = ids["a"], ids["b"], ids.get("e")
         self.leaves = [tensor for _name, tensor in leaf_roles(fused)]
@@ -382,7 +366,7 @@ def placeholder_problem(gemm: Mapping, fused: Mapping | None = None) -> FactGemm
 
 def problem_skeleton(gemm: Mapping, fused: Mapping | None = None) -> FactGemmProblem:
     """The binding's sizes, leading dimensions, batch strides and scalars with
-    null pointers (filled in by problem_from_binding / placeholder_problem)."""
+    null pointers (filled in by ProblemBinder / placeholder_problem)."""
     epilogue = gemm.get("epilogue") or {"kind": "none"}
     kind = epilogue.get("kind", "none")
     batch = int(gemm["batch"])

@@ -110,6 +110,26 @@ class _Plan:
         self.binder = binder          # fact.kernel.ProblemBinder: the problem without the pointers
         self.workspace_bytes = None   # from the kernel, on first use
 
+    def bound(self, id_slots, operands) -> dict:
+        """{binding tensor id: tensor} from `operands`, made contiguous where the plan
+        says; slots holding None (a hand-off consumer's A) are left out."""
+        return {ident: (operands[i].contiguous() if ident in self.contiguous else operands[i])
+                for ident, i in id_slots.items() if operands[i] is not None}
+
+    def new_output(self, device):
+        if self.strides is None:
+            return torch.empty(self.shape, dtype=self.dtype, device=device)
+        return torch.empty_strided(self.shape, self.strides, dtype=self.dtype, device=device)
+
+
+def _signature(operands) -> tuple:
+    """The key an entry caches its per-call plan under: every operand's shape, strides, dtype, device."""
+    return tuple((tuple(t.shape), tuple(t.stride()), t.dtype, t.device) for t in operands)
+
+
+def _meta_like(tensor):
+    return torch.empty_strided(tuple(tensor.shape), tuple(tensor.stride()), dtype=tensor.dtype, device="meta")
+
 
 class _EntryBase:
     """What an installed pattern keeps (GEMM: _PatternEntry; layernorm /
@@ -157,6 +177,14 @@ class _EntryBase:
         return out
 
     # -- kernel path --------------------------------------------------------
+    def device_mismatch(self, operands, device, skip=()) -> str | None:
+        """Why the kernel operands (but slots in `skip`) cannot run on `device`; None when they can."""
+        if device.type != getattr(self.kernel, "device_type", "cuda"):
+            return f"operands are on {device.type}, the kernel runs on {self.kernel.device_type}"
+        if any(operands[i].device != device for i in self.id_slots.values() if i not in skip):
+            return "kernel operands are on different devices"
+        return None
+
     def warn(self, reason: str, depth: int = 0) -> None:
         """Warns once per reason; `depth` = frames between the caller's execute and here."""
         if reason not in self._warned:
@@ -206,7 +234,7 @@ class _PatternEntry(_EntryBase):
     # -- kernel path --------------------------------------------------------
     def _plan(self, operands):
         """Per input signature: (out shape, out strides, dtype, contiguous roles) or a reason."""
-        key = tuple((tuple(t.shape), tuple(t.stride()), t.dtype, t.device) for t in operands)
+        key = _signature(operands)
         plan = self._plans.get(key)
         if plan is not None:
             return plan
@@ -216,14 +244,6 @@ class _PatternEntry(_EntryBase):
             plan = self.plan_for_meta([_meta_like(t) for t in operands])
         self._plans[key] = plan
         return plan
-
-    def device_mismatch(self, operands, device, skip=()) -> str | None:
-        """Why the kernel operands (but slots in `skip`) cannot run on `device`; None when they can."""
-        if device.type != getattr(self.kernel, "device_type", "cuda"):
-            return f"operands are on {device.type}, the kernel runs on {self.kernel.device_type}"
-        if any(operands[i].device != device for i in self.id_slots.values() if i not in skip):
-            return "kernel operands are on different devices"
-        return None
 
     def plan_for_meta(self, meta):
         """The _Plan (or the reason for none) of operands given as meta tensors."""
@@ -265,19 +285,12 @@ class _PatternEntry(_EntryBase):
             self.warn(plan)
             return self.run_original(operands)
         device = operands[self.a_slot].device
-        tensors = {ident: (operands[i].contiguous() if ident in plan.contiguous else operands[i])
-                   for ident, i in self.id_slots.items()}
-        if plan.strides is None:
-            out = torch.empty(plan.shape, dtype=plan.dtype, device=device)
-        else:
-            out = torch.empty_strided(plan.shape, plan.strides, dtype=plan.dtype, device=device)
+        out = plan.new_output(device)
+        # Kept until the launch: the problem points into these (contiguous copies included).
+        tensors = plan.bound(self.id_slots, operands)
         # The plan checked dtypes and layouts for this exact input signature.
         problem = plan.binder.problem(tensors, out)
         return self.launch(problem, device, operands, out, plan)
-
-
-def _meta_like(tensor):
-    return torch.empty_strided(tuple(tensor.shape), tuple(tensor.stride()), dtype=tensor.dtype, device="meta")
 
 
 class _HandoffPlan:
@@ -331,7 +344,7 @@ class _HandoffEntry:
         return self.consumer.execute(q_ops)
 
     def _plan(self, operands):
-        key = tuple((tuple(t.shape), tuple(t.stride()), t.dtype, t.device) for t in operands)
+        key = _signature(operands)
         plan = self._plans.get(key)
         if plan is None:
             plan = self._new_plan(operands)
@@ -370,18 +383,13 @@ class _HandoffEntry:
         p_ops, q_ops = self._split(operands)
         device = p_ops[self.producer.a_slot].device
         producer, consumer = self.producer, self.consumer
-
-        def bound(entry, ops, entry_plan):
-            return {ident: (ops[i].contiguous() if ident in entry_plan.contiguous else ops[i])
-                    for ident, i in entry.id_slots.items() if ops[i] is not None}
-
         image = torch.empty(plan.image_bytes, dtype=torch.uint8, device=device)
-        pq = plan.consumer
-        out = (torch.empty(pq.shape, dtype=pq.dtype, device=device) if pq.strides is None
-               else torch.empty_strided(pq.shape, pq.strides, dtype=pq.dtype, device=device))
-        problem_p = plan.producer.binder.problem(bound(producer, p_ops, plan.producer), None,
-                                                 d_image=image.data_ptr())
-        problem_q = pq.binder.problem(bound(consumer, q_ops, pq), out, a_image=image.data_ptr())
+        pp, pq = plan.producer, plan.consumer
+        out = pq.new_output(device)
+        # Kept until the launches: the problems point into these (contiguous copies included).
+        tensors_p, tensors_q = pp.bound(producer.id_slots, p_ops), pq.bound(consumer.id_slots, q_ops)
+        problem_p = pp.binder.problem(tensors_p, None, d_image=image.data_ptr())
+        problem_q = pq.binder.problem(tensors_q, out, a_image=image.data_ptr())
         for entry, problem in ((producer, problem_p), (consumer, problem_q)):
             why = entry.kernel.can_implement(problem)
             if why is not None:

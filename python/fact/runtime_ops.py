@@ -85,19 +85,14 @@ class OpEntry(_rt._EntryBase):
 
     def _signature_plan(self, operands):
         """Per input signature: [(shape, dtype)] of the outputs, or a reason."""
-        key = tuple((tuple(t.shape), tuple(t.stride()), t.dtype, t.device) for t in operands)
+        key = _rt._signature(operands)
         plan = self._plans.get(key)
         if plan is not None:
             return plan
-        tensors = [operands[i] for i in self.id_slots.values()]
-        device = tensors[0].device
-        if device.type != getattr(self.kernel, "device_type", "cuda"):
-            plan = f"operands are on {device.type}, the kernel runs on {self.kernel.device_type}"
-        elif any(t.device != device for t in tensors):
-            plan = "kernel operands are on different devices"
-        else:
-            meta = [torch.empty_strided(tuple(t.shape), tuple(t.stride()), dtype=t.dtype, device="meta")
-                    for t in operands]
+        device = operands[next(iter(self.id_slots.values()))].device
+        plan = self.device_mismatch(operands, device)
+        if plan is None:
+            meta = [_rt._meta_like(t) for t in operands]
             with torch.no_grad():
                 outs = self.run_original(meta)
             plan = [(tuple(o.shape), o.dtype) for o in outs]
