@@ -164,7 +164,13 @@ size_t image_bytes(const FactGemmProblem* problem, int role) {
 // LayerNorm libraries: Operation provides
 //   static int can_implement(const FactLayerNormProblem&, std::string& why);  // 0 = ok
 //   static int run(const FactLayerNormProblem&, cudaStream_t, std::string& why);
-#define FACT_EXPORT_LAYERNORM(Operation, variant_name)                                         \
+// and Images (layernorm_image.cuh ImageWriters, or layernorm.cuh NoImages)
+//   static const char* formats();
+//   static size_t image_bytes(const FactLayerNormProblem&, const char* format);
+//   static int can_implement(const FactLayerNormProblem&, const char* format, std::string& why);
+//   static int run(const FactLayerNormProblem&, const char* format, void* image, cudaStream_t,
+//                  std::string& why);  // checks can_implement itself
+#define FACT_EXPORT_LAYERNORM(Operation, Images, variant_name)                                 \
   FACT_EXPORT_LIBRARY_IDENTITY(variant_name)                                                  \
   extern "C" int fact_layernorm_can_implement(const FactLayerNormProblem* problem) {          \
     return ::fact::kernel_export::can_implement<Operation>(problem);                          \
@@ -173,6 +179,37 @@ size_t image_bytes(const FactGemmProblem* problem, int role) {
     return ::fact::kernel_export::run<Operation>(problem, [&](const FactLayerNormProblem& p) { \
       return Operation::run(p, static_cast<cudaStream_t>(stream),                             \
                             ::fact::kernel_export::last_error());                             \
+    });                                                                                       \
+  }                                                                                           \
+  extern "C" const char* fact_layernorm_image_formats(void) { return Images::formats(); }    \
+  extern "C" size_t fact_layernorm_image_bytes(const FactLayerNormProblem* problem,           \
+                                               const char* format) {                          \
+    size_t bytes = 0;                                                                         \
+    ::fact::kernel_export::guarded([&] {                                                      \
+      bytes = problem ? Images::image_bytes(*problem, format) : 0;                            \
+      return 0;                                                                               \
+    });                                                                                       \
+    return bytes;                                                                             \
+  }                                                                                           \
+  extern "C" int fact_layernorm_image_can_implement(const FactLayerNormProblem* problem,      \
+                                                    const char* format) {                     \
+    return ::fact::kernel_export::guarded([&] {                                               \
+      if (problem == nullptr) {                                                               \
+        ::fact::kernel_export::last_error() = "null problem";                                 \
+        return 1;                                                                             \
+      }                                                                                       \
+      return Images::can_implement(*problem, format, ::fact::kernel_export::last_error());     \
+    });                                                                                       \
+  }                                                                                           \
+  extern "C" int fact_layernorm_run_image(const FactLayerNormProblem* problem, const char* format, \
+                                          void* image, void* stream) {                        \
+    return ::fact::kernel_export::guarded([&] {                                               \
+      if (problem == nullptr) {                                                               \
+        ::fact::kernel_export::last_error() = "null problem";                                 \
+        return 1;                                                                             \
+      }                                                                                       \
+      return Images::run(*problem, format, image, static_cast<cudaStream_t>(stream),           \
+                         ::fact::kernel_export::last_error());                                \
     });                                                                                       \
   }
 

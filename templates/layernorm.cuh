@@ -32,6 +32,26 @@ namespace fact::layernorm {
 
 enum ResidualMode { kNoResidual = 0, kResidual = 1, kResidualWritesSum = 2 };
 
+// Explicitly rounded fp32 arithmetic for the row math. Hazard: with plain operators
+// nvcc may contract a multiply and a following add into one FMA in one kernel and not
+// in another (-fmad=true), and the LayerNorm image writer (layernorm_image.cuh) must
+// produce y bit for bit as layernorm_kernel does. The host side (the CPU tests) has
+// no FMA contraction on its default x86-64 target; fmaf is exact on both.
+FACT_LN_HD float mul_rn(float a, float b) {
+#ifdef __CUDA_ARCH__
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+FACT_LN_HD float add_rn(float a, float b) {
+#ifdef __CUDA_ARCH__
+  return __fadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+
 // Mean and 1/sqrt(var + eps) of one row from this thread's fragment `v`
 // (valid[i] false for slots past the row end). `reduce(partial, slot)` returns
 // the sum of `partial` over every thread of the row; slot 0 and 1 are the two
@@ -40,23 +60,29 @@ template <int N, class Reduce>
 FACT_LN_HD void row_statistics(const float (&v)[N], const bool (&valid)[N], int cols, float eps, Reduce&& reduce,
                                float& mean, float& rstd) {
   float sum = 0.0f;
-  for (int i = 0; i < N; ++i) sum += valid[i] ? v[i] : 0.0f;
+  for (int i = 0; i < N; ++i) sum = add_rn(sum, valid[i] ? v[i] : 0.0f);
   mean = reduce(sum, 0) / static_cast<float>(cols);
   float squares = 0.0f;
   for (int i = 0; i < N; ++i) {
     const float d = valid[i] ? v[i] - mean : 0.0f;
-    squares += d * d;
+    squares = fmaf(d, d, squares);
   }
   const float var = reduce(squares, 1) / static_cast<float>(cols);
   // 1/sqrtf rather than rsqrtf: rsqrtf is up to 2 ulp off and every output carries it.
   rstd = 1.0f / sqrtf(var + eps);
 }
 
-FACT_LN_HD float normalize(float x, float mean, float rstd, const float* weight, const float* bias, int col) {
-  float y = (x - mean) * rstd;
-  if (weight) y *= weight[col];
-  if (bias) y += bias[col];
+// y of one element; w (b) is used only where has_weight (has_bias).
+FACT_LN_HD float normalize(float x, float mean, float rstd, bool has_weight, float w, bool has_bias, float b) {
+  const float y = mul_rn(x - mean, rstd);
+  if (has_weight && has_bias) return fmaf(y, w, b);
+  if (has_weight) return mul_rn(y, w);
+  if (has_bias) return add_rn(y, b);
   return y;
+}
+FACT_LN_HD float normalize(float x, float mean, float rstd, const float* weight, const float* bias, int col) {
+  return normalize(x, mean, rstd, weight != nullptr, weight ? weight[col] : 1.0f, bias != nullptr,
+                   bias ? bias[col] : 0.0f);
 }
 
 template <int Cols_, int WarpsPerRow_, int Vec_, int Residual_>
@@ -112,31 +138,60 @@ __device__ __forceinline__ void store_vec(float* p, const float* in) {
   *reinterpret_cast<typename VecOf<Vec>::type*>(p) = value;
 }
 
-template <class Cfg>
-__global__ void __launch_bounds__(Cfg::kThreadsPerBlock) layernorm_kernel(FactLayerNormProblem p) {
-  constexpr int kVec = Cfg::kVec;
-  const int lane_in_row = threadIdx.x % Cfg::kThreadsPerRow;
-  const int row_in_block = threadIdx.x / Cfg::kThreadsPerRow;
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * Cfg::kRowsPerBlock + row_in_block;
-  // A whole warp (one-warp rows) or the whole CTA (multi-warp rows) leaves
-  // together, so the shuffles and barriers below see every participant.
-  if (row >= p.rows) return;
+// The sum over the kThreadsPerRow threads of one row: a warp butterfly, then (several
+// warps per row) the warp sums in warp order through `partials` (2 slots x Rows x
+// kWarpsPerRow floats of shared memory, Rows = the rows a CTA reduces at once) and one
+// CTA barrier per pass. Every thread of the CTA must call it (the barrier), the same
+// number of times. The one reduction order of a row: layernorm_kernel and the image
+// writer both use it, so their statistics are bit-identical.
+template <class Cfg, int Rows>
+struct RowReduce {
+  float* partials;
+  int lane_in_row, row_in_block;
+  __device__ __forceinline__ float operator()(float value, int slot) const {
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) value += __shfl_xor_sync(0xffffffffu, value, offset);
+    if constexpr (Cfg::kWarpsPerRow == 1) {
+      return value;
+    } else {
+      // Each pass has its own slot, so one barrier per pass suffices.
+      float* row = partials + (slot * Rows + row_in_block) * Cfg::kWarpsPerRow;
+      if (lane_in_row % 32 == 0) row[lane_in_row / 32] = value;
+      __syncthreads();
+      float total = 0.0f;
+#pragma unroll
+      for (int w = 0; w < Cfg::kWarpsPerRow; ++w) total += row[w];
+      return total;
+    }
+  }
+};
 
+// Column of slot c * kVec of this thread's row fragment.
+template <class Cfg>
+__device__ __forceinline__ int fragment_col(int c, int lane_in_row) {
+  return (c * Cfg::kThreadsPerRow + lane_in_row) * Cfg::kVec;
+}
+
+// This thread's fragment of row `row` into v (x, plus the residual operand; a
+// kResidualWritesSum variant writes the sum), valid[] false past the row end. A row
+// past p.rows (in_rows false) reads nothing and holds zeros.
+template <class Cfg>
+__device__ __forceinline__ void load_row(const FactLayerNormProblem& p, int64_t row, bool in_rows, int lane_in_row,
+                                         float (&v)[Cfg::kPerThread], bool (&valid)[Cfg::kPerThread]) {
+  constexpr int kVec = Cfg::kVec;
   const float* x = static_cast<const float*>(p.x) + row * p.x_row_stride;
   const float* r = Cfg::kResidual != kNoResidual ? static_cast<const float*>(p.residual) + row * p.residual_row_stride
                                                  : nullptr;
-  float v[Cfg::kPerThread];
-  bool valid[Cfg::kPerThread];
 #pragma unroll
   for (int c = 0; c < Cfg::kChunks; ++c) {
-    const int col = (c * Cfg::kThreadsPerRow + lane_in_row) * kVec;
+    const int col = fragment_col<Cfg>(c, lane_in_row);
     const bool in_row = col < Cfg::kCols;  // kCols % kVec == 0: a vector is wholly in or out
 #pragma unroll
     for (int i = 0; i < kVec; ++i) {
       valid[c * kVec + i] = in_row;
       v[c * kVec + i] = 0.0f;
     }
-    if (in_row) {
+    if (in_row && in_rows) {
       load_vec<kVec>(x + col, &v[c * kVec]);
       if (Cfg::kResidual != kNoResidual) {
         float b[kVec];
@@ -148,40 +203,49 @@ __global__ void __launch_bounds__(Cfg::kThreadsPerBlock) layernorm_kernel(FactLa
       }
     }
   }
+}
 
-  __shared__ float partials[2][Cfg::kRowsPerBlock * Cfg::kWarpsPerRow];
-  auto reduce = [&](float value, int slot) {
+// y of chunk c of the fragment (its kVec columns start at fragment_col; the chunk must
+// lie in the row).
+template <class Cfg>
+__device__ __forceinline__ void normalize_chunk(const FactLayerNormProblem& p, const float (&v)[Cfg::kPerThread],
+                                                int c, int col, float mean, float rstd, float (&out)[Cfg::kVec]) {
+  constexpr int kVec = Cfg::kVec;
+  float w[kVec], b[kVec];
 #pragma unroll
-    for (int offset = 16; offset > 0; offset >>= 1) value += __shfl_xor_sync(0xffffffffu, value, offset);
-    if (Cfg::kWarpsPerRow == 1) return value;
-    // Several warps per row (one row per CTA): combine the warp sums in shared
-    // memory. Each pass has its own slot, so one barrier per pass suffices.
-    const int warp = lane_in_row / 32;
-    if (lane_in_row % 32 == 0) partials[slot][warp] = value;
-    __syncthreads();
-    float total = 0.0f;
+  for (int i = 0; i < kVec; ++i) w[i] = 1.0f, b[i] = 0.0f;
+  if (p.weight) load_vec<kVec>(static_cast<const float*>(p.weight) + col, w);
+  if (p.bias) load_vec<kVec>(static_cast<const float*>(p.bias) + col, b);
 #pragma unroll
-    for (int w = 0; w < Cfg::kWarpsPerRow; ++w) total += partials[slot][w];
-    return total;
-  };
+  for (int i = 0; i < kVec; ++i)
+    out[i] = normalize(v[c * kVec + i], mean, rstd, p.weight != nullptr, w[i], p.bias != nullptr, b[i]);
+}
+
+template <class Cfg>
+__global__ void __launch_bounds__(Cfg::kThreadsPerBlock) layernorm_kernel(FactLayerNormProblem p) {
+  const int lane_in_row = threadIdx.x % Cfg::kThreadsPerRow;
+  const int row_in_block = threadIdx.x / Cfg::kThreadsPerRow;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * Cfg::kRowsPerBlock + row_in_block;
+  // A whole warp (one-warp rows) or the whole CTA (multi-warp rows) leaves
+  // together, so the shuffles and barriers below see every participant.
+  if (row >= p.rows) return;
+
+  float v[Cfg::kPerThread];
+  bool valid[Cfg::kPerThread];
+  load_row<Cfg>(p, row, true, lane_in_row, v, valid);
+  __shared__ float partials[2 * Cfg::kRowsPerBlock * Cfg::kWarpsPerRow];
   float mean, rstd;
-  row_statistics(v, valid, Cfg::kCols, p.eps, reduce, mean, rstd);
+  row_statistics(v, valid, Cfg::kCols, p.eps, RowReduce<Cfg, Cfg::kRowsPerBlock>{partials, lane_in_row, row_in_block},
+                 mean, rstd);
 
-  const float* weight = static_cast<const float*>(p.weight);
-  const float* bias = static_cast<const float*>(p.bias);
   float* y = static_cast<float*>(p.y) + row * p.y_row_stride;
 #pragma unroll
   for (int c = 0; c < Cfg::kChunks; ++c) {
-    const int col = (c * Cfg::kThreadsPerRow + lane_in_row) * kVec;
+    const int col = fragment_col<Cfg>(c, lane_in_row);
     if (col >= Cfg::kCols) continue;
-    float w[kVec], b[kVec], out[kVec];
-#pragma unroll
-    for (int i = 0; i < kVec; ++i) w[i] = 1.0f, b[i] = 0.0f;
-    if (weight) load_vec<kVec>(weight + col, w);
-    if (bias) load_vec<kVec>(bias + col, b);
-#pragma unroll
-    for (int i = 0; i < kVec; ++i) out[i] = normalize(v[c * kVec + i], mean, rstd, w, b, i);
-    store_vec<kVec>(y + col, out);
+    float out[Cfg::kVec];
+    normalize_chunk<Cfg>(p, v, c, col, mean, rstd, out);
+    store_vec<Cfg::kVec>(y + col, out);
   }
 }
 
@@ -258,6 +322,22 @@ struct Operation {
       return static_cast<int>(status);
     }
     return 0;
+  }
+};
+
+// The operand-image entry points of a library built without the image writer
+// (layernorm_image.cuh needs sm90): it writes no format.
+struct NoImages {
+  static constexpr const char* kWhy = "this LayerNorm library writes no operand images (built for a target without sm90)";
+  static const char* formats() { return ""; }
+  static size_t image_bytes(const FactLayerNormProblem&, const char*) { return 0; }
+  static int can_implement(const FactLayerNormProblem&, const char*, std::string& why) {
+    why = kWhy;
+    return 2;
+  }
+  static int run(const FactLayerNormProblem&, const char*, void*, cudaStream_t, std::string& why) {
+    why = kWhy;
+    return 2;
   }
 };
 

@@ -68,14 +68,10 @@ namespace detail {
 using namespace cute;
 using split_gemm::detail::Params;
 
-// One operand's pre-split image: block (batch, row tile, k-tile) =
-// ((batch * row_tiles + row_tile) * k_tiles + k_tile) holds Parts slots of Rows x TileK
-// 16-bit elements in part-ring order, and exps[block].x its tile exponent (0 for bf16).
-template <class Elem>
-struct Image {
-  Elem* parts;
-  int4* exps;
-};
+// One operand's pre-split image (operand_image.cuh): Image, ImageSize, ImageBlockLayout.
+using split_gemm::Image;
+template <class Cfg, int Rows>
+using ImageSize = split_gemm::ImageSize<Cfg::Parts, Rows, Cfg::TileK>;
 
 // Threads of a pre-pass CTA.
 constexpr int SplitThreads = 256;
@@ -158,8 +154,7 @@ __global__ void __launch_bounds__(SplitThreads, SplitCtasPerSm)
   constexpr int TK = Cfg::TileK, P = Cfg::Parts, NT = SplitThreads, S = SplitStages;
   constexpr bool F16 = Cfg::Format == PartsFp16Scaled;
   using U = ws::detail::Units<Rows, TK, NT, KContig>;
-  using Layout = decltype(tile_to_shape(GMMA::Layout_K_SW64_Atom<Elem>{},
-                                        make_shape(Int<Rows>{}, Int<TK>{}, Int<P>{})));
+  using Layout = ImageBlockLayout<Elem, Rows, TK, P>;
   static_assert(S >= 2, "the next block's copies need a stage of their own");
   __shared__ __align__(128) float ring[S][Rows * TK];
   __shared__ float warp_maxima[NT / 32];
@@ -244,8 +239,7 @@ __device__ __forceinline__ void store_image_tile(const Params& p, const split_ge
   constexpr bool F16 = Cfg::Format == PartsFp16Scaled;
   constexpr int N = decltype(size(acc))::value;
   using Chain = typename Cfg::EpilogueChain;
-  using Layout = decltype(tile_to_shape(GMMA::Layout_K_SW64_Atom<Elem>{},
-                                        make_shape(Int<TM>{}, Int<TK>{}, Int<P>{})));
+  using Layout = ImageBlockLayout<Elem, TM, TK, P>;
   static_assert(TN % TK == 0, "an output tile must cover whole image blocks");
   static_assert(N % 2 == 0, "accumulator fragments come in column pairs");
   // Fragment i sits at (row0 + dr(i), col0 + dc(i)): the thread's first fragment plus a
@@ -436,30 +430,6 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel_pre(const P
   }
 }
 
-// Bytes of one operand's pre-split image (Image): `blocks` = batch x ceil(rows / Rows) x
-// ceil(k / TileK) blocks of Parts Rows x TileK 16-bit slots, then their int4 exponents
-// at a 256-byte aligned offset. The one definition of the image's size and layout: the
-// pre-pass, the operand-image epilogue and fact_gemm_image_bytes all use it.
-template <class Cfg, int Rows>
-struct ImageSize {
-  static constexpr size_t BlockBytes = size_t(Cfg::Parts) * Rows * Cfg::TileK * 2;
-  int64_t blocks = 0;
-  size_t exps = 0, total = 0;  // byte offset of the exponents; total size
-
-  static size_t align(size_t bytes) { return (bytes + 255) & ~size_t(255); }
-  ImageSize(int64_t batch, int64_t rows, int64_t k)
-      : blocks(batch * ((rows + Rows - 1) / Rows) * ((k + Cfg::TileK - 1) / Cfg::TileK)),
-        exps(align(blocks * BlockBytes)),
-        total(exps + align(blocks * 16)) {}
-
-  // The image at `base` (256-byte aligned).
-  template <class Elem>
-  Image<Elem> at(void* base) const {
-    auto* bytes = static_cast<unsigned char*>(base);
-    return Image<Elem>{reinterpret_cast<Elem*>(bytes), reinterpret_cast<int4*>(bytes + exps)};
-  }
-};
-
 // The base plan and the workspace: the base plan's split-K partials, then A's image
 // (none when the problem passes it: a_image) and B's (none for SplitB = false:
 // split_gemm_hybrid_sm90.cuh splits B in its producers).
@@ -562,10 +532,7 @@ struct LaunchedAs {
 
   // The image format: part type and count, rows x k per block, swizzle, layout revision.
   static const char* image_format() {
-    static const std::string format = std::string("fact-split-image-v1:") +
-                                      (Cfg::Format == PartsFp16Scaled ? "f16s" : "bf16") + ":p" +
-                                      std::to_string(Cfg::Parts) + ":r" + std::to_string(Cfg::TileM) + ":k" +
-                                      std::to_string(Cfg::TileK) + ":sw64";
+    static const std::string format = image_format_name(Cfg::Format, Cfg::Parts, Cfg::TileM, Cfg::TileK);
     return format.c_str();
   }
   // Bytes of A's image (role 0) or of D's image as the A of the next GEMM (role 1).

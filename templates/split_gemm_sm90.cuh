@@ -56,11 +56,11 @@
 
 #include "epilogue_chain.cuh"
 #include "fact/kernel_abi.h"
+#include "operand_image.cuh"
 
 namespace fact::split_gemm {
 
-// Part formats (Config's optional 9th parameter).
-enum PartFormat : int { PartsBf16 = 0, PartsFp16Scaled = 1 };
+// Part formats (Config's optional 9th parameter): PartFormat, operand_image.cuh.
 
 // Chain_: void, or an epilogue_chain::ElementwiseChain that computes D from the
 // accumulator and the epilogue's inputs (a generated GEMM + epilogue-chain variant).
@@ -113,7 +113,7 @@ using namespace cute;
 template <class Cfg>
 struct Types {
   // The 16-bit part type (named Bf16 for history; half_t for PartsFp16Scaled).
-  using Bf16 = cute::conditional_t<Cfg::Format == PartsFp16Scaled, cute::half_t, cute::bfloat16_t>;
+  using Bf16 = PartElem<Cfg::Format>;
   using TileShape = Shape<Int<Cfg::TileM>, Int<Cfg::TileN>, Int<Cfg::TileK>>;
   using MmaAtom = decltype(SM90::GMMA::ss_op_selector<Bf16, Bf16, float,
                                                       Shape<_64, Int<Cfg::TileN>, Int<Cfg::TileK>>,
@@ -229,54 +229,7 @@ struct TileLoader {
   }
 };
 
-// Splits the fp32 pair (v0, v1) into Parts packed 16-bit pairs (p_0 = rn(x), p_i =
-// rn(residual)); Fp16: of x * scale in fp16, else of x in bf16 (scale unused). The one
-// definition of a part: the in-kernel conversion (split8), the pre-pass and the
-// operand-image epilogue (split_gemm_pre_sm90.cuh) all go through it, so their parts
-// are bit-identical.
-// A packed pair of 16-bit parts: fp16 (Fp16) or bf16, round to nearest, and back to fp32.
-template <bool Fp16>
-struct PartPair {
-  using T2 = std::conditional_t<Fp16, __half2, __nv_bfloat162>;
-  __device__ __forceinline__ static T2 round(float a, float b) {
-    if constexpr (Fp16) return __floats2half2_rn(a, b);
-    else return __floats2bfloat162_rn(a, b);
-  }
-  __device__ __forceinline__ static float2 widen(T2 h) {
-    if constexpr (Fp16) return __half22float2(h);
-    else return __bfloat1622float2(h);
-  }
-};
-
-template <int Parts, bool Fp16>
-__device__ __forceinline__ void split2(float v0, float v1, float scale, uint32_t (&out)[Parts]) {
-  using Pair = PartPair<Fp16>;
-  float r0 = v0, r1 = v1;
-  if constexpr (Fp16) {
-    r0 *= scale;
-    r1 *= scale;
-  }
-#pragma unroll
-  for (int p = 0; p < Parts; ++p) {
-    const typename Pair::T2 h = Pair::round(r0, r1);
-    out[p] = *reinterpret_cast<const uint32_t*>(&h);
-    if (p + 1 < Parts) {
-      const float2 back = Pair::widen(h);
-      r0 -= back.x;
-      r1 -= back.y;
-    }
-  }
-}
-
-// split2 over 8 consecutive values: Parts packed 16-bit x8 vectors.
-template <int Parts, bool Fp16>
-__device__ __forceinline__ void split8(const float (&v)[8], float scale, uint4 (&out)[Parts]) {
-  uint32_t w[4][Parts];
-#pragma unroll
-  for (int j = 0; j < 4; ++j) split2<Parts, Fp16>(v[2 * j], v[2 * j + 1], scale, w[j]);
-#pragma unroll
-  for (int p = 0; p < Parts; ++p) out[p] = make_uint4(w[0][p], w[1][p], w[2][p], w[3][p]);
-}
+// The part split (split2, split8): operand_image.cuh.
 
 // max |x| over an fp32 stage of `Floats` elements (zero-filled padding counts
 // as 0; NaN is ignored by fmaxf and still propagates through the parts).
@@ -295,17 +248,7 @@ __device__ __forceinline__ float stage_absmax(const float* stage, int tid) {
   return m;
 }
 
-// floor(log2(m)) clamped to [-113, 127]; 0 for a zero or non-finite maximum.
-// The scale 2^(14 - e) is then a normal float.
-__device__ __forceinline__ int tile_exponent(float m) {
-  if (!(m > 0.f) || !isfinite(m)) return 0;
-  int e;
-  frexpf(m, &e);  // m = f * 2^e, f in [0.5, 1)
-  return max(e - 1, -113);
-}
-__device__ __forceinline__ float pow2(int e) {  // e in [-126, 127]
-  return __int_as_float((e + 127) << 23);
-}
+// Block exponents (tile_exponent, pow2): operand_image.cuh.
 
 // Issues the part products p_i * q_j (i + j <= P - 1), smallest terms first, of
 // the k-tile whose parts sit at smem slots slot*P .. slot*P + P - 1, into `part`

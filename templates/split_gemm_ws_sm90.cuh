@@ -262,11 +262,7 @@ struct StageLoader {
   }
 };
 
-// Warp max of non-negative, non-NaN floats: their bit patterns order as unsigned
-// integers, so one REDUX replaces five shuffle + max steps.
-__device__ __forceinline__ float warp_max(float m) {
-  return __uint_as_float(__reduce_max_sync(0xffffffffu, __float_as_uint(m)));
-}
+using split_gemm::detail::warp_max;  // operand_image.cuh
 
 // Named barrier 1 over the NP producer threads only (barrier 0 is __syncthreads).
 template <int NP>

@@ -17,8 +17,10 @@
 #include <stdint.h>
 
 /* 2: FactGemmProblem gained the epilogue-chain leaves (num_leaves, leaves[]).
- * 3: operand images (d_image, a_image, fact_gemm_image_format, fact_gemm_image_bytes). */
-#define FACT_KERNEL_ABI_VERSION 3
+ * 3: operand images (d_image, a_image, fact_gemm_image_format, fact_gemm_image_bytes).
+ * 4: LayerNorm libraries write operand images (fact_layernorm_image_formats, _image_bytes,
+ *    _image_can_implement, _run_image). */
+#define FACT_KERNEL_ABI_VERSION 4
 
 #ifdef __cplusplus
 extern "C" {
@@ -126,6 +128,20 @@ typedef struct FactLayerNormProblem {
 int fact_layernorm_can_implement(const FactLayerNormProblem* problem);
 /* Enqueue on `stream`; asynchronous like fact_gemm_run. No workspace. */
 int fact_layernorm_run(const FactLayerNormProblem* problem, void* stream);
+
+/* Operand images (docs/CONTRACTS.md §4.1): y written as the pre-split A operand of a
+ * GEMM with M = rows, K = cols (batch 1), in one of the fact_gemm_image_format()
+ * formats, instead of to y (y and y_row_stride are then not read; a *_res_sum
+ * variant still writes `sum`). The image is byte for byte what that GEMM's own
+ * pre-pass makes of the fp32 y that fact_layernorm_run writes.
+ * fact_layernorm_image_formats: the formats this library writes, ';'-separated,
+ * "" for none (a library not built for sm90). fact_layernorm_image_bytes: bytes of
+ * y's image in `format` (0 when the library does not write it). `image` is 256-byte
+ * aligned. */
+const char* fact_layernorm_image_formats(void);
+size_t fact_layernorm_image_bytes(const FactLayerNormProblem* problem, const char* format);
+int fact_layernorm_image_can_implement(const FactLayerNormProblem* problem, const char* format);
+int fact_layernorm_run_image(const FactLayerNormProblem* problem, const char* format, void* image, void* stream);
 
 /* ---- Attention libraries (attention_* variants) ----
  * O[b,h,i,:] = softmax_j(scale * Q[b,h,i,:].K[b,h,j,:] (+ causal mask)) . V[b,h,j,:]

@@ -64,6 +64,13 @@ struct LayerNormVariant {
   std::string name() const;
 };
 std::optional<LayerNormVariant> parse_layernorm_variant_name(const std::string& name);
+// The operand-image formats a LayerNorm library of `v` writes (its
+// fact_layernorm_image_formats(), docs/CONTRACTS.md §4.1) when it is built for an sm90
+// target: split_image_formats() when the image writer's register fragment holds the
+// row (cols <= kLayerNormImageMaxCols), else none. Libraries built for other targets
+// write none (and no GEMM there reads an image).
+constexpr int kLayerNormImageMaxCols = 2048;
+std::vector<std::string> layernorm_image_formats(const LayerNormVariant& v);
 
 struct LayerNormProblemDesc {
   int64_t rows = 0, cols = 0;
@@ -80,7 +87,11 @@ struct LayerNormEnumeration {
   std::string reason;
 };
 LayerNormEnumeration enumerate_layernorm_variants(const LayerNormProblemDesc& p, VariantSet set);
-std::string emit_layernorm_source(const LayerNormVariant& v);
+// The thin translation unit of `v` for `target_arch` ("sm90a": with the operand-image
+// writers of layernorm_image_formats, built by layernorm_nvcc_flags for compute_90a;
+// else without) and its nvcc flags.
+std::string emit_layernorm_source(const LayerNormVariant& v, const std::string& target_arch);
+std::vector<std::string> layernorm_nvcc_flags(const std::string& target_arch);
 
 // ---- Attention (templates/attention_sm80.cuh: CUTLASS example 41) -------------
 

@@ -20,7 +20,7 @@ struct RealizeOptions {
   // cached library is that binary); true verifies and times it again.
   bool reverify = false;
   std::string variant_set = "default";  // "default" | "all" (FACT_VARIANTS)
-  std::string filter;              // substring filter on variant names ("" = all)
+  std::string filter;              // '|'-separated substrings; a variant is kept if its name contains one ("" = all)
   std::string registry_path;       // "" = Registry::default_path()
 };
 

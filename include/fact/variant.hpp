@@ -95,6 +95,21 @@ const SplitKernel* split_kernel(const GemmVariant& v);
 // format can hand one GEMM's D to the next GEMM's A without the fp32 round trip.
 std::string operand_image_format(const GemmVariant& v);
 
+// The parameters of an operand-image format; name() is its format string
+// (fact-split-image-v1:<f16s|bf16>:p<parts>:r<rows>:k<tile k>:sw64, the CUDA side's
+// split_gemm::image_format_name in templates/operand_image.cuh).
+struct ImageFormatSpec {
+  bool f16_scaled = false;  // PartsFp16Scaled, else PartsBf16
+  int parts = 0, rows = 0, tile_k = 0;
+  std::string name() const;
+};
+
+// Every operand-image format a pre split kernel that FACT enumerates may have, in a
+// fixed order. The LayerNorm image writers (templates/layernorm_image.cuh) are compiled
+// for exactly these (emit_layernorm_source).
+std::vector<ImageFormatSpec> split_image_format_specs();
+std::vector<std::string> split_image_formats();  // their names
+
 // Inverse of GemmVariant::name(); nullopt for anything that is not a valid name.
 std::optional<GemmVariant> parse_variant_name(const std::string& name);
 

@@ -1,4 +1,4 @@
-"""ctypes access to one realized kernel library (include/fact/kernel_abi.h, ABI 3)
+"""ctypes access to one realized kernel library (include/fact/kernel_abi.h, ABI 4)
 and the ONE function that turns a plan pattern's "gemm" binding
 (docs/CONTRACTS.md §2) plus torch tensors into a FactGemmProblem: the worker
 uses `problem_from_binding`, the runtime the `ProblemBinder` it delegates to.
@@ -12,7 +12,7 @@ import ctypes
 import os
 from typing import Mapping
 
-ABI_VERSION = 3
+ABI_VERSION = 4
 
 EPILOGUE_KINDS = {"none": 0, "bias": 1, "c": 2}
 

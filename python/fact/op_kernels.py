@@ -110,8 +110,61 @@ class _OpLibrary(_kernel.KernelLibrary):
 
 
 class LayerNormKernel(_OpLibrary):
+    """A LayerNorm library; besides can_implement / run it may write y as a GEMM's
+    pre-split A operand image (ABI 4, docs/CONTRACTS.md §4.1): image_formats,
+    image_bytes, image_can_implement, run_image. A library without those exports
+    (built before ABI 4) loads and writes no image: image_formats() is empty."""
+
     kind = "layernorm"
     problem_type = FactLayerNormProblem
+
+    def _declare(self, lib) -> None:
+        super()._declare(lib)
+        ptr = ctypes.POINTER(FactLayerNormProblem)
+        signatures = {
+            "fact_layernorm_image_formats": (ctypes.c_char_p, []),
+            "fact_layernorm_image_bytes": (ctypes.c_size_t, [ptr, ctypes.c_char_p]),
+            "fact_layernorm_image_can_implement": (ctypes.c_int, [ptr, ctypes.c_char_p]),
+            "fact_layernorm_run_image": (ctypes.c_int, [ptr, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p]),
+        }
+        found = {name: getattr(lib, name, None) for name in signatures}
+        # All four or none: a library exporting only some cannot hand an image on.
+        self._image = found if all(found.values()) else None
+        for name, function in (self._image or {}).items():
+            function.restype, function.argtypes = signatures[name]
+
+    def _image_entry(self, suffix: str):
+        return self._image[f"fact_layernorm_{suffix}"] if self._image else None
+
+    def image_formats(self) -> list[str]:
+        """The operand-image formats the library writes; [] for none or an older library."""
+        formats = self._image_entry("image_formats")
+        text = (formats() or b"").decode(errors="replace") if formats else ""
+        return [name for name in text.split(";") if name]
+
+    def image_bytes(self, problem: FactLayerNormProblem, format: str) -> int:
+        """Bytes of y's image in `format`; 0 when the library does not write it."""
+        size = self._image_entry("image_bytes")
+        return int(size(ctypes.byref(problem), format.encode())) if size else 0
+
+    def image_can_implement(self, problem: FactLayerNormProblem, format: str) -> str | None:
+        """None when run_image can write `problem`'s y in `format`, else the reason."""
+        check = self._image_entry("image_can_implement")
+        if check is None:
+            return f"{self.name} writes no operand images (built before kernel ABI 4)"
+        code = check(ctypes.byref(problem), format.encode())
+        return None if code == 0 else self._rejection(code)
+
+    def run_image(self, problem: FactLayerNormProblem, format: str, image_ptr: int, stream_ptr: int) -> None:
+        """Enqueues the LayerNorm writing y as a `format` image at `image_ptr`
+        (image_bytes long, 256-byte aligned) instead of to problem.y; raises KernelError."""
+        run = self._image_entry("run_image")
+        if run is None:
+            raise KernelError(f"{self.name} writes no operand images (built before kernel ABI 4)")
+        code = run(ctypes.byref(problem), format.encode(), ctypes.c_void_p(image_ptr or None),
+                   ctypes.c_void_p(stream_ptr or None))
+        if code != 0:
+            raise self._run_failed(code)
 
 
 class AttentionKernel(_OpLibrary):
@@ -171,15 +224,26 @@ def layernorm_output_ids(ln: Mapping) -> list:
     return ([residual["sum"]["tensor"]] if residual.get("sum") else []) + [ln["y"]["tensor"]]
 
 
-def layernorm_problem(ln: Mapping, tensors: Mapping[str, object], outputs: Mapping[str, object]) -> FactLayerNormProblem:
+def layernorm_skeleton(ln: Mapping) -> FactLayerNormProblem:
+    """The payload's rows, cols and eps with null pointers and zero strides
+    (what image_bytes needs before any tensor exists)."""
+    problem = FactLayerNormProblem()
+    problem.rows, problem.cols, problem.eps = int(ln["rows"]), int(ln["cols"]), float(ln.get("eps", 1e-5))
+    return problem
+
+
+def layernorm_problem(ln: Mapping, tensors: Mapping[str, object], outputs: Mapping[str, object], *,
+                      y_as_image: bool = False) -> FactLayerNormProblem:
     """FactLayerNormProblem reading `tensors` (id -> tensor) and writing
     `outputs` (id -> tensor; y, and sum when the payload writes it). Row strides
     come from the tensors themselves (the ABI takes them at run time); raises
-    BindingError when a tensor's dtype, device, length or row layout do not fit."""
+    BindingError when a tensor's dtype, device, length or row layout do not fit.
+    `y_as_image`: for fact_layernorm_run_image, which writes y as an operand
+    image: y is not bound (null, stride 0; a y in `outputs` is ignored), every
+    other operand is checked as usual."""
     rows, cols = int(ln["rows"]), int(ln["cols"])
     element = _kernel.torch_dtype(ln.get("element", "float32"))
-    problem = FactLayerNormProblem()
-    problem.rows, problem.cols, problem.eps = rows, cols, float(ln.get("eps", 1e-5))
+    problem = layernorm_skeleton(ln)
     device = None
     row_roles = {"x": "x_row_stride", "residual": "residual_row_stride"}
     named = {role: tensors.get(ident) for role, ident in layernorm_tensor_ids(ln).items()}
@@ -187,8 +251,9 @@ def layernorm_problem(ln: Mapping, tensors: Mapping[str, object], outputs: Mappi
     if len(out_ids) == 2:
         named["sum"] = outputs.get(out_ids[0])
         row_roles["sum"] = "sum_row_stride"
-    named["y"] = outputs.get(out_ids[-1])
-    row_roles["y"] = "y_row_stride"
+    if not y_as_image:
+        named["y"] = outputs.get(out_ids[-1])
+        row_roles["y"] = "y_row_stride"
     for role, tensor in named.items():
         if tensor is None:
             raise BindingError(f"layernorm operand {role} was not provided")

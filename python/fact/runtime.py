@@ -16,11 +16,13 @@ state_dict keys and parameters stay exactly the module's.
 Ablation: `install(..., patterns="rule:attention")` or $FACT_PATTERNS binds
 only the patterns select_patterns() names; the rest run in PyTorch.
 
-Operand hand-offs (manifest "handoffs", docs/CONTRACTS.md §7.1): a pair of
-installed GEMM patterns whose libraries share an image format becomes one
-call (_HandoffEntry): the producer writes the consumer's pre-split A operand
-instead of its fp32 output. `install(..., handoffs=False)` or
-$FACT_HANDOFFS=0 keeps every pattern on its own.
+Operand hand-offs (manifest "handoffs", docs/CONTRACTS.md §7.1): an installed
+producer (a GEMM or LayerNorm pattern) and the GEMM pattern reading its output
+as A, whose libraries share an image format, are fused: the producer writes
+the consumer's pre-split A operand instead of its output. Fused pairs that
+share a pattern (LayerNorm -> GEMM -> GEMM) become one call running the whole
+chain (_HandoffEntry). `install(..., handoffs=False)` or $FACT_HANDOFFS=0 keeps
+every pattern on its own.
 
 Fallbacks (each one warns once, naming the pattern and the reason):
 - at install: the library fails to load, its can_implement rejects the
@@ -177,6 +179,10 @@ class _EntryBase:
         return out
 
     # -- kernel path --------------------------------------------------------
+    def operand_device(self, operands):
+        """The device of the first kernel operand (GEMM: A), where the kernel runs."""
+        return operands[next(iter(self.id_slots.values()))].device
+
     def device_mismatch(self, operands, device, skip=()) -> str | None:
         """Why the kernel operands (but slots in `skip`) cannot run on `device`; None when they can."""
         if device.type != getattr(self.kernel, "device_type", "cuda"):
@@ -293,32 +299,174 @@ class _PatternEntry(_EntryBase):
         return self.launch(problem, device, operands, out, plan)
 
 
+class _HandoffStage:
+    """One pattern of a hand-off chain (docs/CONTRACTS.md §7.1) and how _HandoffEntry
+    drives it. Stage 0 is a producer of any manifest `producer_rule`; every later
+    stage is a GEMM reading the previous stage's image (FactGemmProblem.a_image).
+    Every stage but the last writes its output as the next stage's image in
+    `image_format` (the last: None, it writes the chain's output).
+
+    One subclass per `producer_rule` (_GemmStage, which every later stage is too;
+    fact.runtime_ops.LayerNormStage) supplies: at install, from the installed entry
+    and call node, `producer_refusal`, `produced_node`, `same_shape_input`,
+    `format_refusal`; per call `plan`, `produced_meta`, `image_written`, `problem`,
+    `refusal`, `workspace`, `run`, `output_of`."""
+
+    def __init__(self, entry, n_operands: int, image_format: str | None):
+        self.entry = entry
+        self.n_operands = n_operands  # its operands in the chain's call (a later stage's without its A)
+        self.image_format = image_format
+
+    # -- install-time checks (the installed entry and call node) ---------------
+    @staticmethod
+    def producer_refusal(producer) -> str | None:
+        """Why `producer` (an installed entry) cannot be this kind's producer; None when it can."""
+        raise NotImplementedError
+
+    @staticmethod
+    def produced_node(p_call):
+        """The graph node holding the producer's output (None when there is no single one)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def same_shape_input(producer, p_call):
+        """An operand node of `p_call` with the shape of the producer's output (what its
+        shape-only readers read instead once the output is not materialised), or None."""
+        raise NotImplementedError
+
+    @staticmethod
+    def format_refusal(producer, consumer, image_format) -> str | None:
+        """Why the two libraries cannot pass an `image_format` image; None when they can."""
+        raise NotImplementedError
+
+    # -- per call -------------------------------------------------------------
+    def plan(self, ops, device, image_meta):
+        """The stage's plan for this input signature, or the reason for none. `image_meta`:
+        a meta tensor shaped like the A it reads from an image (None for stage 0, which
+        reads its operands on its own device); `device`: the chain's."""
+        raise NotImplementedError
+
+    def produced_meta(self, plan):
+        """A meta tensor shaped like the stage's output under `plan`."""
+        raise NotImplementedError
+
+    def image_written(self, plan) -> int:
+        """Bytes of the image the stage writes under `plan`."""
+        raise NotImplementedError
+
+    def problem(self, plan, ops, out, a_image: int, d_image: int):
+        """(problem, tensors it points into) reading A from `a_image` (0: from `ops`) and
+        writing `out` (None: the image at `d_image`); raises fact.kernel.BindingError."""
+        raise NotImplementedError
+
+    def refusal(self, problem) -> str | None:
+        """The library's refusal of `problem`, "<check>: <reason>"; None = ok."""
+        raise NotImplementedError
+
+    def workspace(self, problem) -> int:
+        raise NotImplementedError
+
+    def run(self, problem, d_image: int, workspace_ptr: int, workspace_bytes: int, stream: int):
+        """Enqueues the stage on `stream`; raises fact.kernel.KernelError."""
+        raise NotImplementedError
+
+    def output_of(self, value):
+        """The next stage's A from what the entry's execute / run_original returns."""
+        raise NotImplementedError
+
+
+class _GemmStage(_HandoffStage):
+    """A GEMM stage: reads A from the previous stage's image (a_image) unless it is
+    stage 0, and writes D as the next stage's image (d_image) unless it is the last."""
+
+    @staticmethod
+    def producer_refusal(producer) -> str | None:
+        if not isinstance(producer, _PatternEntry):
+            return f"the producer {producer.pid} is not an installed GEMM pattern"
+        return None
+
+    @staticmethod
+    def produced_node(p_call):
+        return p_call
+
+    @staticmethod
+    def same_shape_input(producer, p_call):
+        return None  # D's shape is no operand's
+
+    @staticmethod
+    def format_refusal(producer, consumer, image_format) -> str | None:
+        formats = {getattr(entry.kernel, "image_format", lambda: "")() for entry in (producer, consumer)}
+        if formats != {image_format}:
+            return f"the libraries' image formats {sorted(formats)} are not the manifest's {image_format!r}"
+        return None
+
+    def plan(self, ops, device, image_meta):
+        entry = self.entry
+        if image_meta is None:
+            return entry._plan(ops)
+        why = entry.device_mismatch(ops, device, skip=(entry.a_slot,))
+        if why:
+            return why
+        plan = entry.plan_for_meta([image_meta if i == entry.a_slot else _meta_like(t) for i, t in enumerate(ops)])
+        a_ident = entry.gemm["a"]["tensor"]
+        if not isinstance(plan, str) and a_ident in plan.contiguous:
+            return f"it would copy its A ({a_ident}) first"
+        return plan
+
+    def produced_meta(self, plan):
+        return torch.empty_strided(plan.shape, plan.strides or _dense_strides(plan.shape), dtype=plan.dtype,
+                                   device="meta")
+
+    def image_written(self, plan) -> int:
+        return self.entry.kernel.image_bytes(plan.binder.skeleton, 1)
+
+    def image_read(self, plan) -> int:
+        """Bytes of the image the stage reads as A under `plan` (every stage after the first)."""
+        return self.entry.kernel.image_bytes(plan.binder.skeleton, 0)
+
+    def problem(self, plan, ops, out, a_image, d_image):
+        tensors = plan.bound(self.entry.id_slots, ops)
+        return plan.binder.problem(tensors, out, a_image=a_image, d_image=d_image), tensors
+
+    def refusal(self, problem) -> str | None:
+        why = self.entry.kernel.can_implement(problem)
+        return None if why is None else f"can_implement: {why}"
+
+    def workspace(self, problem) -> int:
+        return self.entry.kernel.workspace_size(problem)
+
+    def run(self, problem, d_image, workspace_ptr, workspace_bytes, stream):
+        self.entry.kernel.run(problem, workspace_ptr, workspace_bytes, stream)
+
+    def output_of(self, value):
+        return value
+
+
 class _HandoffPlan:
-    """Per input signature of a hand-off pair: both patterns' _Plans and the image size."""
+    """Per input signature of a hand-off chain: each stage's plan, the bytes of each
+    image (image i: written by stage i, read by stage i + 1) and the workspace size."""
 
-    __slots__ = ("producer", "consumer", "image_bytes", "workspace_bytes")
+    __slots__ = ("stages", "image_bytes", "workspace_bytes")
 
-    def __init__(self, producer, consumer, image_bytes):
-        self.producer, self.consumer, self.image_bytes = producer, consumer, image_bytes
+    def __init__(self, stages, image_bytes):
+        self.stages, self.image_bytes = stages, image_bytes
         self.workspace_bytes = None
 
 
 class _HandoffEntry:
-    """Two installed GEMM patterns run as one unit (docs/CONTRACTS.md §7.1): the
-    producer's kernel writes its output as the consumer's pre-split A image
-    (FactGemmProblem.d_image), the consumer reads it (a_image), and the fp32
-    tensor between them is never materialised. Operands: the producer's, then
-    the consumer's without its A. Whatever the pair cannot do (a shape the
-    plans reject, can_implement, a failed launch) warns once and runs the two
-    patterns unfused, each with its own fallbacks."""
+    """A chain of installed patterns run as one unit (docs/CONTRACTS.md §7.1): stage
+    0 writes its output as image 0, each later stage (a GEMM) reads image i - 1 as its
+    pre-split A and writes image i, the last writes the chain's output; the tensors
+    between them are never materialised. A pair is a chain of two. Operands: stage
+    0's, then each later stage's without its A. Whatever the chain cannot do (a
+    shape a plan rejects, image sizes that differ, a refusal, a failed launch) warns
+    once and runs every stage unfused, each with its own fallbacks; gradients and the
+    fake run the original programs."""
 
-    def __init__(self, producer: _PatternEntry, consumer: _PatternEntry, n_producer: int, handoff: dict):
-        self.producer, self.consumer = producer, consumer
-        self.n_producer = n_producer
-        self.a_index = consumer.a_slot
-        self.handoff = handoff
-        self.pid = f"{producer.pid}->{consumer.pid}"
-        self.root = producer.root
+    def __init__(self, stages: list):
+        self.stages = stages
+        self.pid = "->".join(stage.entry.pid for stage in stages)
+        self.root = stages[0].entry.root
         self._plans: dict = {}
         self._warned: set = set()
 
@@ -327,21 +475,32 @@ class _HandoffEntry:
             self._warned.add(reason)
             warnings.warn(f"fact: hand-off {self.pid} runs unfused: {reason}", RuntimeWarning, stacklevel=4)
 
-    def _split(self, operands):
-        p_ops = list(operands[:self.n_producer])
-        q_ops = list(operands[self.n_producer:])
-        q_ops.insert(self.a_index, None)
-        return p_ops, q_ops
+    def _split(self, operands) -> list:
+        """Each stage's operand list; a later stage's A slot holds None."""
+        split, start = [], 0
+        for index, stage in enumerate(self.stages):
+            ops = list(operands[start:start + stage.n_operands])
+            start += stage.n_operands
+            if index:
+                ops.insert(stage.entry.a_slot, None)
+            split.append(ops)
+        return split
+
+    def _run_apart(self, operands, run):
+        """Runs the stages one after the other with `run(entry, ops)`, each later stage
+        reading the previous one's output as its A; the last one's value."""
+        value = None
+        for index, (stage, ops) in enumerate(zip(self.stages, self._split(operands))):
+            if index:
+                ops[stage.entry.a_slot] = self.stages[index - 1].output_of(value)
+            value = run(stage.entry, ops)
+        return value
 
     def run_original(self, operands):
-        p_ops, q_ops = self._split(operands)
-        q_ops[self.a_index] = self.producer.run_original(p_ops)
-        return self.consumer.run_original(q_ops)
+        return self._run_apart(operands, lambda entry, ops: entry.run_original(ops))
 
     def _unfused(self, operands):
-        p_ops, q_ops = self._split(operands)
-        q_ops[self.a_index] = self.producer.execute(p_ops)
-        return self.consumer.execute(q_ops)
+        return self._run_apart(operands, lambda entry, ops: entry.execute(ops))
 
     def _plan(self, operands):
         key = _signature(operands)
@@ -352,62 +511,68 @@ class _HandoffEntry:
         return plan
 
     def _new_plan(self, operands):
-        p_ops, q_ops = self._split(operands)
-        plan_p = self.producer._plan(p_ops)
-        if isinstance(plan_p, str):
-            return f"producer {self.producer.pid}: {plan_p}"
-        device = p_ops[self.producer.a_slot].device
-        why = self.consumer.device_mismatch(q_ops, device, skip=(self.a_index,))
-        if why:
-            return f"consumer {self.consumer.pid}: {why}"
-        produced = torch.empty_strided(plan_p.shape, plan_p.strides or _dense_strides(plan_p.shape),
-                                       dtype=plan_p.dtype, device="meta")
-        meta = [produced if i == self.a_index else _meta_like(t) for i, t in enumerate(q_ops)]
-        plan_q = self.consumer.plan_for_meta(meta)
-        if isinstance(plan_q, str):
-            return f"consumer {self.consumer.pid}: {plan_q}"
-        a_ident = self.consumer.gemm["a"]["tensor"]
-        if a_ident in plan_q.contiguous:
-            return f"the consumer would copy its A ({a_ident}) first"
-        image = self.consumer.kernel.image_bytes(plan_q.binder.skeleton, 0)
-        written = self.producer.kernel.image_bytes(plan_p.binder.skeleton, 1)
-        if image <= 0 or image != written:
-            return f"image sizes differ: the consumer reads {image} bytes, the producer writes {written}"
-        return _HandoffPlan(plan_p, plan_q, image)
+        split = self._split(operands)
+        device = self.stages[0].entry.operand_device(split[0])
+        plans, image_bytes, image_meta = [], [], None
+        for index, (stage, ops) in enumerate(zip(self.stages, split)):
+            plan = stage.plan(ops, device, image_meta)
+            if isinstance(plan, str):
+                return f"{stage.entry.pid}: {plan}"
+            if index:
+                writer = self.stages[index - 1]
+                read, written = stage.image_read(plan), writer.image_written(plans[-1])
+                if read <= 0 or read != written:
+                    return (f"image sizes differ: {stage.entry.pid} reads {read} bytes, {writer.entry.pid} "
+                            f"writes {written}")
+                image_bytes.append(read)
+            image_meta = stage.produced_meta(plan)
+            plans.append(plan)
+        return _HandoffPlan(plans, image_bytes)
 
     def execute(self, operands):
         plan = self._plan(operands)
         if isinstance(plan, str):
             self.warn(plan)
             return self._unfused(operands)
-        p_ops, q_ops = self._split(operands)
-        device = p_ops[self.producer.a_slot].device
-        producer, consumer = self.producer, self.consumer
-        image = torch.empty(plan.image_bytes, dtype=torch.uint8, device=device)
-        pp, pq = plan.producer, plan.consumer
-        out = pq.new_output(device)
-        # Kept until the launches: the problems point into these (contiguous copies included).
-        tensors_p, tensors_q = pp.bound(producer.id_slots, p_ops), pq.bound(consumer.id_slots, q_ops)
-        problem_p = pp.binder.problem(tensors_p, None, d_image=image.data_ptr())
-        problem_q = pq.binder.problem(tensors_q, out, a_image=image.data_ptr())
-        for entry, problem in ((producer, problem_p), (consumer, problem_q)):
-            why = entry.kernel.can_implement(problem)
-            if why is not None:
-                self.warn(f"{entry.pid}'s can_implement: {why}")
+        split = self._split(operands)
+        device = self.stages[0].entry.operand_device(split[0])
+        images = [torch.empty(size, dtype=torch.uint8, device=device) for size in plan.image_bytes]
+        reads = [0] + [image.data_ptr() for image in images]   # stage i reads reads[i] (0: its own A)
+        writes = reads[1:] + [0]                               # and writes writes[i] (0: `out`)
+        out = plan.stages[-1].new_output(device)
+        problems, kept = [], []  # kept: the tensors the problems point into, alive until the launches
+        for stage, stage_plan, ops, a_image, d_image in zip(self.stages, plan.stages, split, reads, writes):
+            try:
+                problem, tensors = stage.problem(stage_plan, ops, None if d_image else out, a_image, d_image)
+            except _kernel.BindingError as exc:
+                self.warn(f"{stage.entry.pid}: run-time operands do not fit the binding: {exc}")
                 return self._unfused(operands)
+            why = stage.refusal(problem)
+            if why is not None:
+                self.warn(f"{stage.entry.pid}'s {why}")
+                return self._unfused(operands)
+            problems.append(problem)
+            kept.append(tensors)
         if plan.workspace_bytes is None:
-            plan.workspace_bytes = max(producer.kernel.workspace_size(problem_p),
-                                       consumer.kernel.workspace_size(problem_q))
+            plan.workspace_bytes = max(stage.workspace(problem) for stage, problem in zip(self.stages, problems))
         size = plan.workspace_bytes
         workspace = torch.empty(size, dtype=torch.uint8, device=device) if size else None
+        workspace_ptr = workspace.data_ptr() if size else 0
         stream = _kernel.stream_pointer(device)
-        try:  # one stream: the consumer's launch follows the producer's
-            producer.kernel.run(problem_p, workspace.data_ptr() if size else 0, size, stream)
-            consumer.kernel.run(problem_q, workspace.data_ptr() if size else 0, size, stream)
+        try:  # one stream: each launch follows the one writing its image
+            for stage, problem, d_image in zip(self.stages, problems, writes):
+                stage.run(problem, d_image, workspace_ptr, size, stream)
         except _kernel.KernelError as exc:
             self.warn(f"launch failed: {exc}")
             return self._unfused(operands)
         return out
+
+
+def _producer_kind(handoff: dict):
+    """The _HandoffStage subclass of a manifest hand-off's producer (its `producer_rule`,
+    a missing one read as "gemm"); None for a rule without one."""
+    kinds = {"gemm": _GemmStage, "layernorm": _runtime_ops().LayerNormStage}
+    return kinds.get(handoff.get("producer_rule") or "gemm")
 
 
 def _dense_strides(shape) -> tuple:
@@ -709,34 +874,130 @@ def _runtime_ops():
 HANDOFFS_ENV = "FACT_HANDOFFS"
 
 
-def _install_handoff(gm, handoff: dict, calls: dict) -> str | None:
-    """Replaces the fact_gemm calls of a manifest hand-off's producer and consumer
-    (`calls`: pattern id -> (entry id, call node)) by one _HandoffEntry call.
-    Returns why it did not (None when it did); a pair with a pattern that is not
-    installed (an ablation) is skipped with the reason ""."""
+_SHAPE_METHODS = ("size", "dim", "numel")
+_SHAPE_ATTRIBUTES = ("shape", "ndim")
+
+
+def _is_shape_read(op: str, target, args) -> bool:
+    """A step or node that reads only the shape of its first argument."""
+    import builtins
+
+    if op == "call_method":
+        return target in _SHAPE_METHODS
+    return op == "call_function" and target is builtins.getattr and len(args) > 1 and args[1] in _SHAPE_ATTRIBUTES
+
+
+def _reads_shape_only(user: torch.fx.Node, value: torch.fx.Node) -> bool:
+    """True when graph node `user` reads nothing of `value` but its shape: a shape
+    query itself, or an installed pattern call whose program uses that operand only
+    in shape queries (runtime_ops' python-value prelude, e.g. b, t, c = x.size())."""
+    if _is_shape_read(user.op, user.target, user.args) and user.args[0] is value and \
+            value not in list(user.args[1:]) + list(user.kwargs.values()):
+        return True
+    if user.op != "call_function" or len(user.args) != 2 or not isinstance(user.args[1], int):
+        return False
+    entry = _ENTRIES.get(user.args[1])
+    operands = user.args[0]
+    if not isinstance(entry, _EntryBase) or not isinstance(operands, (list, tuple)) or user.kwargs:
+        return False
+    slots = {i for i, v in enumerate(operands) if v is value}
+    names = {name for name, i in entry.external.items() if i in slots}
+    if not names or any(i in slots for i in getattr(entry, "id_slots", {}).values()):
+        return False  # the kernel itself binds it
+    for _, op, target, args, kwargs in entry.steps:
+        refs = []
+        torch.fx.node.map_aggregate((args, kwargs), lambda v: refs.append(v.name) if isinstance(v, _Ref) else v)
+        if names & set(refs) and not (_is_shape_read(op, target, args) and isinstance(args[0], _Ref)
+                                      and args[0].name in names and len(names & set(refs)) == 1
+                                      and refs.count(args[0].name) == 1):
+            return False
+    return True
+
+
+def _admit_handoff(handoff: dict, calls: dict, admitted: list) -> str | None:
+    """Why a manifest hand-off cannot be fused in the installed graph (`calls`: pattern
+    id -> (entry id, fact_gemm / fact_pattern call node)); None when it can, after
+    pointing the shape-only readers of the producer's output at a same-shape input.
+    A pair with a pattern that is not installed (an ablation) is skipped with the
+    reason "". `admitted`: the pairs admitted so far (a pattern produces and consumes
+    at most one)."""
     if handoff.get("producer") not in calls or handoff.get("consumer") not in calls:
         return ""
+    if any(h["producer"] == handoff["producer"] or h["consumer"] == handoff["consumer"] for h in admitted):
+        return "another hand-off of the manifest has the same producer or consumer"
+    kind = _producer_kind(handoff)
+    if kind is None:
+        return f"no hand-off from a {handoff.get('producer_rule')!r} producer"
     (p_id, p_call), (q_id, q_call) = calls[handoff["producer"]], calls[handoff["consumer"]]
     producer, consumer = _ENTRIES[p_id], _ENTRIES[q_id]
+    if not isinstance(consumer, _PatternEntry):
+        return f"the consumer {consumer.pid} is not an installed GEMM pattern"
+    why = kind.producer_refusal(producer)
+    if why:
+        return why
+    produced = kind.produced_node(p_call)
     q_values = list(q_call.args[0])
-    if list(p_call.users) != [q_call] or [i for i, v in enumerate(q_values) if v is p_call] != [consumer.a_slot]:
+    if produced is None or [i for i, v in enumerate(q_values) if v is produced] != [consumer.a_slot]:
         return "in the installed graph the producer's output is read by more than the consumer's A"
-    formats = {getattr(entry.kernel, "image_format", lambda: "")() for entry in (producer, consumer)}
-    if formats != {handoff.get("format")}:
-        return (f"the libraries' image formats {sorted(formats)} are not the manifest's "
-                f"{handoff.get('format')!r}")
-    p_values = list(p_call.args[0])
-    entry = _HandoffEntry(producer, consumer, len(p_values), handoff)
+    # Readers of the output's shape alone (x.size() in the module, or a pattern program
+    # that recomputes python values from it) may read it from a tensor of the same shape.
+    stand_in = kind.same_shape_input(producer, p_call)
+    shape_readers = [u for u in produced.users if u is not q_call]
+    if shape_readers and (stand_in is None or not all(_reads_shape_only(u, produced) for u in shape_readers)):
+        return "in the installed graph the producer's output is read by more than the consumer's A"
+    why = kind.format_refusal(producer, consumer, handoff.get("format"))
+    if why:
+        return why
+    for reader in shape_readers:
+        reader.replace_input_with(produced, stand_in)
+    return None
+
+
+def _chains(pairs: list) -> list:
+    """The admitted pairs as chains, each from its head: a pair whose consumer produces
+    another pair continues into it (a pattern produces and consumes at most one)."""
+    following = {pair["producer"]: pair for pair in pairs}
+    consumers = {pair["consumer"] for pair in pairs}
+    chains = []
+    for pair in pairs:
+        if pair["producer"] in consumers:
+            continue  # inside a chain that starts further up
+        chain = [pair]
+        while chain[-1]["consumer"] in following:
+            chain.append(following[chain[-1]["consumer"]])
+        chains.append(chain)
+    return chains
+
+
+def _install_chain(gm, chain: list, calls: dict) -> None:
+    """Replaces the calls of a chain of admitted pairs (a layernorm producer's
+    fact_pattern call with its one getitem) by one fact_gemm call of a _HandoffEntry,
+    placed where the last consumer's call was."""
+    pids = [chain[0]["producer"]] + [pair["consumer"] for pair in chain]
+    nodes = [calls[pid][1] for pid in pids]
+    kinds = [_producer_kind(chain[0])] + [_GemmStage] * len(chain)
+    formats = [pair.get("format") for pair in chain] + [None]
+    stages, values = [], []
+    for index, (pid, call, kind, image_format) in enumerate(zip(pids, nodes, kinds, formats)):
+        entry = _ENTRIES[calls[pid][0]]
+        operands = list(call.args[0])
+        if index:
+            del operands[entry.a_slot]  # read from the previous stage's image
+        stages.append(kind(entry, len(operands), image_format))
+        values += operands
     with _lock:
         entry_id = next(_ids)
-        _ENTRIES[entry_id] = entry
-    del q_values[consumer.a_slot]
-    with gm.graph.inserting_before(q_call):
-        call = gm.graph.call_function(fact_gemm, (p_values + q_values, entry_id))
-    q_call.replace_all_uses_with(call)
-    gm.graph.erase_node(q_call)
-    gm.graph.erase_node(p_call)
-    return None
+        _ENTRIES[entry_id] = _HandoffEntry(stages)
+    # The last call follows every stage's operands (each stage reads the one before).
+    with gm.graph.inserting_before(nodes[-1]):
+        fused = gm.graph.call_function(fact_gemm, (values, entry_id))
+    nodes[-1].replace_all_uses_with(fused)
+    produced = [kind.produced_node(call) for kind, call in zip(kinds[:-1], nodes[:-1])]
+    gm.graph.erase_node(nodes[-1])
+    for call, output in reversed(list(zip(nodes[:-1], produced))):  # each read only by the next, now erased
+        if output is not call:
+            gm.graph.erase_node(output)
+        gm.graph.erase_node(call)
 
 
 def install(module: torch.nn.Module, manifest, *, strict: bool = False,
@@ -749,9 +1010,10 @@ def install(module: torch.nn.Module, manifest, *, strict: bool = False,
     `patterns` (default: $FACT_PATTERNS, else all) binds only the patterns
     select_patterns() names; the others run in PyTorch without a warning:
     a per-pattern ablation, not a fallback. `handoffs` (default: $FACT_HANDOFFS
-    != "0") runs the manifest's operand hand-offs (pairs of GEMM patterns whose
-    kernels pass the intermediate as a pre-split image, _HandoffEntry); off,
-    every pattern runs on its own."""
+    != "0") runs the manifest's operand hand-offs (a GEMM or LayerNorm producer
+    and a GEMM consumer whose kernels pass the intermediate as a pre-split
+    image; pairs sharing a pattern run as one chain, _HandoffEntry); off, every
+    pattern runs on its own."""
     data, base_dir = _load_manifest(manifest)
     if data.get("fact_manifest") != 1:
         raise ValueError(f"not a FACT manifest (version {data.get('fact_manifest')!r}, expected 1)")
@@ -762,13 +1024,13 @@ def install(module: torch.nn.Module, manifest, *, strict: bool = False,
         patterns = os.environ.get(PATTERNS_ENV)
     installed = []
     replaced: dict = {}
-    gemm_calls: dict = {}  # pattern id -> (entry id, fact_gemm call node)
+    calls: dict = {}  # pattern id -> (entry id, fact_gemm / fact_pattern call node)
     for pattern in select_patterns(data.get("patterns", []), gm, patterns):
         pid = pattern.get("id", "?")
         try:
             try:
                 if _runtime_ops().handles(pattern):  # layernorm / attention: fact.runtime_ops binds them
-                    _runtime_ops().install_pattern(gm, builder, pattern, base_dir, replaced)
+                    calls[pid] = _runtime_ops().install_pattern(gm, builder, pattern, base_dir, replaced)
                     installed.append(pid)
                     continue
                 entry, ordered, out_node = _prepare(gm, builder, pattern, base_dir, replaced)
@@ -784,20 +1046,23 @@ def install(module: torch.nn.Module, manifest, *, strict: bool = False,
             _ENTRIES[entry_id] = entry
         out_name = out_node.name
         replaced[out_name] = _rewrite(gm, entry, entry_id, ordered, out_node)
-        gemm_calls[pid] = (entry_id, replaced[out_name])
+        calls[pid] = (entry_id, replaced[out_name])
         installed.append(pid)
     if handoffs is None:
         handoffs = os.environ.get(HANDOFFS_ENV, "1") != "0"
-    fused_pairs = []
+    admitted = []
     for handoff in data.get("handoffs", []) if handoffs else []:
-        why = _install_handoff(gm, handoff, gemm_calls)
+        why = _admit_handoff(handoff, calls, admitted)
         if why is None:
-            fused_pairs.append(f"{handoff['producer']}->{handoff['consumer']}")
+            admitted.append(handoff)
         elif why:
             if strict:
                 raise RuntimeError(f"fact: hand-off {handoff.get('producer')}->{handoff.get('consumer')}: {why}")
             warnings.warn(f"fact: hand-off {handoff.get('producer')}->{handoff.get('consumer')} not used: {why}",
                           RuntimeWarning, stacklevel=2)
+    for chain in _chains(admitted):
+        _install_chain(gm, chain, calls)
+    fused_pairs = [f"{pair['producer']}->{pair['consumer']}" for pair in admitted]
     gm.graph.lint()
     gm.recompile()
     # The rewritten code runs with `self` = the module itself, so every

@@ -89,8 +89,7 @@ class OpEntry(_rt._EntryBase):
         plan = self._plans.get(key)
         if plan is not None:
             return plan
-        device = operands[next(iter(self.id_slots.values()))].device
-        plan = self.device_mismatch(operands, device)
+        plan = self.device_mismatch(operands, self.operand_device(operands))
         if plan is None:
             meta = [_rt._meta_like(t) for t in operands]
             with torch.no_grad():
@@ -110,11 +109,9 @@ class OpEntry(_rt._EntryBase):
         self._plans[key] = plan
         return plan
 
-    def execute(self, operands) -> list:
-        plan = self._signature_plan(operands)
-        if isinstance(plan, str):
-            self.warn(plan)
-            return self.run_original(operands)
+    def bound_tensors(self, operands) -> dict:
+        """{binding tensor id: tensor}, copied dense where the kernel cannot
+        address the operand's layout; keep it alive until the launch."""
         tensors = {}
         for ident, i in self.id_slots.items():
             t = operands[i]
@@ -124,7 +121,15 @@ class OpEntry(_rt._EntryBase):
                   and op_kernels.row_stride(t, int(self.payload["cols"])) is None):
                 t = t.contiguous()
             tensors[ident] = t
-        device = next(iter(tensors.values())).device
+        return tensors
+
+    def execute(self, operands) -> list:
+        plan = self._signature_plan(operands)
+        if isinstance(plan, str):
+            self.warn(plan)
+            return self.run_original(operands)
+        tensors = self.bound_tensors(operands)
+        device = self.operand_device(operands)
         outs = [torch.empty(shape, dtype=dtype, device=device) for shape, dtype in plan]
         try:
             if self.rule == "layernorm":
@@ -136,6 +141,75 @@ class OpEntry(_rt._EntryBase):
             self.warn(f"run-time operands do not fit the binding: {exc}")
             return self.run_original(operands)
         return self.launch(problem, device, operands, outs)
+
+
+class LayerNormStage(_rt._HandoffStage):
+    """A LayerNorm producer of an operand hand-off (docs/CONTRACTS.md §7.1), always
+    stage 0 of its chain: its library writes y as the next GEMM's pre-split A image
+    (fact_layernorm_run_image) instead of to y. The LayerNorm pattern has exactly
+    one output, y."""
+
+    @staticmethod
+    def producer_refusal(producer) -> str | None:
+        if not isinstance(producer, OpEntry) or producer.rule != "layernorm":
+            return f"the producer {producer.pid} is not an installed LayerNorm pattern"
+        if len(producer.output_names) != 1:
+            return (f"the LayerNorm producer {producer.pid} has outputs {producer.output_names}; "
+                    f"a hand-off needs y alone")
+        return None
+
+    @staticmethod
+    def produced_node(p_call):
+        users = list(p_call.users)  # the getitem of each output
+        return users[0] if len(users) == 1 else None
+
+    @staticmethod
+    def same_shape_input(producer, p_call):
+        """x: a LayerNorm's y has the shape of its input (residual LayerNorms: None,
+        a and b may broadcast)."""
+        x = producer.payload.get("x")
+        if not isinstance(x, dict) or x.get("tensor") not in producer.id_slots:
+            return None
+        return p_call.args[0][producer.id_slots[x["tensor"]]]
+
+    @staticmethod
+    def format_refusal(producer, consumer, image_format) -> str | None:
+        written = getattr(producer.kernel, "image_formats", lambda: [])()
+        read = getattr(consumer.kernel, "image_format", lambda: "")()
+        if image_format not in written or read != image_format:
+            return (f"the LayerNorm library writes image formats {written} and the consumer's library reads "
+                    f"{read!r}, not both the manifest's {image_format!r}")
+        return None
+
+    def plan(self, ops, device, image_meta):
+        assert image_meta is None, "a LayerNorm stage reads no image"
+        plan = self.entry._signature_plan(ops)
+        return plan if isinstance(plan, str) else plan[0]
+
+    def produced_meta(self, plan):
+        shape, dtype = plan
+        return torch.empty(shape, dtype=dtype, device="meta")
+
+    def image_written(self, plan) -> int:
+        return self.entry.kernel.image_bytes(op_kernels.layernorm_skeleton(self.entry.payload), self.image_format)
+
+    def problem(self, plan, ops, out, a_image, d_image):
+        """The image problem binds no y; the image pointer goes to run()."""
+        tensors = self.entry.bound_tensors(ops)
+        return op_kernels.layernorm_problem(self.entry.payload, tensors, {}, y_as_image=True), tensors
+
+    def refusal(self, problem) -> str | None:
+        why = self.entry.kernel.image_can_implement(problem, self.image_format)
+        return None if why is None else f"image_can_implement: {why}"
+
+    def workspace(self, problem) -> int:
+        return 0
+
+    def run(self, problem, d_image, workspace_ptr, workspace_bytes, stream):
+        self.entry.kernel.run_image(problem, self.image_format, d_image, stream)
+
+    def output_of(self, value):
+        return value[0]
 
 
 def _original_grads(entry: int, operands, grads):
@@ -217,9 +291,10 @@ def _buffer_value(gm, builder, ident: str):
     return value
 
 
-def install_pattern(gm, builder, pattern: dict, base_dir: str, replaced: dict) -> None:
-    """Replaces one layernorm / attention pattern's nodes in `gm`; raises
-    fact.runtime._Fallback with the reason when it cannot."""
+def install_pattern(gm, builder, pattern: dict, base_dir: str, replaced: dict) -> tuple[int, torch.fx.Node]:
+    """Replaces one layernorm / attention pattern's nodes in `gm`; returns (entry
+    id, fact_pattern call node); raises fact.runtime._Fallback with the reason
+    when it cannot."""
     rule = pattern.get("rule")
     payload = pattern.get(rule)
     if not isinstance(payload, dict):
@@ -301,3 +376,4 @@ def install_pattern(gm, builder, pattern: dict, base_dir: str, replaced: dict) -
     for node in reversed(list(graph.nodes)):
         if node.name in removable and not node.users:
             graph.erase_node(node)
+    return entry_id, call

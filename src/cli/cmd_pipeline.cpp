@@ -85,7 +85,7 @@ void register_pipeline(CLI::App& app, int* exit_code) {
         ->check(CLI::PositiveNumber);
     sub->add_flag("--compile-only", a->o.compile_only, "emit and compile only; no GPU needed");
     add_variants(sub, a->variants);
-    sub->add_option("--filter", a->o.filter, "only variants whose name contains this substring");
+    sub->add_option("--filter", a->o.filter, "only variants whose name contains one of these '|'-separated substrings");
     sub->add_flag("--no-registry", a->no_registry, "do not reuse recorded winners");
     sub->add_flag("--reverify", a->o.reverify, "verify and time a reused registry winner again");
     sub->add_option("--registry", a->o.registry_path, "registry database (default $FACT_REGISTRY)");
@@ -131,7 +131,7 @@ void register_pipeline(CLI::App& app, int* exit_code) {
     sub->add_option("-j,--jobs", a->jobs, "parallel nvcc jobs")->check(CLI::PositiveNumber);
     sub->add_flag("--compile-only", a->compile_only, "realize compiles but does not verify (no GPU needed)");
     add_variants(sub, a->variants);
-    sub->add_option("--filter", a->filter, "only variants whose name contains this substring");
+    sub->add_option("--filter", a->filter, "only variants whose name contains one of these '|'-separated substrings");
     sub->add_option("--arch", a->arch, "target arch (default $FACT_ARCH or detected)");
     sub->add_flag("--no-registry", a->no_registry, "ignore recorded winners");
     sub->add_flag("--reverify", a->reverify, "verify and time reused registry winners again");

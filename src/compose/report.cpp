@@ -84,8 +84,8 @@ std::string compose_report(const json& ir, const json& plan, const json& realize
     md += "\n## Operand hand-offs\n\n";
     for (const json& h : fused_pairs)
       md += fmt::format("- {} → {}: {}'s kernel writes `{}` as {}'s pre-split A operand (image format `{}`) "
-                        "instead of in fp32, and {} skips its A pre-pass. The pair runs as one unit; the "
-                        "per-pattern times above are the separate kernels'.\n",
+                        "instead of in fp32, and {} skips its A pre-pass. The pair runs as one unit (with the "
+                        "pairs it chains with); the per-pattern times above are the separate kernels'.\n",
                         h.value("producer", ""), h.value("consumer", ""), h.value("producer", ""),
                         h.value("tensor", ""), h.value("consumer", ""), h.value("format", ""),
                         h.value("consumer", ""));

@@ -42,14 +42,28 @@ int values_per_thread(const LayerNormVariant& v) {
 }
 
 constexpr const char* kSource =
-    "#include \"layernorm.cuh\"\n"
+    "#include \"${header}\"\n"
     "#include \"fact_export.cuh\"\n"
     "\n"
     "using FactConfig = fact::layernorm::Config<\n"
     "    /*cols*/ ${cols}, /*warps per row*/ ${warps}, /*vector width*/ ${vec},\n"
     "    ${residual}>;\n"
+    "${images}"
     "\n"
-    "FACT_EXPORT_LAYERNORM(fact::layernorm::Operation<FactConfig>, \"${name}\")\n";
+    "FACT_EXPORT_LAYERNORM(fact::layernorm::Operation<FactConfig>, FactImages, \"${name}\")\n";
+
+// The operand-image writers an sm90 library compiles in (layernorm_image.cuh), else none.
+std::string images_declaration(const LayerNormVariant& v, bool sm90) {
+  const std::vector<ImageFormatSpec> formats = sm90 && !layernorm_image_formats(v).empty()
+                                                   ? split_image_format_specs()
+                                                   : std::vector<ImageFormatSpec>{};
+  if (formats.empty()) return "using FactImages = fact::layernorm::NoImages;\n";
+  std::string out = "using FactImages = fact::layernorm::ImageWriters<FactConfig";
+  for (const ImageFormatSpec& f : formats)
+    out += fmt::format(",\n    fact::layernorm::ImageFormat<fact::split_gemm::{}, {}, {}, {}>",
+                       f.f16_scaled ? "PartsFp16Scaled" : "PartsBf16", f.parts, f.rows, f.tile_k);
+  return out + ">;\n";
+}
 
 class LayerNormRealizer final : public PatternRealizer {
  public:
@@ -72,8 +86,7 @@ class LayerNormRealizer final : public PatternRealizer {
 
  private:
   static RealizerCandidate candidate(const LayerNormVariant& v, const std::string& target_arch) {
-    // Plain CUDA: compute_80 PTX to the target's SASS, as the sm80 GEMM family.
-    return {v.name(), "f32", nvcc_flags(KernelArch::Sm80, target_arch), emit_layernorm_source(v)};
+    return {v.name(), "f32", layernorm_nvcc_flags(target_arch), emit_layernorm_source(v, target_arch)};
   }
 };
 
@@ -101,6 +114,11 @@ std::optional<LayerNormVariant> parse_layernorm_variant_name(const std::string& 
       (v.vec != 1 && v.vec != 2 && v.vec != 4) || v.name() != name)
     return std::nullopt;
   return v;
+}
+
+std::vector<std::string> layernorm_image_formats(const LayerNormVariant& v) {
+  if (v.cols <= 0 || v.cols > kLayerNormImageMaxCols) return {};
+  return split_image_formats();
 }
 
 LayerNormProblemDesc layernorm_problem_from_json(const nlohmann::json& ln) {
@@ -179,9 +197,21 @@ LayerNormEnumeration enumerate_layernorm_variants(const LayerNormProblemDesc& p,
   return out;
 }
 
-std::string emit_layernorm_source(const LayerNormVariant& v) {
-  return thin_source("src/realize/layernorm_realizer.cpp", "layernorm.cuh", kSource,
+bool layernorm_targets_sm90(const std::string& target_arch) { return target_arch.rfind("sm90", 0) == 0; }
+
+std::vector<std::string> layernorm_nvcc_flags(const std::string& target_arch) {
+  // sm90: compute_90a, as the split GEMMs (the image writer uses clusters). Else plain
+  // CUDA: compute_80 PTX to the target's SASS, as the sm80 GEMM family.
+  return nvcc_flags(layernorm_targets_sm90(target_arch) ? KernelArch::Sm90 : KernelArch::Sm80, target_arch);
+}
+
+std::string emit_layernorm_source(const LayerNormVariant& v, const std::string& target_arch) {
+  const bool sm90 = layernorm_targets_sm90(target_arch);
+  const char* header = sm90 ? "layernorm_image.cuh" : "layernorm.cuh";
+  return thin_source("src/realize/layernorm_realizer.cpp", header, kSource,
                      {{"name", v.name()},
+                      {"header", header},
+                      {"images", images_declaration(v, sm90)},
                       {"cols", std::to_string(v.cols)},
                       {"warps", std::to_string(v.warps_per_row)},
                       {"vec", std::to_string(v.vec)},

@@ -105,6 +105,23 @@ Candidate make_candidate(RealizerCandidate rc) {
   return c;
 }
 
+// RealizeOptions::filter: '|'-separated substrings, any of which a kept variant's name contains.
+bool passes_filter(const std::string& name, const std::string& filter) {
+  if (filter.empty()) return true;
+  size_t begin = 0;
+  while (true) {
+    const size_t end = filter.find('|', begin);
+    const std::string part = filter.substr(begin, end == std::string::npos ? std::string::npos : end - begin);
+    if (!part.empty() && name.find(part) != std::string::npos) return true;
+    if (end == std::string::npos) return false;
+    begin = end + 1;
+  }
+}
+
+std::string filter_reason(const std::string& filter) {
+  return fmt::format("no variant name contains the filter '{}'", filter);
+}
+
 // A rule realizer's candidates (LayerNorm, attention); a malformed payload falls back with its reason.
 void enumerate_with_realizer(PatternWork& w, double tolerance, VariantSet set, const std::string& filter) {
   RealizerEnumeration e;
@@ -116,12 +133,11 @@ void enumerate_with_realizer(PatternWork& w, double tolerance, VariantSet set, c
   }
   w.skipped = e.skipped;
   for (auto& rc : e.candidates) {
-    if (!filter.empty() && rc.name.find(filter) == std::string::npos) continue;
+    if (!passes_filter(rc.name, filter)) continue;
     w.candidates.push_back(make_candidate(std::move(rc)));
   }
   if (w.candidates.empty())
-    w.fallback_reason = !e.reason.empty() ? e.reason
-                                          : fmt::format("no variant name contains the filter '{}'", filter);
+    w.fallback_reason = !e.reason.empty() ? e.reason : filter_reason(filter);
 }
 
 // Gives up fusing the pattern's epilogue chain: the kernel computes the GEMM core (§6).
@@ -150,12 +166,11 @@ void enumerate_cold(PatternWork& w, double tolerance, VariantSet set, const std:
   }
   w.skipped = e.skipped;
   for (const auto& v : e.variants) {
-    if (!filter.empty() && v.name().find(filter) == std::string::npos) continue;
+    if (!passes_filter(v.name(), filter)) continue;
     w.candidates.push_back(make_candidate(v, w.arch, w.chain ? &*w.chain : nullptr));
   }
   if (w.candidates.empty())
-    w.fallback_reason = !e.reason.empty() ? e.reason
-                                          : fmt::format("no variant name contains the filter '{}'", filter);
+    w.fallback_reason = !e.reason.empty() ? e.reason : filter_reason(filter);
 }
 
 // The registry's winner for this pattern rebuilt as a candidate, or none when there is

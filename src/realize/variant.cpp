@@ -195,6 +195,11 @@ std::optional<std::string> split_config_illegal_reason(const GemmVariant& v) {
   return std::nullopt;
 }
 
+// The math modes of FACT's split kernels (sm90split), in enumeration order.
+constexpr std::array<MathMode, 4> kSplitMaths{MathMode::F16x3, MathMode::BF16x6, MathMode::BF16x3, MathMode::BF16};
+// The pre kernels' tile: every sm90split pre variant enumerated is 128 x 128 x 32.
+constexpr int kPreTileM = 128, kPreTileN = 128, kPreTileK = 32;
+
 }  // namespace
 
 const char* token(KernelArch v) { return lookup(kArch, v, kMissing).token; }
@@ -229,11 +234,40 @@ const SplitKernel* split_kernel(const GemmVariant& v) {
   return nullptr;
 }
 
-std::string operand_image_format(const GemmVariant& v) {
+std::string ImageFormatSpec::name() const {
+  return fmt::format("fact-split-image-v1:{}:p{}:r{}:k{}:sw64", f16_scaled ? "f16s" : "bf16", parts, rows, tile_k);
+}
+
+namespace {
+std::optional<ImageFormatSpec> image_format_spec(const GemmVariant& v) {
   const SplitKernel* kernel = split_kernel(v);
-  if (kernel == nullptr || kernel->schedule != Schedule::Pre) return "";
-  return fmt::format("fact-split-image-v1:{}:p{}:r{}:k{}:sw64", v.math == MathMode::F16x3 ? "f16s" : "bf16",
-                     split_parts(v), v.tile_m, v.tile_k);
+  if (kernel == nullptr || kernel->schedule != Schedule::Pre) return std::nullopt;
+  return ImageFormatSpec{v.math == MathMode::F16x3, static_cast<int>(split_parts(v)), v.tile_m, v.tile_k};
+}
+}  // namespace
+
+std::string operand_image_format(const GemmVariant& v) {
+  const auto spec = image_format_spec(v);
+  return spec ? spec->name() : "";
+}
+
+std::vector<ImageFormatSpec> split_image_format_specs() {
+  std::vector<ImageFormatSpec> out;
+  for (MathMode math : kSplitMaths) {
+    GemmVariant v;
+    v.arch = KernelArch::Sm90Split, v.math = math, v.schedule = Schedule::Pre;
+    v.tile_m = kPreTileM, v.tile_n = kPreTileN, v.tile_k = kPreTileK;
+    const ImageFormatSpec spec = *image_format_spec(v);
+    if (std::none_of(out.begin(), out.end(), [&](const ImageFormatSpec& s) { return s.name() == spec.name(); }))
+      out.push_back(spec);
+  }
+  return out;
+}
+
+std::vector<std::string> split_image_formats() {
+  std::vector<std::string> out;
+  for (const ImageFormatSpec& spec : split_image_format_specs()) out.push_back(spec.name());
+  return out;
 }
 
 std::string GemmVariant::name() const {
@@ -554,7 +588,7 @@ Enumeration enumerate_gemm_variants(const GemmProblemDesc& p, double tolerance, 
       // where each operand tile is re-read by many output tiles: pre is not offered for
       // small-MN large-K problems (unless "all"). bf16x6 on v3 (twice the products) in
       // "all" only.
-      for (MathMode math : {MathMode::F16x3, MathMode::BF16x6, MathMode::BF16x3, MathMode::BF16}) {
+      for (MathMode math : kSplitMaths) {
         if (!math_admitted(math, cls)) continue;
         if (cls == ToleranceClass::Relaxed && math == MathMode::BF16x6 && !all) continue;
         const GemmVariant b = base(family, math);
@@ -572,7 +606,8 @@ Enumeration enumerate_gemm_variants(const GemmProblemDesc& p, double tolerance, 
         // 65536x768x3072; docs/notes/split_gemm.md), so both are tuned.
         if (!small_mn_large_k || all)
           for (SchedulerKind sk : {SchedulerKind::Dp, SchedulerKind::Persistent})
-            add(b, 128, 128, 32, 1, 1, Schedule::Pre, sk, math == MathMode::BF16x6 ? 4 : math == MathMode::BF16 ? 8 : 6);
+            add(b, kPreTileM, kPreTileN, kPreTileK, 1, 1, Schedule::Pre, sk,
+                math == MathMode::BF16x6 ? 4 : math == MathMode::BF16 ? 8 : 6);
       }
     } else {
       for (MathMode math : {MathMode::TF32x3, MathMode::F32}) {

@@ -114,6 +114,34 @@ std::pair<double, double> time_cold_l2(Fn&& fn, int reps, cudaStream_t stream, v
   return {median(ms), mean(ms)};
 }
 
+// The device a check runs on: its properties, a stream, a buffer larger than L2 that
+// time() overwrites before every timed run (time_cold_l2), and a fill grid of 4 CTAs per SM.
+struct CheckDevice {
+  cudaDeviceProp prop{};
+  cudaStream_t stream = nullptr;
+  void* flush = nullptr;
+  size_t flush_bytes = size_t(256) << 20;
+  int grid = 0;
+
+  CheckDevice() {
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    CUDA_CHECK(cudaStreamCreate(&stream));
+    CUDA_CHECK(cudaMalloc(&flush, flush_bytes));
+    grid = 4 * prop.multiProcessorCount;
+  }
+  template <class Fn>
+  std::pair<double, double> time(Fn&& fn, int reps) const {
+    return time_cold_l2(fn, reps, stream, flush, flush_bytes);
+  }
+};
+
+// dlopen with RTLD_NOW | RTLD_LOCAL; throws with dlerror() when it fails.
+inline void* open_or_throw(const std::string& path) {
+  void* h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!h) throw std::runtime_error(std::string("dlopen: ") + dlerror());
+  return h;
+}
+
 // Adds the options every check shares to `app`: --lib (required), repeated --shape
 // "a,b,c,d" (four integers; `what` names them in the help), --time, --reps (>= 50).
 inline void add_common_options(CLI::App& app, std::string& lib, std::vector<std::array<int64_t, 4>>& shapes,
@@ -161,8 +189,7 @@ int run_reporting(const char* tool, Body&& body) {
 
 // dlopens `path` and binds every GEMM entry point; throws on a missing symbol or another ABI.
 inline Lib open_library(const std::string& path) {
-  void* h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-  if (!h) throw std::runtime_error(std::string("dlopen: ") + dlerror());
+  void* h = open_or_throw(path);
   Lib L;
   bind(h, "fact_variant_name", L.name);
   bind(h, "fact_abi_version", L.abi);

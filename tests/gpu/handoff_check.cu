@@ -67,21 +67,16 @@ void run(const Lib& L, const FactGemmProblem& pr, void* ws, size_t ws_bytes, cud
 
 int run_all(const Opts& o) {
   const Lib P = open_library(o.lib), Q = open_library(o.lib2.empty() ? o.lib : o.lib2);
-  cudaDeviceProp prop;
-  CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-  std::printf("P %s, Q %s on %s; image format '%s' / '%s'\n", P.name(), Q.name(), prop.name, P.image_format(),
+  const CheckDevice dev;
+  std::printf("P %s, Q %s on %s; image format '%s' / '%s'\n", P.name(), Q.name(), dev.prop.name, P.image_format(),
               Q.image_format());
   int failures = 0;
   if (!*P.image_format() || std::strcmp(P.image_format(), Q.image_format()) != 0) {
     std::printf("FAIL: the libraries do not share an image format\n");
     return 1;
   }
-  cudaStream_t stream;
-  CUDA_CHECK(cudaStreamCreate(&stream));
-  void* flush = nullptr;
-  const size_t flush_bytes = size_t(256) << 20;
-  CUDA_CHECK(cudaMalloc(&flush, flush_bytes));
-  const int grid = 4 * prop.multiProcessorCount;
+  cudaStream_t stream = dev.stream;
+  const int grid = dev.grid;
 
   // Refusals: a misaligned image, and K split over CTAs (few output tiles, long K).
   {
@@ -186,7 +181,7 @@ int run_all(const Opts& o) {
     }
 
     if (o.time) {
-      auto time_it = [&](auto&& fn) { return time_cold_l2(fn, o.reps, stream, flush, flush_bytes); };
+      auto time_it = [&](auto&& fn) { return dev.time(fn, o.reps); };
       // Alternating twice, so that drift between the two measurements shows.
       for (int round = 0; round < 2; ++round) {
         auto plain = time_it([&] {

@@ -107,18 +107,14 @@ Score score(const std::vector<double>& ref, const std::vector<float>& got) {
 
 int run_all(const Opts& o) {
   const Lib L = open_library(o.lib);
-  cudaDeviceProp prop;
-  CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  const CheckDevice dev;
+  const cudaDeviceProp& prop = dev.prop;
   std::printf("variant %s on %s (%d SMs)\n", L.name(), prop.name, prop.multiProcessorCount);
 
   cublasHandle_t cb;
   CUBLAS_CHECK(cublasCreate(&cb));
-  cudaStream_t stream;
-  CUDA_CHECK(cudaStreamCreate(&stream));
+  cudaStream_t stream = dev.stream;
   CUBLAS_CHECK(cublasSetStream(cb, stream));
-  void* flush = nullptr;
-  const size_t flush_bytes = size_t(256) << 20;
-  CUDA_CHECK(cudaMalloc(&flush, flush_bytes));
   unsigned long long* bad_d;
   CUDA_CHECK(cudaMalloc(&bad_d, sizeof(unsigned long long)));
 
@@ -201,7 +197,7 @@ int run_all(const Opts& o) {
 
     for (int normal = 0; normal < 2; ++normal) {
       ++seed;
-      const int grid = 4 * prop.multiProcessorCount;
+      const int grid = dev.grid;
       fill<<<grid, 256, 0, stream>>>(A, size_t(batch) * bs_a, seed * 3 + 0, normal);
       fill<<<grid, 256, 0, stream>>>(B, size_t(batch) * bs_b, seed * 3 + 1, normal);
       if (E) fill<<<grid, 256, 0, stream>>>(E, size_t(std::max<int64_t>(batch * bs_e, 1)), seed * 3 + 2, normal);
@@ -267,7 +263,7 @@ int run_all(const Opts& o) {
     }
 
     if (o.time) {
-      auto time_it = [&](auto&& fn) { return time_cold_l2(fn, o.reps, stream, flush, flush_bytes); };
+      auto time_it = [&](auto&& fn) { return dev.time(fn, o.reps); };
       auto tk = time_it([&] {
         if (L.run(&pr, ws, ws_bytes, stream) != 0) throw std::runtime_error(std::string("fact_gemm_run: ") + L.err());
       });

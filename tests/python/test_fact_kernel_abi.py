@@ -53,7 +53,7 @@ def test_problem_struct_mirrors_the_header():
     check_mirror("FactEpilogueLeaf", kernel.FactEpilogueLeaf)
     header = HEADER.read_text()
     assert f"#define FACT_KERNEL_ABI_VERSION {kernel.ABI_VERSION}" in header
-    assert kernel.ABI_VERSION == 3
+    assert kernel.ABI_VERSION == 4
     assert f"#define FACT_GEMM_MAX_LEAVES {kernel.MAX_LEAVES}" in header
     for kind, value in kernel.EPILOGUE_KINDS.items():
         assert re.search(rf"FACT_EPILOGUE_{kind.upper()} = {value}\b", header)
@@ -99,6 +99,84 @@ def test_loading_a_missing_or_foreign_library_raises(tmp_path):
                 with pytest.raises(kernel.KernelError, match="does not export the FACT kernel ABI"):
                     kernel.GemmKernel(path)
                 break
+
+
+_LAYERNORM_STUB = r"""
+#include <string.h>
+#include "fact/kernel_abi.h"
+static const char* error = "";
+int fact_abi_version(void) { return FACT_KERNEL_ABI_VERSION; }
+const char* fact_variant_name(void) { return "layernorm_stub"; }
+const char* fact_last_error(void) { return error; }
+int fact_layernorm_can_implement(const FactLayerNormProblem* p) { (void)p; return 0; }
+int fact_layernorm_run(const FactLayerNormProblem* p, void* stream) { (void)p; (void)stream; return 0; }
+#ifdef WITH_IMAGES
+const char* fact_layernorm_image_formats(void) { return "fmt-a;fmt-b"; }
+size_t fact_layernorm_image_bytes(const FactLayerNormProblem* p, const char* format) {
+  return strcmp(format, "fmt-b") == 0 ? (size_t)(p->rows * p->cols * 2) : 0;
+}
+int fact_layernorm_image_can_implement(const FactLayerNormProblem* p, const char* format) {
+  if (p->y) { error = "y must be null in image mode"; return 3; }
+  if (strcmp(format, "fmt-b") != 0) { error = "format not written"; return 4; }
+  return 0;
+}
+int fact_layernorm_run_image(const FactLayerNormProblem* p, const char* format, void* image, void* stream) {
+  (void)format; (void)stream;
+  if (!image) { error = "no image"; return 5; }
+  memset(image, 0x5a, (size_t)(p->rows * p->cols * 2));
+  return 0;
+}
+#endif
+"""
+
+
+def layernorm_stub(tmp_path, with_images: bool):
+    """A LayerNorm library built from _LAYERNORM_STUB (ABI 4 image exports only with `with_images`)."""
+    import shutil
+    import subprocess
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler on PATH to build a stub library")
+    source = tmp_path / "stub.c"
+    source.write_text(_LAYERNORM_STUB)
+    library = tmp_path / f"liblayernorm_stub{'_images' if with_images else ''}.so"
+    subprocess.run([cc, "-shared", "-fPIC", "-I", str(ROOT / "include"), *(["-DWITH_IMAGES"] if with_images else []),
+                    str(source), "-o", str(library)], check=True)
+    from fact import op_kernels
+
+    return op_kernels.LayerNormKernel(str(library)), op_kernels
+
+
+def test_layernorm_image_entry_points(tmp_path):
+    lib, op_kernels = layernorm_stub(tmp_path, with_images=True)
+    header = HEADER.read_text()
+    for export in ("const char* fact_layernorm_image_formats(void);", "size_t fact_layernorm_image_bytes(",
+                   "int fact_layernorm_image_can_implement(", "int fact_layernorm_run_image("):
+        assert export in header
+    assert lib.image_formats() == ["fmt-a", "fmt-b"]
+    problem = op_kernels.FactLayerNormProblem(rows=4, cols=8)
+    assert (lib.image_bytes(problem, "fmt-b"), lib.image_bytes(problem, "fmt-a")) == (64, 0)
+    assert lib.image_can_implement(problem, "fmt-b") is None
+    assert lib.image_can_implement(problem, "fmt-a") == "format not written"
+    image = (ctypes.c_uint8 * 64)()
+    lib.run_image(problem, "fmt-b", ctypes.addressof(image), 0)
+    assert bytes(image) == b"\x5a" * 64
+    with pytest.raises(kernel.KernelError, match="no image"):
+        lib.run_image(problem, "fmt-b", 0, 0)
+    problem.y = 4096
+    assert lib.image_can_implement(problem, "fmt-b") == "y must be null in image mode"
+
+
+def test_a_layernorm_library_without_image_exports_writes_no_image(tmp_path):
+    lib, op_kernels = layernorm_stub(tmp_path, with_images=False)
+    problem = op_kernels.FactLayerNormProblem(rows=4, cols=8)
+    assert lib.image_formats() == []
+    assert lib.image_bytes(problem, "fmt-b") == 0
+    assert "writes no operand images" in lib.image_can_implement(problem, "fmt-b")
+    with pytest.raises(kernel.KernelError, match="writes no operand images"):
+        lib.run_image(problem, "fmt-b", 4096, 0)
+    assert lib.can_implement(problem) is None  # the plain LayerNorm still loads and runs
 
 
 torch = pytest.importorskip("torch")

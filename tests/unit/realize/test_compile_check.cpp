@@ -257,7 +257,7 @@ TEST(CompileCheck, LayerNormAndAttentionVariantsCompileAndExportTheirAbi) {
   if (!skip.empty()) GTEST_SKIP() << skip;
   const auto ln = *parse_layernorm_variant_name("layernorm_f32_c768_w4_v4_res_sum");
   const auto att = *parse_attention_variant_name("attention_sm80_tf32x3_f32_32x128_maxk128");
-  std::vector<CompileJob> jobs{{ln.name(), emit_layernorm_source(ln), nvcc_flags(KernelArch::Sm80, "sm90a")},
+  std::vector<CompileJob> jobs{{ln.name(), emit_layernorm_source(ln, "sm90a"), layernorm_nvcc_flags("sm90a")},
                                {att.name(), emit_attention_source(att), nvcc_flags(KernelArch::Sm80, "sm90a")}};
   TempDir t;
   auto results = compile_in_turn(*tc, t.path / "cache", jobs);
@@ -286,6 +286,25 @@ TEST(CompileCheck, LayerNormAndAttentionVariantsCompileAndExportTheirAbi) {
     p.x = addr(1), p.sum = nullptr;
     EXPECT_NE(can(&p), 0);
     EXPECT_NE(std::string(last_error()).find("sum is null"), std::string::npos) << last_error();
+    // The image entry points (ABI 4): the library writes exactly the C++ core's formats.
+    auto formats = lib.fn<const char*()>("fact_layernorm_image_formats");
+    auto image_bytes = lib.fn<size_t(const FactLayerNormProblem*, const char*)>("fact_layernorm_image_bytes");
+    auto image_can = lib.fn<int(const FactLayerNormProblem*, const char*)>("fact_layernorm_image_can_implement");
+    auto run_image = lib.fn<int(const FactLayerNormProblem*, const char*, void*, void*)>("fact_layernorm_run_image");
+    ASSERT_TRUE(formats && image_bytes && image_can && run_image) << "layernorm library lacks an image symbol";
+    std::string expected;
+    for (const std::string& f : split_image_formats()) expected += (expected.empty() ? "" : ";") + f;
+    EXPECT_EQ(formats(), expected);
+    p.sum = addr(3), p.y = nullptr, p.y_row_stride = 0;  // y is not read in image mode
+    const std::string f16x3 = split_image_formats().front();
+    EXPECT_EQ(image_can(&p, f16x3.c_str()), 0) << last_error();
+    // 64 rows -> one 128-row tile x 24 k-tiles of 2 fp16 parts, then 24 int4 exponents.
+    EXPECT_EQ(image_bytes(&p, f16x3.c_str()), 24u * 2 * 128 * 32 * 2 + 512);
+    EXPECT_EQ(image_bytes(&p, "fact-split-image-v1:f16s:p2:r64:k32:sw64"), 0u);
+    EXPECT_NE(image_can(&p, "fact-split-image-v1:f16s:p2:r64:k32:sw64"), 0);
+    EXPECT_NE(std::string(last_error()).find("writes no image in format"), std::string::npos) << last_error();
+    EXPECT_NE(run_image(&p, f16x3.c_str(), reinterpret_cast<char*>(addr(7)) + 8, nullptr), 0);  // refused before launch
+    EXPECT_NE(std::string(last_error()).find("256-byte aligned"), std::string::npos) << last_error();
   }
   {
     Library lib(results[1].library);

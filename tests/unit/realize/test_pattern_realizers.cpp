@@ -10,6 +10,7 @@
 #include <optional>
 #include <sstream>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "fact/build.hpp"
@@ -143,7 +144,8 @@ TEST(LayerNormVariants, WarmPathRebuildsOnlyLegalNamedCandidates) {
   json pattern = {{"rule", "layernorm"}, {"layernorm", layernorm_payload(768, true, false)}};
   auto c = r.candidate_named(pattern, "layernorm_f32_c768_w2_v4_res", 1e-4, "sm90a");
   ASSERT_TRUE(c.has_value());
-  EXPECT_EQ(c->source, emit_layernorm_source(*parse_layernorm_variant_name("layernorm_f32_c768_w2_v4_res")));
+  EXPECT_EQ(c->source, emit_layernorm_source(*parse_layernorm_variant_name("layernorm_f32_c768_w2_v4_res"), "sm90a"));
+  EXPECT_EQ(c->flags, layernorm_nvcc_flags("sm90a"));
   EXPECT_FALSE(r.candidate_named(pattern, "layernorm_f32_c768_w2_v4_res_sum", 1e-4, "sm90a")) << "residual mode";
   EXPECT_FALSE(r.candidate_named(pattern, "layernorm_f32_c512_w2_v4_res", 1e-4, "sm90a")) << "row length";
   EXPECT_FALSE(r.candidate_named(pattern, "attention_sm80_tf32x3_f32_64x64_maxk64", 1e-4, "sm90a"));
@@ -218,9 +220,34 @@ TEST(AttentionVariants, EnumerationAndIllegalReasons) {
   EXPECT_THROW(r.enumerate(pattern, 1e-4, "sm90a", VariantSet::Default), std::runtime_error);
 }
 
+// sm90 LayerNorm libraries compile the image writer of every pre-kernel format (and
+// compute_90a); other targets, and rows too long for the writer, none.
+TEST(LayerNormVariants, Sm90LibrariesWriteEveryPreKernelImageFormat) {
+  const auto v = *parse_layernorm_variant_name("layernorm_f32_c768_w1_v4_plain");
+  EXPECT_EQ(layernorm_image_formats(v), split_image_formats());
+  ASSERT_EQ(split_image_formats().size(), 4u);  // f16x3, bf16x6, bf16x3, bf16 pre kernels
+  const std::string sm90 = emit_layernorm_source(v, "sm90a");
+  EXPECT_NE(sm90.find("#include \"layernorm_image.cuh\""), std::string::npos);
+  for (const ImageFormatSpec& f : split_image_format_specs())
+    EXPECT_NE(sm90.find(fmt::format("ImageFormat<fact::split_gemm::{}, {}, {}, {}>",
+                                    f.f16_scaled ? "PartsFp16Scaled" : "PartsBf16", f.parts, f.rows, f.tile_k)),
+              std::string::npos)
+        << f.name() << "\n"
+        << sm90;
+  EXPECT_NE(std::find(layernorm_nvcc_flags("sm90a").begin(), layernorm_nvcc_flags("sm90a").end(),
+                      "-gencode=arch=compute_90a,code=sm_90a"),
+            layernorm_nvcc_flags("sm90a").end());
+  const std::string sm80 = emit_layernorm_source(v, "sm80");
+  EXPECT_NE(sm80.find("using FactImages = fact::layernorm::NoImages;"), std::string::npos) << sm80;
+  EXPECT_EQ(sm80.find("layernorm_image.cuh"), std::string::npos);
+  const auto wide = *parse_layernorm_variant_name("layernorm_f32_c4096_w4_v4_plain");
+  EXPECT_TRUE(layernorm_image_formats(wide).empty()) << "4096 columns exceed the writer's registers";
+  EXPECT_NE(emit_layernorm_source(wide, "sm90a").find("NoImages"), std::string::npos);
+}
+
 TEST(PatternRealizers, GoldenSources) {
   const std::string ln = "layernorm_f32_c768_w4_v4_res_sum";
-  check_golden(ln, emit_layernorm_source(*parse_layernorm_variant_name(ln)));
+  check_golden(ln, emit_layernorm_source(*parse_layernorm_variant_name(ln), "sm90a"));
   const std::string att = "attention_sm80_tf32x3_f32_32x128_maxk128";
   check_golden(att, emit_attention_source(*parse_attention_variant_name(att)));
 }

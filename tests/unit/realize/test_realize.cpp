@@ -387,7 +387,15 @@ TEST(Realize, FilterAndBadInputs) {
     if (c["status"] != "skipped") EXPECT_NE(c["name"].get<std::string>().find("sm80_tf32x3"), std::string::npos);
   EXPECT_EQ(r["patterns"][0]["status"], "realized");
 
-  o.filter = "no-such-variant";
+  // '|' separates alternatives: either substring keeps a variant.
+  o.filter = "no-such-variant|sm80_tf32x3";
+  ASSERT_EQ(run_realize(o), 0);
+  r = f.realized();
+  EXPECT_EQ(r["patterns"][0]["status"], "realized");
+  for (const auto& c : r["patterns"][0]["candidates"])
+    if (c["status"] != "skipped") EXPECT_NE(c["name"].get<std::string>().find("sm80_tf32x3"), std::string::npos);
+
+  o.filter = "no-such-variant|";
   ASSERT_EQ(run_realize(o), 0);
   EXPECT_NE(f.realized()["patterns"][0]["reason"].get<std::string>().find("filter"), std::string::npos);
 
