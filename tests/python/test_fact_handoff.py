@@ -313,6 +313,56 @@ def test_shape_readers_of_the_layernorm_output_read_its_input_instead(fakes):
     assert runtime.installed_handoffs(module) == []
 
 
+def test_an_attention_program_reading_the_layernorm_outputs_size_still_lets_it_hand_off(fakes, tmp_path):
+    """minGPT's pre-LN attention: `b, t, c = x.size()` on ln_1's output becomes an operand
+    of the installed attention pattern (its program recomputes b, t, c from it). The
+    LayerNorm -> c_attn hand-off still fuses: the attention reads x (same shape) instead."""
+    from fact import capture
+    from fact_testutil import discover
+    from test_fact_op_patterns import FakeAttention, load_fixture_module, pattern_of
+
+    attention = load_fixture_module("attn_mingpt")
+
+    class PreLnAttention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln = nn.LayerNorm(attention.C)
+            self.attn = attention.Model()
+
+        def forward(self, x):
+            return self.attn(self.ln(x))
+
+    torch.manual_seed(0)
+    model = PreLnAttention()
+    (x,) = attention.get_inputs()
+    expected = model(x)
+    plan, _ = discover(capture.capture_module(model, [x]), tmp_path)
+    ln = pattern_of(plan, "layernorm")
+    y = ln["layernorm"]["y"]["tensor"]
+    c_attn = [p for p in plan["patterns"] if p["rule"] == "gemm" and p["gemm"]["a"]["tensor"] == y]
+    assert len(c_attn) == 1, plan["patterns"]
+    names = {ln["id"]: "libln.so", c_attn[0]["id"]: "libc_attn.so", pattern_of(plan, "attention")["id"]: "libatt.so"}
+    manifest = {"fact_manifest": 1,
+                "patterns": [dict(p, library=names[p["id"]], variant="fake", math="f32")
+                             for p in plan["patterns"] if p["id"] in names],
+                "handoffs": [{"producer": ln["id"], "consumer": c_attn[0]["id"], "tensor": y, "format": FORMAT,
+                              "producer_rule": "layernorm"}]}
+    made, _ = fakes
+    fake_attention = FakeAttention()
+    previous = runtime.set_kernel_loader(lambda path: fake_attention if path.endswith("libatt.so")
+                                         else made.setdefault(path.rsplit("/", 1)[-1], ImageLayerNorm()
+                                                              if path.endswith("libln.so")
+                                                              else FakeGemm(epilogue="bias", image_format=FORMAT)))
+    try:
+        runtime.install(model, manifest, strict=True)
+    finally:
+        runtime.set_kernel_loader(previous)
+    assert runtime.installed_handoffs(model) == [f"{ln['id']}->{c_attn[0]['id']}"]
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)
+    assert made["libln.so"].image_writes == 1 and fake_attention.runs == 1
+
+
 def test_layernorm_pair_gradients_come_from_the_original_programs(fakes):
     made, _ = fakes
     torch.manual_seed(0)
