@@ -36,6 +36,9 @@
 #   OUT            where the files to bring back go (default out/gpu_run)
 # Needs: python3 with torch, nvcc, cmake, ninja; third_party/deps (sqlite3 etc.
 # headers) and third_party/cutlass (or $CUTLASS_DIR) carried to the machine.
+# Hazard: send this script's output to a file (it also keeps $OUT/gpu_run.log), never
+# through `| head`: when head exits, the next write ends this script and the bench with
+# SIGPIPE, silently, mid-run (Inductor max-autotune prints a line per autotune choice).
 set -u -o pipefail
 export PYTHONUNBUFFERED=1
 
