@@ -52,16 +52,18 @@ struct ImageGeometry {
   static constexpr int kRowsPerPass = kThreads / Cfg::kThreadsPerRow;
   static constexpr int kPasses = kRowsPerCta / kRowsPerPass;
   static constexpr int kKTiles = (Cfg::kCols + Fmt::TileK - 1) / Fmt::TileK;
-  // Two CTAs per SM while the row fragments fit 64 registers a thread.
   // y of the CTA's rows waits in shared memory for the exponents ([pass][chunk][thread]
   // vectors: each thread reads back what it wrote, conflict-free), so the registers hold
-  // one row fragment at a time and two CTAs fit an SM (<= 64 registers a thread).
+  // one row fragment at a time: two CTAs per SM (<= 64 registers a thread) where two
+  // stages fit the SM's shared memory (rows of up to ~1500 columns), else one.
   static constexpr size_t kStageBytes = size_t(kPasses) * Cfg::kChunks * kThreads * Cfg::kVec * 4;
-  static constexpr int kMinBlocks = 2;
+  static constexpr int kMinBlocks = 2 * kStageBytes <= 200 * 1024 ? 2 : 1;
   static_assert(Fmt::Rows % kClusterCtas == 0 && kRowsPerCta % kRowsPerPass == 0 && kRowsPerPass >= 1,
                 "a CTA's rows must split into whole passes of kThreadsPerRow threads");
   static_assert(Fmt::TileK % Cfg::kVec == 0, "a vector must lie in one image block");
-  static_assert(2 * kStageBytes <= 200 * 1024, "the CTA's rows do not fit the writer's shared memory");
+  // kLayerNormImageMaxCols (include/fact/pattern_realizer.hpp) keeps every variant the
+  // realizer emits under this: 16 rows of at most 2048 + 1023 padded columns.
+  static_assert(kStageBytes <= 220 * 1024, "the CTA's rows do not fit the writer's shared memory");
 };
 
 template <class Cfg, class Fmt>

@@ -257,8 +257,12 @@ TEST(CompileCheck, LayerNormAndAttentionVariantsCompileAndExportTheirAbi) {
   if (!skip.empty()) GTEST_SKIP() << skip;
   const auto ln = *parse_layernorm_variant_name("layernorm_f32_c768_w4_v4_res_sum");
   const auto att = *parse_attention_variant_name("attention_sm80_tf32x3_f32_32x128_maxk128");
+  // The widest rows the image writer takes (kLayerNormImageMaxCols): one CTA per SM there.
+  const auto wide = *parse_layernorm_variant_name("layernorm_f32_c2048_w2_v4_plain");
+  ASSERT_FALSE(layernorm_image_formats(wide).empty());
   std::vector<CompileJob> jobs{{ln.name(), emit_layernorm_source(ln, "sm90a"), layernorm_nvcc_flags("sm90a")},
-                               {att.name(), emit_attention_source(att), nvcc_flags(KernelArch::Sm80, "sm90a")}};
+                               {att.name(), emit_attention_source(att), nvcc_flags(KernelArch::Sm80, "sm90a")},
+                               {wide.name(), emit_layernorm_source(wide, "sm90a"), layernorm_nvcc_flags("sm90a")}};
   TempDir t;
   auto results = compile_in_turn(*tc, t.path / "cache", jobs);
   for (const auto& r : results) ASSERT_TRUE(r.ok) << r.name << " failed to compile:\n" << r.reason << "\nlog: " << r.log_path;
