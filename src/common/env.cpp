@@ -47,7 +47,8 @@ const std::vector<EnvKnob>& env_knobs() {
        "module:PATH; the rest run in PyTorch",
        ""},
       {"FACT_HANDOFFS", EnvType::Choice, "1",
-       "0 runs the manifest's operand hand-offs between GEMM patterns as separate kernels", "0|1"},
+       "0 runs the manifest's operand hand-offs (GEMM or LayerNorm -> GEMM, and chains) as separate kernels",
+       "0|1"},
   };
   return knobs;
 }
