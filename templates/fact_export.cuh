@@ -48,38 +48,44 @@ inline int check_launch(const char* what) {
 }
 
 // The entry points every exported operation shares, for any problem struct. Each
-// turns a null problem into code 1 and runs the operation inside guarded().
-template <class Operation, class Problem>
-int can_implement(const Problem* problem) {
+// turns a null problem into code 1 (a size query into 0 bytes) and runs inside guarded().
+template <class Problem, class Body>
+int on_problem(const Problem* problem, Body&& body) {
   return guarded([&] {
     if (problem == nullptr) {
       last_error() = "null problem";
       return 1;
     }
-    return Operation::can_implement(*problem, last_error());
+    return body(*problem);
   });
 }
 
-template <class Operation, class Problem>
-size_t workspace_size(const Problem* problem) {
+template <class Problem, class Size>
+size_t size_of(const Problem* problem, Size&& size) {
   size_t bytes = 0;
   guarded([&] {
-    bytes = problem ? Operation::workspace_size(*problem) : 0;
+    bytes = problem ? size(*problem) : 0;
     return 0;
   });
   return bytes;
 }
 
+template <class Operation, class Problem>
+int can_implement(const Problem* problem) {
+  return on_problem(problem, [](const Problem& p) { return Operation::can_implement(p, last_error()); });
+}
+
+template <class Operation, class Problem>
+size_t workspace_size(const Problem* problem) {
+  return size_of(problem, [](const Problem& p) { return Operation::workspace_size(p); });
+}
+
 // Re-checks can_implement before `launch(problem)`: run is callable without it.
 template <class Operation, class Problem, class Launch>
 int run(const Problem* problem, Launch&& launch) {
-  return guarded([&] {
-    if (problem == nullptr) {
-      last_error() = "null problem";
-      return 1;
-    }
-    if (int why = Operation::can_implement(*problem, last_error())) return why;
-    return launch(*problem);
+  return on_problem(problem, [&](const Problem& p) {
+    if (int why = Operation::can_implement(p, last_error())) return why;
+    return launch(p);
   });
 }
 
@@ -116,12 +122,7 @@ struct Gemm : Operation {
 
 template <class Operation>
 size_t image_bytes(const FactGemmProblem* problem, int role) {
-  size_t bytes = 0;
-  guarded([&] {
-    bytes = problem ? Gemm<Operation>::image_bytes(*problem, role) : 0;
-    return 0;
-  });
-  return bytes;
+  return size_of(problem, [&](const FactGemmProblem& p) { return Gemm<Operation>::image_bytes(p, role); });
 }
 
 }  // namespace fact::kernel_export
@@ -184,31 +185,19 @@ size_t image_bytes(const FactGemmProblem* problem, int role) {
   extern "C" const char* fact_layernorm_image_formats(void) { return Images::formats(); }    \
   extern "C" size_t fact_layernorm_image_bytes(const FactLayerNormProblem* problem,           \
                                                const char* format) {                          \
-    size_t bytes = 0;                                                                         \
-    ::fact::kernel_export::guarded([&] {                                                      \
-      bytes = problem ? Images::image_bytes(*problem, format) : 0;                            \
-      return 0;                                                                               \
-    });                                                                                       \
-    return bytes;                                                                             \
+    return ::fact::kernel_export::size_of(                                                    \
+        problem, [&](const FactLayerNormProblem& p) { return Images::image_bytes(p, format); }); \
   }                                                                                           \
   extern "C" int fact_layernorm_image_can_implement(const FactLayerNormProblem* problem,      \
                                                     const char* format) {                     \
-    return ::fact::kernel_export::guarded([&] {                                               \
-      if (problem == nullptr) {                                                               \
-        ::fact::kernel_export::last_error() = "null problem";                                 \
-        return 1;                                                                             \
-      }                                                                                       \
-      return Images::can_implement(*problem, format, ::fact::kernel_export::last_error());     \
+    return ::fact::kernel_export::on_problem(problem, [&](const FactLayerNormProblem& p) {    \
+      return Images::can_implement(p, format, ::fact::kernel_export::last_error());           \
     });                                                                                       \
   }                                                                                           \
   extern "C" int fact_layernorm_run_image(const FactLayerNormProblem* problem, const char* format, \
                                           void* image, void* stream) {                        \
-    return ::fact::kernel_export::guarded([&] {                                               \
-      if (problem == nullptr) {                                                               \
-        ::fact::kernel_export::last_error() = "null problem";                                 \
-        return 1;                                                                             \
-      }                                                                                       \
-      return Images::run(*problem, format, image, static_cast<cudaStream_t>(stream),           \
+    return ::fact::kernel_export::on_problem(problem, [&](const FactLayerNormProblem& p) {    \
+      return Images::run(p, format, image, static_cast<cudaStream_t>(stream),                 \
                          ::fact::kernel_export::last_error());                                \
     });                                                                                       \
   }

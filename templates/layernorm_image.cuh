@@ -40,7 +40,10 @@ struct ImageFormat {
   static constexpr int Format = Format_, Parts = Parts_, Rows = Rows_, TileK = TileK_;
   using Elem = split_gemm::PartElem<Format>;
   using Size = split_gemm::ImageSize<Parts, Rows, TileK>;
-  static std::string name() { return split_gemm::image_format_name(Format, Parts, Rows, TileK); }
+  static const std::string& name() {
+    static const std::string text = split_gemm::image_format_name(Format, Parts, Rows, TileK);
+    return text;
+  }
 };
 
 // Geometry of the image writer for a LayerNorm Config and an image format.
@@ -213,10 +216,8 @@ struct ImageWriters {
 
   static size_t image_bytes(const FactLayerNormProblem& p, const char* format) {
     size_t bytes = 0;
-    const bool known = ((format && Formats::name() == format &&
-                         ((bytes = typename Formats::Size(1, p.rows, p.cols).total), true)) ||
-                        ...);
-    return known ? bytes : 0;
+    with_format(format, [&](auto fmt) { bytes = typename decltype(fmt)::Size(1, p.rows, p.cols).total; });
+    return bytes;
   }
 
   static int can_implement(const FactLayerNormProblem& p, const char* format, std::string& why) {
@@ -224,12 +225,16 @@ struct ImageWriters {
     q.y = reinterpret_cast<void*>(uintptr_t(256));  // y is not read: any aligned stand-in
     q.y_row_stride = p.cols;
     if (int status = Operation<Cfg>::can_implement(q, why)) return status;
-    if (!((format && Formats::name() == format) || ...)) {
+    int64_t ctas = 0;
+    if (!with_format(format, [&](auto fmt) {
+          using Fmt = decltype(fmt);
+          ctas = (p.rows + Fmt::Rows - 1) / Fmt::Rows * ImageGeometry<Cfg, Fmt>::kClusterCtas;
+        })) {
       why = std::string("this LayerNorm library writes no image in format '") + (format ? format : "(null)") +
             "' (it writes: " + formats() + ")";
       return 2;
     }
-    if ((p.rows + 127) / 128 * 8 > 0x7fffffffLL) {  // grid: 8 CTAs per 128-row tile
+    if (ctas > 0x7fffffffLL) {
       why = "too many rows for one grid";
       return 2;
     }
@@ -244,11 +249,17 @@ struct ImageWriters {
       return 3;
     }
     int status = 0;
-    ((Formats::name() == format ? (status = launch<Formats>(p, image, stream, why), true) : false) || ...);
+    with_format(format, [&](auto fmt) { status = launch<decltype(fmt)>(p, image, stream, why); });
     return status;
   }
 
  private:
+  // Calls fn(Fmt{}) for the one of Formats... named `format`; false when there is none.
+  template <class Fn>
+  static bool with_format(const char* format, Fn&& fn) {
+    return format != nullptr && ((Formats::name() == format ? (fn(Formats{}), true) : false) || ...);
+  }
+
   template <class Fmt>
   static int launch(const FactLayerNormProblem& p, void* image, cudaStream_t stream, std::string& why) {
     using G = ImageGeometry<Cfg, Fmt>;
