@@ -83,16 +83,31 @@ class _Ref:
         self.name = name
 
 
+_SHAPE_METHODS = ("size", "dim", "numel")
+_SHAPE_ATTRIBUTES = ("shape", "ndim")
+
+
+def _is_shape_read(op: str, target, args) -> bool:
+    """A step or node that reads only the shape of its first argument."""
+    import builtins
+
+    if op == "call_method":
+        return target in _SHAPE_METHODS
+    return op == "call_function" and target is builtins.getattr and len(args) > 1 and args[1] in _SHAPE_ATTRIBUTES
+
+
 def _non_tensor(node: torch.fx.Node) -> bool:
-    """True for nodes that evidently produce python values (size(), .shape and
-    arithmetic on them); such values cannot be custom-op tensor operands."""
+    """True for nodes that evidently produce python values (size(), .shape, .item()
+    and arithmetic on them); such values cannot be custom-op tensor operands."""
     import builtins
     import operator
 
-    if node.op == "call_method" and node.target in ("size", "dim", "numel", "tolist", "item"):
+    if _is_shape_read(node.op, node.target, node.args):
+        return True
+    if node.op == "call_method" and node.target in ("tolist", "item"):
         return True
     if node.op == "call_function" and node.target is builtins.getattr:
-        return node.args[1] in ("shape", "ndim", "dtype", "device", "is_cuda")
+        return node.args[1] in ("dtype", "device", "is_cuda")
     if node.op == "call_function" and getattr(node.target, "__module__", None) in ("_operator", "operator"):
         nodes = [a for a in node.args if isinstance(a, torch.fx.Node)]
         if node.target is operator.getitem:
@@ -872,19 +887,6 @@ def _runtime_ops():
 
 
 HANDOFFS_ENV = "FACT_HANDOFFS"
-
-
-_SHAPE_METHODS = ("size", "dim", "numel")
-_SHAPE_ATTRIBUTES = ("shape", "ndim")
-
-
-def _is_shape_read(op: str, target, args) -> bool:
-    """A step or node that reads only the shape of its first argument."""
-    import builtins
-
-    if op == "call_method":
-        return target in _SHAPE_METHODS
-    return op == "call_function" and target is builtins.getattr and len(args) > 1 and args[1] in _SHAPE_ATTRIBUTES
 
 
 def _reads_shape_only(user: torch.fx.Node, value: torch.fx.Node) -> bool:
