@@ -40,9 +40,10 @@ _MISSING = _missing_requirement()
 pytestmark = pytest.mark.skipif(_MISSING is not None, reason=str(_MISSING))
 
 
-def _optimize(example: pathlib.Path, out_dir: pathlib.Path, tolerance: str):
-    command = [str(FACT_BIN), "optimize", str(example), "--tolerance", tolerance, "-o", str(out_dir)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+def _optimize(example: pathlib.Path, out_dir: pathlib.Path, tolerance: str, *options: str, timeout: int = 900):
+    """`fact optimize` of `example` into `out_dir` with extra `options` (e.g. --filter); asserts it succeeded."""
+    command = [str(FACT_BIN), "optimize", str(example), "--tolerance", tolerance, *options, "-o", str(out_dir)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
     return result
 

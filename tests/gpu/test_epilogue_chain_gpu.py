@@ -57,15 +57,7 @@ def get_init_inputs():
 
 
 def _optimize_filtered(example: pathlib.Path, out_dir: pathlib.Path, tolerance: str):
-    import subprocess
-
-    from test_end_to_end import FACT_BIN
-
-    command = [str(FACT_BIN), "optimize", str(example), "--tolerance", tolerance, "--filter", FILTER,
-               "--no-registry", "-o", str(out_dir)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=1500)
-    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
-    return result
+    return _optimize(example, out_dir, tolerance, "--filter", FILTER, "--no-registry", timeout=1500)
 
 
 def _check_fused(out_dir: pathlib.Path, expected_chains: int):

@@ -20,7 +20,7 @@ import sys
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from test_end_to_end import _MISSING, _compare, _load  # noqa: E402
+from test_end_to_end import _MISSING, _compare, _load, _optimize  # noqa: E402
 from test_epilogue_chain_gpu import WRITTEN_OUT_BLOCK  # noqa: E402
 
 pytestmark = pytest.mark.skipif(_MISSING is not None, reason=str(_MISSING))
@@ -65,21 +65,14 @@ def _check_handoffs(tmp_path, source: str, name: str, filter_: str, producer_rul
     """`fact optimize` of `source` held to `filter_`; the manifest hands off one pair per
     entry of `producer_rules` (in consumer order), the installed module runs them as one
     fact_gemm call, bit for bit what the same kernels give apart, and matches eager at 1e-4."""
-    import subprocess
-
     import torch
-
-    from test_end_to_end import FACT_BIN
 
     from fact import runtime
 
     example = tmp_path / f"{name}.py"
     example.write_text(source)
     out_dir = tmp_path / name
-    command = [str(FACT_BIN), "optimize", str(example), "--tolerance", "1e-4", "--variants", "all", "--filter", filter_,
-               "--no-registry", "-o", str(out_dir)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=1500)
-    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
+    _optimize(example, out_dir, "1e-4", "--variants", "all", "--filter", filter_, "--no-registry", timeout=1500)
 
     manifest = json.loads((out_dir / "fact_manifest.json").read_text())
     gemms = {p["id"]: p["variant"] for p in manifest["patterns"] if p.get("rule") == "gemm"}
