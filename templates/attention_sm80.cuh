@@ -24,6 +24,7 @@
 #include <string>
 
 #include "41_fused_multi_head_attention/kernel_forward.h"
+#include "attention_problem.cuh"
 #include "fact/kernel_abi.h"
 
 namespace fact::attention_sm80 {
@@ -48,18 +49,9 @@ struct Operation {
   // fp32 output: the kernel accumulates in place in O, no extra buffer.
   static_assert(!Kernel::kNeedsOutputAccumulatorBuffer, "fp32 attention needs no accumulator workspace");
 
-  static bool fits_int32(int64_t v) { return v >= INT32_MIN && v <= INT32_MAX; }
-
   static int can_implement(const FactAttentionProblem& p, std::string& why) {
-    if (p.batch <= 0 || p.heads <= 0 || p.seq_q <= 0 || p.seq_k <= 0 || p.head_dim <= 0 || p.head_dim_v <= 0) {
-      why = "batch, heads, seq_q, seq_k, head_dim and head_dim_v must be positive";
-      return 2;
-    }
-    if (p.head_dim > Cfg::kMaxK || p.head_dim_v > Cfg::kMaxK) {
-      why = "head_dim " + std::to_string(p.head_dim) + " / head_dim_v " + std::to_string(p.head_dim_v) +
-            " exceed this variant's kMaxK " + std::to_string(Cfg::kMaxK);
-      return 2;
-    }
+    using fact::attention::fits_int32;
+    if (int code = fact::attention::check_problem(p, Cfg::kMaxK, "kMaxK", why)) return code;
     if (p.head_dim % Kernel::kAlignmentQ != 0) {
       // Q and K rows are read in 16-byte vectors along head_dim (isAligned kernel).
       why = "head_dim " + std::to_string(p.head_dim) + " is not a multiple of " +
@@ -68,14 +60,6 @@ struct Operation {
     }
     if (!fits_int32(p.seq_q) || !fits_int32(p.seq_k) || !fits_int32(p.batch) || !fits_int32(p.heads)) {
       why = "sizes exceed int32";
-      return 2;
-    }
-    if (!p.q || !p.k || !p.v || !p.o) {
-      why = "q, k, v and o must be non-null";
-      return 2;
-    }
-    if (p.causal != 0 && p.causal != 1) {
-      why = "causal must be 0 or 1, got " + std::to_string(p.causal);
       return 2;
     }
     if (p.o_stride_head != p.head_dim_v || p.o_stride_batch != p.seq_q * p.o_stride_seq) {

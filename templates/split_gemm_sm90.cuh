@@ -250,6 +250,27 @@ __device__ __forceinline__ float stage_absmax(const float* stage, int tid) {
 
 // Block exponents (tile_exponent, pow2): operand_image.cuh.
 
+// The CTA-wide block exponents of two operands from every thread's warp maxima
+// (stage_absmax): warp leaders publish theirs in slots[0, 2 * NW), one CTA barrier, each
+// thread reduces them all. Hazard: the slots must not be rewritten before every thread has
+// read them (behind the caller's next CTA barrier).
+template <int NW>
+__device__ __forceinline__ int2 cta_exponents(float ma, float mb, float* slots, int tid) {
+  if ((tid & 31) == 0) {
+    slots[tid / 32] = ma;
+    slots[NW + tid / 32] = mb;
+  }
+  __syncthreads();
+  ma = 0.f;
+  mb = 0.f;
+#pragma unroll
+  for (int w = 0; w < NW; ++w) {
+    ma = fmaxf(ma, slots[w]);
+    mb = fmaxf(mb, slots[NW + w]);
+  }
+  return make_int2(tile_exponent(ma), tile_exponent(mb));
+}
+
 // Issues the part products p_i * q_j (i + j <= P - 1), smallest terms first, of
 // the k-tile whose parts sit at smem slots slot*P .. slot*P + P - 1, into `part`
 // (the first product overwrites it). The caller fences, arrives and commits.
@@ -477,23 +498,10 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel(const Param
   // F16 only: CTA-wide maxima of a landed stage (call after the barrier that
   // makes the stage visible; contains one more barrier).
   auto stage_exponents = [&](int stage) {
-    constexpr int NW = NT / 32;
-    float ma = stage_absmax<TM * TK, NT>(stageA(stage), tid);
-    float mb = stage_absmax<TN * TK, NT>(stageB(stage), tid);
-    if ((tid & 31) == 0) {
-      max_slots[tid / 32] = ma;
-      max_slots[NW + tid / 32] = mb;
-    }
-    __syncthreads();
-    ma = 0.f;
-    mb = 0.f;
-#pragma unroll
-    for (int w = 0; w < NW; ++w) {
-      ma = fmaxf(ma, max_slots[w]);
-      mb = fmaxf(mb, max_slots[NW + w]);
-    }
-    eA_next = tile_exponent(ma);
-    eB_next = tile_exponent(mb);
+    const int2 e = cta_exponents<NT / 32>(stage_absmax<TM * TK, NT>(stageA(stage), tid),
+                                          stage_absmax<TN * TK, NT>(stageB(stage), tid), max_slots, tid);
+    eA_next = e.x;
+    eB_next = e.y;
   };
   auto convert = [&](int stage, int buf) {
     if constexpr (F16) stage_exponents(stage);

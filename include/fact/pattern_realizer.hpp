@@ -93,13 +93,20 @@ LayerNormEnumeration enumerate_layernorm_variants(const LayerNormProblemDesc& p,
 std::string emit_layernorm_source(const LayerNormVariant& v, const std::string& target_arch);
 std::vector<std::string> layernorm_nvcc_flags(const std::string& target_arch);
 
-// ---- Attention (templates/attention_sm80.cuh: CUTLASS example 41) -------------
-
-// attention_sm80_tf32x3_f32_<queries per block>x<keys per block>_maxk<kMaxK>
+// ---- Attention -----------------------------------------------------------------
+// Two kernel families:
+//   Sm80Tf32x3: attention_sm80_tf32x3_f32_<queries per block>x<keys per block>_maxk<kMaxK>
+//     (templates/attention_sm80.cuh: CUTLASS example 41, 3xTF32 on mma.sync; any sm80+)
+//   Sm90F16x3:  attention_sm90_f16x3_f32_d<head dim>_k<keys per tile>_s<S chunk>_pv<PV chunk>
+//     (templates/attention_sm90.cuh: f16x3 split operands on wgmma; sm90a only)
+enum class AttentionFamily { Sm80Tf32x3, Sm90F16x3 };
 struct AttentionVariant {
-  int queries_per_block = 64;
-  int keys_per_block = 64;
-  int max_k = 64;  // 65536 = unbounded
+  int queries_per_block = 64;  // Sm80Tf32x3
+  int keys_per_block = 64;     // both families (Sm90F16x3: 64)
+  int max_k = 64;              // Sm80Tf32x3: kMaxK, 65536 = unbounded; Sm90F16x3: the compiled head dim
+  AttentionFamily family = AttentionFamily::Sm80Tf32x3;
+  int s_chunk = 0;   // Sm90F16x3: head-dim columns per promotion of S = Q.K^T
+  int pv_chunk = 0;  // Sm90F16x3: keys per promotion of O += P.V
   std::string name() const;
 };
 std::optional<AttentionVariant> parse_attention_variant_name(const std::string& name);
@@ -124,7 +131,10 @@ struct AttentionEnumeration {
   std::vector<SkippedVariant> skipped;
   std::string reason;
 };
-AttentionEnumeration enumerate_attention_variants(const AttentionProblemDesc& p, double tolerance, VariantSet set);
+// Sm90F16x3 variants only for an sm90 target_arch ("sm90a", "sm90"); there the default
+// set offers Sm80Tf32x3 only when no Sm90F16x3 variant fits the problem.
+AttentionEnumeration enumerate_attention_variants(const AttentionProblemDesc& p, double tolerance, VariantSet set,
+                                                  const std::string& target_arch);
 std::string emit_attention_source(const AttentionVariant& v);
 
 }  // namespace fact

@@ -7,7 +7,8 @@ GEMMs run in PyTorch, so no GEMM TU is compiled and each case takes about a
 minute), then
 
 - fact_manifest.json binds layernorm and attention patterns with their
-  variants (layernorm_* / attention_sm80_tf32x3_*), each verified by the worker
+  variants (layernorm_* / attention_sm90_f16x3_* on sm90, attention_sm80_tf32x3_*
+  elsewhere), each verified by the worker
   (realized.json: status realized, a passing winner, error within eager's);
 - the composed ModelNew installs them (no fallback) and matches the original
   Model at the tolerance on fresh inputs;
@@ -30,15 +31,14 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "modules3"
 pytestmark = pytest.mark.skipif(_MISSING is not None, reason=str(_MISSING))
 
-HEAD96 = textwrap.dedent('''
-    # minGPT attention at head dim 96 (C = 768, H = 8) plus a residual LayerNorm
-    # whose sum is read again (layernorm res_sum variant).
+ATTENTION_MODULE = textwrap.dedent('''
+    # minGPT's attention at B, T, C, H = {sizes}{comment}.
     import math
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
 
-    B, T, C, H = 2, 256, 768, 8
+    B, T, C, H = {sizes}
 
 
     class Model(nn.Module):
@@ -54,20 +54,23 @@ HEAD96 = textwrap.dedent('''
             q = q.view(B, T, H, C // H).transpose(1, 2)
             v = v.view(B, T, H, C // H).transpose(1, 2)
             att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
-            att = att.masked_fill(self.bias[:, :, :T, :T] == 0, float("-inf"))
+            {mask}
             att = F.softmax(att, dim=-1)
             y = (att @ v).transpose(1, 2).contiguous().view(B, T, C)
-            s = x + y
-            return self.ln(s) * s
+            {output}
 
 
     def get_inputs():
-        return [torch.randn(B, T, C)]
+        return [{inputs}(B, T, C)]
 
 
     def get_init_inputs():
         return []
 ''')
+CAUSAL_MASK = 'att = att.masked_fill(self.bias[:, :, :T, :T] == 0, float("-inf"))'
+# Head dim 96 plus a residual LayerNorm whose sum is read again (layernorm res_sum variant).
+HEAD96 = ATTENTION_MODULE.format(sizes="2, 256, 768, 8", comment=", plus a residual LayerNorm", mask=CAUSAL_MASK,
+                                 output="s = x + y\n        return self.ln(s) * s", inputs="torch.randn")
 
 
 RULES = ("layernorm", "attention")
@@ -100,6 +103,13 @@ def _realized(out_dir: pathlib.Path) -> dict:
     return json.loads((out_dir.parent / (out_dir.name + "_work") / "realized.json").read_text())
 
 
+def _attention_prefix() -> str:
+    """The attention family the realizer's default set offers on this GPU (head dim <= 96)."""
+    import torch
+
+    return "attention_sm90_f16x3_f32_" if torch.cuda.get_device_capability() == (9, 0) else "attention_sm80_tf32x3_f32_"
+
+
 def _check_rules(out_dir: pathlib.Path, rules: set) -> dict:
     manifest = json.loads((out_dir / "fact_manifest.json").read_text())
     bound = {p["rule"]: p for p in manifest["patterns"]}
@@ -110,7 +120,7 @@ def _check_rules(out_dir: pathlib.Path, rules: set) -> dict:
                                            for p in realized.values()))
         entry = realized[bound[rule]["id"]]
         assert entry["status"] == "realized"
-        prefix = {"layernorm": "layernorm_f32_", "attention": "attention_sm80_tf32x3_f32_"}[rule]
+        prefix = {"layernorm": "layernorm_f32_", "attention": _attention_prefix()}[rule]
         assert entry["variant"].startswith(prefix), entry["variant"]
         winners = [c for c in entry["candidates"] if c["status"] == "winner"]
         assert len(winners) == 1 and winners[0]["name"] == entry["variant"]
@@ -178,6 +188,27 @@ def test_head_dim_96_attention_and_residual_layernorm(tmp_path):
     assert bound["layernorm"]["variant"].endswith("_res_sum"), bound["layernorm"]["variant"]
     _, installed, _ = _installed(out_dir, "new_head96_installed")
     assert {bound["attention"]["id"], bound["layernorm"]["id"]} <= set(installed)
+    _compare(example, out_dir, 1e-4)
+
+
+
+
+# The attention kernel's edges: query and key tiles cut by the sequence (T = 200 is no
+# multiple of 64 or 128), no mask at all, a head dim (64) below the block's 96.
+@pytest.mark.parametrize("sizes, mask, comment", [
+    ("3, 200, 768, 8", CAUSAL_MASK, ", causal: partial query and key tiles"),
+    ("2, 130, 768, 8", "", ", no mask"),
+    ("2, 256, 256, 4", CAUSAL_MASK, ", head dim 64"),
+])
+def test_attention_at_tile_edges(tmp_path, sizes, mask, comment):
+    example = tmp_path / "shaped.py"
+    example.write_text(ATTENTION_MODULE.format(sizes=sizes, mask=mask, comment=comment, output="return y",
+                                               inputs="torch.rand"))
+    out_dir = tmp_path / "shaped_out"
+    _optimize(example, out_dir, "1e-4")
+    bound = _check_rules(out_dir, {"attention"})
+    _, installed, _ = _installed(out_dir, "new_shaped_installed")
+    assert bound["attention"]["id"] in installed
     _compare(example, out_dir, 1e-4)
 
 

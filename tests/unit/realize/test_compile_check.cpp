@@ -249,8 +249,9 @@ TEST(CompileCheck, EpilogueChainSplitVariantCompilesAndChecksItsLeaves) {
       << c.last_error();
 }
 
-// One LayerNorm TU (seconds) and one attention TU (CUTLASS example 41; ~15-60 s)
-// through the real nvcc; their host-side ABI rejects bad problems with reasons.
+// One LayerNorm TU (seconds) and two attention TUs (CUTLASS example 41, ~15-60 s; the
+// sm90a f16x3 kernel, ~20 s) through the real nvcc; their host-side ABI rejects bad
+// problems with reasons.
 TEST(CompileCheck, LayerNormAndAttentionVariantsCompileAndExportTheirAbi) {
   std::string skip;
   auto tc = compile_check_toolchain(skip);
@@ -260,9 +261,11 @@ TEST(CompileCheck, LayerNormAndAttentionVariantsCompileAndExportTheirAbi) {
   // The widest rows the image writer takes (kLayerNormImageMaxCols): one CTA per SM there.
   const auto wide = *parse_layernorm_variant_name("layernorm_f32_c2048_w2_v4_plain");
   ASSERT_FALSE(layernorm_image_formats(wide).empty());
+  const auto att90 = *parse_attention_variant_name("attention_sm90_f16x3_f32_d96_k64_s32_pv64");
   std::vector<CompileJob> jobs{{ln.name(), emit_layernorm_source(ln, "sm90a"), layernorm_nvcc_flags("sm90a")},
                                {att.name(), emit_attention_source(att), nvcc_flags(KernelArch::Sm80, "sm90a")},
-                               {wide.name(), emit_layernorm_source(wide, "sm90a"), layernorm_nvcc_flags("sm90a")}};
+                               {wide.name(), emit_layernorm_source(wide, "sm90a"), layernorm_nvcc_flags("sm90a")},
+                               {att90.name(), emit_attention_source(att90), nvcc_flags(KernelArch::Sm90, "sm90a")}};
   TempDir t;
   auto results = compile_in_turn(*tc, t.path / "cache", jobs);
   for (const auto& r : results) ASSERT_TRUE(r.ok) << r.name << " failed to compile:\n" << r.reason << "\nlog: " << r.log_path;
@@ -310,17 +313,8 @@ TEST(CompileCheck, LayerNormAndAttentionVariantsCompileAndExportTheirAbi) {
     EXPECT_NE(run_image(&p, f16x3.c_str(), reinterpret_cast<char*>(addr(7)) + 8, nullptr), 0);  // refused before launch
     EXPECT_NE(std::string(last_error()).find("256-byte aligned"), std::string::npos) << last_error();
   }
-  {
-    Library lib(results[1].library);
-    ASSERT_NE(lib.handle, nullptr) << ::dlerror();
-    ASSERT_NO_FATAL_FAILURE(expect_library_identity(lib, att.name()));
-    auto can = lib.fn<int(const FactAttentionProblem*)>("fact_attention_can_implement");
-    auto workspace = lib.fn<size_t(const FactAttentionProblem*)>("fact_attention_workspace_size");
-    auto run = lib.fn<int(const FactAttentionProblem*, void*, size_t, void*)>("fact_attention_run");
-    auto last_error = lib.fn<const char*()>("fact_last_error");
-    ASSERT_TRUE(can && workspace && run && last_error) << "attention library lacks an ABI symbol";
-    EXPECT_NE(can(nullptr), 0);
-    // minGPT: (B, H, T, d) = (4, 8, 512, 96) on a packed qkv [B, T, 3C], merged-heads output.
+  // minGPT: (B, H, T, d) = (4, 8, 512, 96) on a packed qkv [B, T, 3C], merged-heads output.
+  auto mingpt_problem = [&] {
     FactAttentionProblem p{};
     p.batch = 4, p.heads = 8, p.seq_q = p.seq_k = 512, p.head_dim = p.head_dim_v = 96, p.scale = 0.1f, p.causal = 1;
     p.q = addr(1), p.k = reinterpret_cast<const char*>(addr(1)) + 768 * 4;
@@ -329,18 +323,45 @@ TEST(CompileCheck, LayerNormAndAttentionVariantsCompileAndExportTheirAbi) {
     p.q_stride_head = p.k_stride_head = p.v_stride_head = 96;
     p.q_stride_seq = p.k_stride_seq = p.v_stride_seq = 2304;
     p.o = addr(64), p.o_stride_batch = 512 * 768, p.o_stride_head = 96, p.o_stride_seq = 768;
+    return p;
+  };
+  for (size_t lib_index : {size_t(1), size_t(3)}) {
+    const bool sm90 = lib_index == 3;
+    SCOPED_TRACE(results[lib_index].name);
+    Library lib(results[lib_index].library);
+    ASSERT_NE(lib.handle, nullptr) << ::dlerror();
+    ASSERT_NO_FATAL_FAILURE(expect_library_identity(lib, sm90 ? att90.name() : att.name()));
+    auto can = lib.fn<int(const FactAttentionProblem*)>("fact_attention_can_implement");
+    auto workspace = lib.fn<size_t(const FactAttentionProblem*)>("fact_attention_workspace_size");
+    auto run = lib.fn<int(const FactAttentionProblem*, void*, size_t, void*)>("fact_attention_run");
+    auto last_error = lib.fn<const char*()>("fact_last_error");
+    ASSERT_TRUE(can && workspace && run && last_error) << "attention library lacks an ABI symbol";
+    EXPECT_NE(can(nullptr), 0);
+    FactAttentionProblem p = mingpt_problem();
     EXPECT_EQ(can(&p), 0) << last_error();
     EXPECT_EQ(workspace(&p), 0u);
-    p.o_stride_head = 512 * 96;
-    EXPECT_NE(can(&p), 0);
-    EXPECT_NE(std::string(last_error()).find("are not that layout"), std::string::npos) << last_error();
+    p.o_stride_head = 512 * 96;  // [B, H, T, d]: the sm80 kernel writes merged heads only
+    if (sm90) {
+      EXPECT_EQ(can(&p), 0) << last_error();
+    } else {
+      EXPECT_NE(can(&p), 0);
+      EXPECT_NE(std::string(last_error()).find("are not that layout"), std::string::npos) << last_error();
+    }
     p.o_stride_head = 96, p.head_dim = 160;
     EXPECT_NE(can(&p), 0);
-    EXPECT_NE(std::string(last_error()).find("kMaxK 128"), std::string::npos) << last_error();
+    EXPECT_NE(std::string(last_error()).find(sm90 ? "exceed this variant's head dim 96" : "kMaxK 128"),
+              std::string::npos)
+        << last_error();
     p.head_dim = 96, p.k = reinterpret_cast<const char*>(p.k) + 4;
     EXPECT_NE(can(&p), 0);
     EXPECT_NE(std::string(last_error()).find("k pointer or strides are not aligned"), std::string::npos)
         << last_error();
+    if (sm90) {
+      p = mingpt_problem();
+      p.head_dim_v = 90;
+      EXPECT_NE(can(&p), 0);
+      EXPECT_NE(std::string(last_error()).find("are not multiples of 4"), std::string::npos) << last_error();
+    }
   }
 }
 
