@@ -11,7 +11,8 @@ Checks (every library, every shape it can implement; output poisoned with NaN fi
     (DESIGN's "as accurate as eager"), and no NaN left in the output;
   - U[0, 1) inputs (the workloads' torch.rand): allclose to eager at atol = rtol = 1e-4.
 Timing (--time): the minGPT block's attention (B 128, H 8, T 512, head dim 96, causal,
-q/k/v packed as c_attn writes them), fact.measure.time_cuda (CUDA events, L2 flush).
+q/k/v packed as c_attn writes them) and a head-dim-128 one (B 64, H 12), fact.measure.time_cuda
+(CUDA events, L2 flush), two interleaved rounds.
 """
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ VARIANTS = {
     "sm90_d96_s96_pv32": ("attention_sm90.cuh", "attention_sm90", "96, 64, 96, 32"),
     "sm90_d96_s96_pv64": ("attention_sm90.cuh", "attention_sm90", "96, 64, 96, 64"),
     "sm90_d64_s32_pv32": ("attention_sm90.cuh", "attention_sm90", "64, 64, 32, 32"),
+    "sm90_d128_k32_s32_pv32": ("attention_sm90.cuh", "attention_sm90", "128, 32, 32, 32"),
+    "sm90_d128_k32_s128_pv32": ("attention_sm90.cuh", "attention_sm90", "128, 32, 128, 32"),
     "sm80_32x128_maxk128": ("attention_sm80.cuh", "attention_sm80", "32, 128, 128"),
 }
 
@@ -181,16 +184,19 @@ def run(out: pathlib.Path, names: list[str], timing: bool) -> int:
                 results["checks"].append({"variant": name, "case": case.label, "ok": ok, "err": err,
                                           "eager_err": eager_err})
     if timing:
-        case = Case(torch, 128, 8, 512, 512, 96, 96, True, True, dist="uniform", seed=7)
-        for rnd in range(2):  # interleaved rounds: the H100 drifts under load
-            for name, lib in libs.items():
-                problem = case.problem()
-                if lib.can_implement(problem):
-                    continue
-                t = time_cuda(lambda: lib.run(problem, 0, 0, stream), warmup=5, reps=50)
-                print(f"time {name:22s} round {rnd}: median {t['median_ms']:.3f} ms mean {t['mean_ms']:.3f}",
-                      flush=True)
-                results["timings"].setdefault(name, []).append(t)
+        # The minGPT block's attention (head dim 96) and a head-dim-128 one of the same size.
+        for shape in ((128, 8, 512, 512, 96, 96, True, True), (64, 12, 512, 512, 128, 128, True, True)):
+            case = Case(torch, *shape, dist="uniform", seed=7)
+            for rnd in range(2):  # interleaved rounds: the H100 drifts under load
+                for name, lib in libs.items():
+                    problem = case.problem()
+                    if lib.can_implement(problem):
+                        continue
+                    t = time_cuda(lambda: lib.run(problem, 0, 0, stream), warmup=5, reps=50)
+                    print(f"time {name:24s} {case.label:48s} round {rnd}: median {t['median_ms']:.3f} ms "
+                          f"mean {t['mean_ms']:.3f}", flush=True)
+                    results["timings"].setdefault(f"{name} {case.label}", []).append(t)
+            del case
     (out / "results.json").write_text(json.dumps(results, indent=1))
     print(f"{failures} check(s) failed", flush=True)
     return 1 if failures else 0

@@ -64,7 +64,9 @@ struct Config {
   static constexpr int Parts = 2;
 
   static_assert(HeadDim % 32 == 0 && HeadDim >= 32 && HeadDim <= 128, "HeadDim must be 32, 64, 96 or 128");
-  static_assert(KeysPerTile == 64, "KeysPerTile must be 64 (S accumulators: 32 registers per thread)");
+  // Keys per tile: 64, or 32 where a 64-key tile's parts and stage do not fit shared memory
+  // (head dim 128); the S accumulators take KeysPerTile / 2 registers per thread.
+  static_assert(KeysPerTile == 64 || KeysPerTile == 32, "KeysPerTile must be 32 or 64");
   static_assert(HeadDim % SChunk == 0 && SChunk % 16 == 0, "SChunk must divide HeadDim in k-blocks of 16");
   static_assert(KeysPerTile % PVChunk == 0 && PVChunk % 16 == 0, "PVChunk must divide KeysPerTile in k-blocks of 16");
 

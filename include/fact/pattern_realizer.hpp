@@ -102,7 +102,7 @@ std::vector<std::string> layernorm_nvcc_flags(const std::string& target_arch);
 enum class AttentionFamily { Sm80Tf32x3, Sm90F16x3 };
 struct AttentionVariant {
   int queries_per_block = 64;  // Sm80Tf32x3
-  int keys_per_block = 64;     // both families (Sm90F16x3: 64)
+  int keys_per_block = 64;     // both families (Sm90F16x3: 64; 32 at head dim 128)
   int max_k = 64;              // Sm80Tf32x3: kMaxK, 65536 = unbounded; Sm90F16x3: the compiled head dim
   AttentionFamily family = AttentionFamily::Sm80Tf32x3;
   int s_chunk = 0;   // Sm90F16x3: head-dim columns per promotion of S = Q.K^T

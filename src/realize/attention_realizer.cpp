@@ -28,14 +28,14 @@ struct Tile {
 constexpr Tile kTiles[] = {{32, 128}, {64, 64}, {64, 128}};
 constexpr int kMaxKs[] = {64, 128, kUnboundedMaxK};
 
-// Sm90F16x3: compiled head dims (128 would need more than 227 KiB of shared memory for
-// the Q, K and V parts plus the fp32 stage), keys per tile, and the promotion intervals in
-// default-set order: per S chunk a group, PV chunk 64 first (fewer promotions: measured
-// ~3% faster on the minGPT block's attention, session 9).
-constexpr int kSm90HeadDims[] = {32, 64, 96};
-constexpr int kSm90KeysPerTile = 64;
+// Sm90F16x3: compiled head dims, keys per tile (32 at head dim 128, where 64-key K/V parts
+// and their fp32 stage would not fit 227 KiB of shared memory next to Q's parts), and the
+// promotion intervals in default-set order: per S chunk a group, PV chunk 64 first (fewer
+// promotions: measured ~3% faster on the minGPT block's attention, session 9).
+constexpr int kSm90HeadDims[] = {32, 64, 96, 128};
 constexpr int kSm90PvChunks[] = {64, 32};
 constexpr int kSm90SChunk = 32;  // the other S chunk is the whole head dim
+int sm90_keys_per_tile(int head_dim) { return head_dim == 128 ? 32 : 64; }
 
 constexpr const char* kSm90Source =
     "#include \"attention_sm90.cuh\"\n"
@@ -146,8 +146,8 @@ std::optional<AttentionVariant> parse_attention_variant_name(const std::string& 
           std::find(std::begin(kSm90HeadDims), std::end(kSm90HeadDims), v.max_k) != std::end(kSm90HeadDims);
       const bool known_pv =
           std::find(std::begin(kSm90PvChunks), std::end(kSm90PvChunks), v.pv_chunk) != std::end(kSm90PvChunks);
-      if (!known_dim || v.keys_per_block != kSm90KeysPerTile || !(v.s_chunk == kSm90SChunk || v.s_chunk == v.max_k) ||
-          !known_pv)
+      if (!known_dim || v.keys_per_block != sm90_keys_per_tile(v.max_k) ||
+          !(v.s_chunk == kSm90SChunk || v.s_chunk == v.max_k) || !known_pv || v.pv_chunk > v.keys_per_block)
         return std::nullopt;
     } else {
       return std::nullopt;
@@ -247,8 +247,9 @@ AttentionEnumeration enumerate_attention_variants(const AttentionProblemDesc& p,
     const int* dim = std::find_if(std::begin(kSm90HeadDims), std::end(kSm90HeadDims),
                                   [&](int d) { return d >= widest; });
     if (dim == std::end(kSm90HeadDims)) {
-      AttentionVariant widest_variant{0, kSm90KeysPerTile, kSm90HeadDims[std::size(kSm90HeadDims) - 1],
-                                      AttentionFamily::Sm90F16x3, kSm90SChunk, kSm90PvChunks[0]};
+      const int widest_dim = kSm90HeadDims[std::size(kSm90HeadDims) - 1];
+      AttentionVariant widest_variant{0, sm90_keys_per_tile(widest_dim), widest_dim, AttentionFamily::Sm90F16x3,
+                                      kSm90SChunk, sm90_keys_per_tile(widest_dim)};
       out.skipped.push_back({widest_variant.name(), *attention_illegal_reason(widest_variant, p)});
     } else {
       // One group per S chunk: the whole head dim, then 32 (one group where they coincide).
@@ -256,8 +257,10 @@ AttentionEnumeration enumerate_attention_variants(const AttentionProblemDesc& p,
       if (*dim != kSm90SChunk) s_chunks.push_back(kSm90SChunk);
       for (int s_chunk : s_chunks) {
         bool have_one = false;
+        const int keys = sm90_keys_per_tile(*dim);
         for (int pv_chunk : kSm90PvChunks) {
-          AttentionVariant v{0, kSm90KeysPerTile, *dim, AttentionFamily::Sm90F16x3, s_chunk, pv_chunk};
+          if (pv_chunk > keys) continue;
+          AttentionVariant v{0, keys, *dim, AttentionFamily::Sm90F16x3, s_chunk, pv_chunk};
           offer_variant(out, v, attention_illegal_reason(v, p), set, have_one);
         }
       }

@@ -194,11 +194,12 @@ def test_head_dim_96_attention_and_residual_layernorm(tmp_path):
 
 
 # The attention kernel's edges: query and key tiles cut by the sequence (T = 200 is no
-# multiple of 64 or 128), no mask at all, a head dim (64) below the block's 96.
+# multiple of 64 or 128), no mask at all, a head dim (64) below the block's 96, head dim 128.
 @pytest.mark.parametrize("sizes, mask, comment", [
     ("3, 200, 768, 8", CAUSAL_MASK, ", causal: partial query and key tiles"),
     ("2, 130, 768, 8", "", ", no mask"),
     ("2, 256, 256, 4", CAUSAL_MASK, ", head dim 64"),
+    ("2, 192, 1024, 8", CAUSAL_MASK, ", head dim 128: 32-key tiles"),
 ])
 def test_attention_at_tile_edges(tmp_path, sizes, mask, comment):
     example = tmp_path / "shaped.py"

@@ -164,15 +164,17 @@ TEST(AttentionVariants, NamesRoundTripAndRefuseUnknownTiles) {
   AttentionVariant h{0, 64, 96, AttentionFamily::Sm90F16x3, 96, 64};
   EXPECT_EQ(h.name(), "attention_sm90_f16x3_f32_d96_k64_s96_pv64");
   for (const char* name : {"attention_sm90_f16x3_f32_d96_k64_s96_pv64", "attention_sm90_f16x3_f32_d96_k64_s32_pv32",
-                           "attention_sm90_f16x3_f32_d32_k64_s32_pv64", "attention_sm90_f16x3_f32_d64_k64_s64_pv32"}) {
+                           "attention_sm90_f16x3_f32_d32_k64_s32_pv64", "attention_sm90_f16x3_f32_d64_k64_s64_pv32",
+                           "attention_sm90_f16x3_f32_d128_k32_s128_pv32"}) {
     auto parsed = parse_attention_variant_name(name);
     ASSERT_TRUE(parsed.has_value()) << name;
     EXPECT_EQ(parsed->family, AttentionFamily::Sm90F16x3);
     EXPECT_EQ(parsed->name(), name);
   }
-  // Head dim 128 (shared memory), other key tiles, an S chunk neither 32 nor the head dim,
-  // an unknown PV chunk, a non-canonical spelling.
-  for (const char* name : {"attention_sm90_f16x3_f32_d128_k64_s32_pv64", "attention_sm90_f16x3_f32_d96_k128_s32_pv64",
+  // Head dim 128 with 64-key tiles (shared memory), a PV chunk past the key tile, other key
+  // tiles, an S chunk neither 32 nor the head dim, an unknown PV chunk, a non-canonical spelling.
+  for (const char* name : {"attention_sm90_f16x3_f32_d128_k64_s32_pv64", "attention_sm90_f16x3_f32_d128_k32_s32_pv64",
+                           "attention_sm90_f16x3_f32_d96_k32_s96_pv32", "attention_sm90_f16x3_f32_d96_k128_s32_pv64",
                            "attention_sm90_f16x3_f32_d96_k64_s64_pv64", "attention_sm90_f16x3_f32_d96_k64_s32_pv16",
                            "attention_sm90_f16x3_f32_d096_k64_s32_pv64", "attention_sm90_bf16x3_f32_d96_k64_s32_pv64"})
     EXPECT_FALSE(parse_attention_variant_name(name).has_value()) << name;
@@ -216,14 +218,19 @@ TEST(AttentionVariants, EnumerationAndIllegalReasons) {
                                                    "attention_sm80_tf32x3_f32_64x64_maxk128",
                                                    "attention_sm80_tf32x3_f32_64x128_maxk128"}));
   EXPECT_EQ(skipped_reason(e, "attention_sm80_tf32x3_f32_64x64_maxk64"), "head dim 96 exceeds kMaxK 64");
-  // Head dim 128: no f16x3 variant holds it (the reason is listed), the sm80 kernel is offered.
+  // Head dim 128: 32-key tiles (PV chunk 32 only).
   pattern["attention"] = attention_payload(128, 8, 512);
   e = r.enumerate(pattern, 1e-4, "sm90a", VariantSet::Default);
-  EXPECT_EQ(names_of(e), (std::vector<std::string>{"attention_sm80_tf32x3_f32_32x128_maxk128",
-                                                   "attention_sm80_tf32x3_f32_64x64_maxk128",
-                                                   "attention_sm80_tf32x3_f32_64x128_maxk128"}));
-  EXPECT_EQ(skipped_reason(e, "attention_sm90_f16x3_f32_d96_k64_s32_pv64"),
-            "head dim 128 exceeds the variant's head dim 96");
+  EXPECT_EQ(names_of(e), (std::vector<std::string>{"attention_sm90_f16x3_f32_d128_k32_s128_pv32",
+                                                   "attention_sm90_f16x3_f32_d128_k32_s32_pv32"}));
+  // Head dim 160: no f16x3 variant holds it (the reason is listed), the sm80 kernel is offered.
+  pattern["attention"] = attention_payload(160, 4, 512);
+  e = r.enumerate(pattern, 1e-4, "sm90a", VariantSet::Default);
+  EXPECT_EQ(names_of(e), (std::vector<std::string>{"attention_sm80_tf32x3_f32_32x128_maxk65536",
+                                                   "attention_sm80_tf32x3_f32_64x64_maxk65536",
+                                                   "attention_sm80_tf32x3_f32_64x128_maxk65536"}));
+  EXPECT_EQ(skipped_reason(e, "attention_sm90_f16x3_f32_d128_k32_s32_pv32"),
+            "head dim 160 exceeds the variant's head dim 128");
   // V read in 16-byte chunks: a value head dim of 6 refuses the f16x3 kernel.
   pattern["attention"] = attention_payload(8);
   pattern["attention"]["head_dim_v"] = 6;
