@@ -299,6 +299,34 @@ def _extent(spec: Mapping, att: Mapping, role: str) -> int:
             + (seq - 1) * s["seq"] + (dim - 1) * s.get("dim", 1) + 1)
 
 
+def attention_output_reason(att: Mapping, shape) -> str | None:
+    """None when a dense output of `shape` is the layout the payload's o strides address,
+    else why not. The strides must be a dense layout of (batch, heads, seq_q, head_dim_v) in
+    some order (merged heads [B, T, H*dv] and a bare SDPA's [B, H, T, dv] both are), and
+    `shape` must group those sizes in that order: each dim the product of a run of them."""
+    sizes = {"batch": att["batch"], "head": att["heads"], "seq": att["seq_q"], "dim": att["head_dim_v"]}
+    strides = att["o"]["strides"]
+    roles = sorted((r for r in sizes if sizes[r] != 1), key=lambda r: -strides[r])  # outermost first
+    inner = 1
+    for role in reversed(roles):
+        if strides[role] != inner:
+            return f"o strides {dict(strides)} are not a dense layout of the output"
+        inner *= sizes[role]
+    ordered = [sizes[r] for r in roles]
+    described = " x ".join(f"{r} {sizes[r]}" for r in roles)
+    i = 0
+    for d in (int(d) for d in shape if d != 1):
+        product = 1
+        while product < d and i < len(ordered):
+            product *= ordered[i]
+            i += 1
+        if product != d:
+            return f"output {list(shape)} is not the captured [{described}] layout"
+    if i != len(ordered):
+        return f"output {list(shape)} is not the captured [{described}] layout"
+    return None
+
+
 def attention_problem(att: Mapping, tensors: Mapping[str, object], out) -> FactAttentionProblem:
     """FactAttentionProblem reading q/k/v from `tensors` (id -> tensor) at the
     payload's offsets and strides (pointer = data_ptr + offset * itemsize) and

@@ -96,16 +96,7 @@ class OpEntry(_rt._EntryBase):
                 outs = self.run_original(meta)
             plan = [(tuple(o.shape), o.dtype) for o in outs]
             if self.rule == "attention":
-                att = self.payload
-                shape = plan[0][0]
-                numel = 1
-                for s in shape:
-                    numel *= s
-                want = att["batch"] * att["seq_q"] * att["heads"] * att["head_dim_v"]
-                if (numel != want or att["o"]["strides"]["seq"] != att["heads"] * att["head_dim_v"]
-                        or (len(shape) >= 3 and shape[0] != att["batch"])):
-                    plan = (f"output {list(shape)} is not the captured [batch {att['batch']}, seq {att['seq_q']}, "
-                            f"heads x dv {att['heads'] * att['head_dim_v']}] layout")
+                plan = op_kernels.attention_output_reason(self.payload, plan[0][0]) or plan
         self._plans[key] = plan
         return plan
 

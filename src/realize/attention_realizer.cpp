@@ -197,11 +197,6 @@ std::optional<std::string> attention_problem_unsupported_reason(const AttentionP
       return fmt::format("{} offset/strides ({}, {}, {}, {}) are not multiples of {} elements (16-byte loads)", role,
                          o.offset, o.batch, o.head, o.seq, kAlignmentElements);
   }
-  if (p.o.head != p.head_dim_v || p.o.batch != p.seq_q * p.o.seq)
-    return fmt::format(
-        "output strides (batch {}, head {}, seq {}) are not the merged-heads layout the kernel writes "
-        "(head = head_dim_v = {}, batch = seq_q * seq)",
-        p.o.batch, p.o.head, p.o.seq, p.head_dim_v);
   return std::nullopt;
 }
 
@@ -221,6 +216,11 @@ std::optional<std::string> attention_illegal_reason(const AttentionVariant& v, c
     return std::nullopt;
   }
   if (widest > v.max_k) return fmt::format("head dim {} exceeds kMaxK {}", widest, v.max_k);
+  if (p.o.head != p.head_dim_v || p.o.batch != p.seq_q * p.o.seq)
+    return fmt::format(
+        "output strides (batch {}, head {}, seq {}) are not the merged-heads layout the sm80 kernel writes "
+        "(head = head_dim_v = {}, batch = seq_q * seq)",
+        p.o.batch, p.o.head, p.o.seq, p.head_dim_v);
   if (!single_value_iteration(v) && p.o.seq != p.head_dim_v * p.heads)
     return fmt::format(
         "kMaxK {} > kKeysPerBlock {} accumulates through the output with row stride head_dim_v*heads = {}, but the "

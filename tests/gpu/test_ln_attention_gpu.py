@@ -202,15 +202,53 @@ def test_head_dim_96_attention_and_residual_layernorm(tmp_path):
     ("2, 192, 1024, 8", CAUSAL_MASK, ", head dim 128: 32-key tiles"),
 ])
 def test_attention_at_tile_edges(tmp_path, sizes, mask, comment):
-    example = tmp_path / "shaped.py"
-    example.write_text(ATTENTION_MODULE.format(sizes=sizes, mask=mask, comment=comment, output="return y",
-                                               inputs="torch.rand"))
-    out_dir = tmp_path / "shaped_out"
+    _attention_realized_and_installed(tmp_path, "shaped", ATTENTION_MODULE.format(
+        sizes=sizes, mask=mask, comment=comment, output="return y", inputs="torch.rand"))
+
+
+def _attention_realized_and_installed(tmp_path, name: str, source: str) -> None:
+    """`source` through the pipeline at 1e-4: its attention pattern realized, installed, and
+    the composed module equal to the original at the tolerance."""
+    example = tmp_path / f"{name}.py"
+    example.write_text(source)
+    out_dir = tmp_path / f"{name}_out"
     _optimize(example, out_dir, "1e-4")
     bound = _check_rules(out_dir, {"attention"})
-    _, installed, _ = _installed(out_dir, "new_shaped_installed")
+    _, installed, _ = _installed(out_dir, f"new_{name}_installed")
     assert bound["attention"]["id"] in installed
     _compare(example, out_dir, 1e-4)
+
+
+BARE_SDPA = textwrap.dedent('''
+    # F.scaled_dot_product_attention on (B, H, T, d) inputs, its [B, H, T, d] output returned
+    # as it is (not the merged-heads layout: the sm80 kernel cannot write it, sm90's can).
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    B, H, T, D = 4, 8, 320, 64
+
+
+    class Model(nn.Module):
+        def forward(self, q, k, v):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
+    def get_inputs():
+        return [torch.rand(B, H, T, D), torch.rand(B, H, T, D), torch.rand(B, H, T, D)]
+
+
+    def get_init_inputs():
+        return []
+''')
+
+
+def test_bare_sdpa_output_layout(tmp_path):
+    import torch
+
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("the [B, H, T, d] output needs the sm90 attention kernel")
+    _attention_realized_and_installed(tmp_path, "bare_sdpa", BARE_SDPA)
 
 
 def test_a_non_causal_buffer_falls_back(tmp_path):

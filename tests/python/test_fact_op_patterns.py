@@ -334,3 +334,40 @@ def test_runtime_binds_causal_attention_and_refuses_a_non_causal_buffer(tmp_path
         install_with(other, manifest_for(plan, {"attention"}), {"attention": FakeAttention()})
     assert runtime.installed_patterns(other) == []
     assert any("not exactly col <= row" in str(w.message) for w in caught)
+
+
+class BareSdpa(torch.nn.Module):
+    """F.scaled_dot_product_attention on (B, H, T, d) inputs, its [B, H, T, d] output returned
+    as it is: not the merged-heads layout."""
+
+    def forward(self, q, k, v):
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True) * 2.0
+
+
+def test_runtime_binds_attention_writing_a_bare_sdpa_layout(tmp_path):
+    model = BareSdpa()
+    q, k, v = (torch.randn(2, 4, 16, 8) for _ in range(3))
+    plan, _ = discover(capture.capture_module(model, [q, k, v]), tmp_path)
+    att = pattern_of(plan, "attention")["attention"]
+    assert att["o"]["strides"] == {"batch": 512, "head": 128, "seq": 8, "dim": 1}
+    expected = model(q, k, v)
+    fake = FakeAttention()
+    install_with(model, manifest_for(plan, {"attention"}), {"attention": fake}, strict=True)
+    torch.testing.assert_close(model(q, k, v), expected, atol=1e-5, rtol=1e-5)
+    assert fake.runs == 1
+
+
+def test_attention_output_layout_check():
+    merged = {"batch": 2, "heads": 4, "seq_q": 16, "head_dim_v": 8,
+              "o": {"strides": {"batch": 512, "head": 8, "seq": 32, "dim": 1}}}
+    bhtd = dict(merged, o={"strides": {"batch": 512, "head": 128, "seq": 8, "dim": 1}})
+    for att, shape in ((merged, (2, 16, 32)), (merged, (2, 16, 4, 8)), (merged, (32, 32)),
+                       (bhtd, (2, 4, 16, 8)), (bhtd, (8, 16, 8))):
+        assert op_kernels.attention_output_reason(att, shape) is None, (att["o"], shape)
+    assert "not the captured [batch 2 x seq 16 x head 4 x dim 8]" in op_kernels.attention_output_reason(
+        merged, (2, 4, 16, 8))
+    assert "not the captured [batch 2 x head 4 x seq 16 x dim 8]" in op_kernels.attention_output_reason(
+        bhtd, (2, 16, 32))
+    assert "not the captured" in op_kernels.attention_output_reason(merged, (2, 16, 33))
+    padded = dict(merged, o={"strides": {"batch": 600, "head": 8, "seq": 32, "dim": 1}})
+    assert "not a dense layout" in op_kernels.attention_output_reason(padded, (2, 16, 32))

@@ -249,11 +249,17 @@ TEST(AttentionVariants, EnumerationAndIllegalReasons) {
             std::string::npos);
   EXPECT_EQ(skipped_reason(e, "attention_sm80_tf32x3_f32_32x128_maxk128"), "") << "single value iteration";
 
-  // Output not in the merged-heads layout ([B, H, T, d] contiguous): no variant can write it.
+  // Output not in the merged-heads layout ([B, H, T, d] contiguous, as a bare SDPA returns
+  // it): the f16x3 kernel writes any strides; the sm80 kernel cannot, and says so.
   pattern["attention"]["o"]["strides"] = {{"batch", 8 * 512 * 96}, {"head", 512 * 96}, {"seq", 96}, {"dim", 1}};
   e = r.enumerate(pattern, 1e-4, "sm90a", VariantSet::Default);
+  EXPECT_EQ(names_of(e), (std::vector<std::string>{"attention_sm90_f16x3_f32_d96_k64_s96_pv64",
+                                                   "attention_sm90_f16x3_f32_d96_k64_s32_pv64"}));
+  e = r.enumerate(pattern, 1e-4, "sm80", VariantSet::Default);
   EXPECT_TRUE(e.candidates.empty());
-  EXPECT_NE(e.reason.find("merged-heads layout"), std::string::npos) << e.reason;
+  EXPECT_NE(skipped_reason(e, "attention_sm80_tf32x3_f32_32x128_maxk128").find("merged-heads layout the sm80 kernel"),
+            std::string::npos)
+      << e.reason;
 
   pattern["attention"] = attention_payload(8);
   pattern["attention"]["k"]["offset"] = 33;
