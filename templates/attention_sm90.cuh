@@ -20,16 +20,20 @@
 //   per key tile j: S = Q.K^T (wgmma SS, chunks promoted), mask, online softmax, P split
 //       in registers, O += P.V (wgmma RS: P from registers, V from smem)
 // The conversion of tile j+1 runs between the S chunks of tile j. Causal: a warpgroup
-// skips the tiles past its diagonal; only the diagonal tile and a partial last tile are
-// masked. CTAs are ordered (batch, head)-major, the longest query tile first.
+// skips the tiles past its diagonal; only tiles crossing it and a partial last tile are
+// masked. CTAs are ordered (batch, head)-major, the longest query tile first. O is
+// written at any strides (merged heads [B, T, H*dv] or [B, H, T, dv] alike).
 //
 // Hazards:
 // - Inf/NaN operands give NaN (x - fp16(x) is NaN for inf), as in the split GEMMs.
 // - Requirements (can_implement): head_dim, head_dim_v <= HeadDim and multiples of 4;
-//   q, k, v 16-byte aligned with seq/head/batch strides multiples of 4 elements; strides
-//   and sizes within int32 per (batch, head) slice are not required (int64 addressing).
+//   q, k, v 16-byte aligned with seq/head/batch strides multiples of 4 elements. Sizes and
+//   strides are int64; only batch x heads x query tiles must fit the grid (int32).
 // - A row whose keys are all masked cannot occur (causal is top-left: key 0 is always
 //   visible), so the row sum is positive.
+// - Registers: 253-255 per thread with at most 72 bytes of spill (nvcc 13.0); anything
+//   that adds live values across the wgmmas spills. All threads pass every CTA barrier:
+//   a warpgroup past its diagonal still converts and waits, it only skips the MMAs.
 #pragma once
 
 #include <cuda_fp16.h>
