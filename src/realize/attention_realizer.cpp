@@ -180,7 +180,7 @@ AttentionProblemDesc attention_problem_from_json(const nlohmann::json& a) {
 
 std::optional<std::string> attention_problem_unsupported_reason(const AttentionProblemDesc& p) {
   if (p.element != "float32")
-    return fmt::format("attention variants exist for float32 only (3xTF32, the 1e-4 class), not {}", p.element);
+    return fmt::format("attention variants exist for float32 only (3xTF32 and f16x3, fp32-faithful), not {}", p.element);
   if (!p.mask_kind.empty() && !p.causal)
     return fmt::format("a '{}' mask that is not causal: the kernel implements no mask or the causal one",
                        p.mask_kind);
