@@ -709,6 +709,33 @@ int run_realize(const RealizeOptions& options) {
       compile_s += compile_pending(core_retry, *tc, cache_root, options.jobs);
       verify_s += verify_pending(core_retry, ir, tolerance, job_dir, command);
     }
+    // A layernorm / attention pattern none of whose default-set candidates passed: widen to
+    // every variant of its realizer (on sm90 the attention's sm80 family too) and try the
+    // ones not tried yet; the tried ones stay in the report.
+    std::vector<PatternWork*> widened;
+    if (set == VariantSet::Default)
+      for (auto* w : active)
+        if (w->realizer && w->fallback_reason.empty() && !best_candidate(*w)) {
+          std::vector<Candidate> tried = std::move(w->candidates);
+          std::set<std::string> tried_names;
+          for (const auto& c : tried) tried_names.insert(c.name);
+          enumerate_cold(*w, tolerance, VariantSet::All, options.filter);
+          w->candidates.erase(std::remove_if(w->candidates.begin(), w->candidates.end(),
+                                             [&](const Candidate& c) { return tried_names.count(c.name) > 0; }),
+                              w->candidates.end());
+          const size_t fresh = w->candidates.size();
+          w->candidates.insert(w->candidates.begin(), std::make_move_iterator(tried.begin()),
+                               std::make_move_iterator(tried.end()));
+          w->fallback_reason.clear();
+          if (fresh == 0) continue;
+          log::warn("[realize] {}: no candidate of the default set passed; trying the {} other variant(s)", w->id,
+                    fresh);
+          widened.push_back(w);
+        }
+    if (!widened.empty()) {
+      compile_s += compile_pending(widened, *tc, cache_root, options.jobs);
+      verify_s += verify_pending(widened, ir, tolerance, job_dir, command);
+    }
   }
 
   // ---- results ----

@@ -375,6 +375,36 @@ TEST(RealizeDispatch, WarmRunReverifiesOnlyTheRecordedWinner) {
   EXPECT_EQ(recorded, 3) << p.dump(2);  // the other three cold candidates, as the registry recorded them
 }
 
+// The default set's candidates all fail: the realizer's other variants (for attention on
+// sm90, the sm80 family) are tried before the pattern falls back to PyTorch.
+TEST(RealizeDispatch, ARulePatternWhoseDefaultCandidatesFailTriesTheOtherVariants) {
+  for (const bool sm80_passes : {true, false}) {
+    SCOPED_TRACE(sm80_passes ? "sm80 passes" : "nothing passes");
+    TempDir t;
+    EnvGuard env;
+    fake_realize_toolchain(t.path, env, sm80_passes ? R"([["attention_sm90", "wrong"]])" : R"([["attention_", "wrong"]])",
+                           /*jobs=*/1);
+    RealizeOptions o = write_fake_plan(t.path, json::array({plan_pattern("p1", "attention", attention_payload(96, 8, 512))}));
+    ASSERT_EQ(run_realize(o), 0);
+    std::ifstream in(o.output_path);
+    const json att = json::parse(in)["patterns"][0];
+    int sm90_wrong = 0, sm80 = 0;
+    for (const auto& c : att["candidates"]) {
+      const std::string name = c["name"];
+      sm90_wrong += name.rfind("attention_sm90_", 0) == 0 && c["status"] == "wrong";
+      sm80 += name.rfind("attention_sm80_", 0) == 0;
+    }
+    EXPECT_EQ(sm90_wrong, 4) << "every sm90 variant tried (the default two, then the other two)\n" << att.dump(1);
+    EXPECT_EQ(sm80, 9) << att.dump(1);
+    if (sm80_passes) {
+      EXPECT_EQ(att["status"], "realized") << att.dump(1);
+      EXPECT_EQ(att["variant"].get<std::string>().rfind("attention_sm80_", 0), 0u) << att["variant"];
+    } else {
+      EXPECT_EQ(att["status"], "fallback") << att.dump(1);
+    }
+  }
+}
+
 TEST(RealizeDispatch, CompileOnlyCompilesTheRuleCandidates) {
   TempDir t;
   EnvGuard env;
