@@ -173,6 +173,23 @@ void enumerate_cold(PatternWork& w, double tolerance, VariantSet set, const std:
     w.fallback_reason = !e.reason.empty() ? e.reason : filter_reason(filter);
 }
 
+// Re-enumerates `w` after a round in which none of its candidates passed: the candidates
+// it tried stay first (and in the report); those enumerated again under the same name are
+// dropped. Returns how many untried candidates it now has.
+size_t reenumerate_keeping_tried(PatternWork& w, double tolerance, VariantSet set, const std::string& filter) {
+  std::vector<Candidate> tried = std::move(w.candidates);
+  std::set<std::string> tried_names;
+  for (const auto& c : tried) tried_names.insert(c.name);
+  enumerate_cold(w, tolerance, set, filter);
+  w.candidates.erase(std::remove_if(w.candidates.begin(), w.candidates.end(),
+                                    [&](const Candidate& c) { return tried_names.count(c.name) > 0; }),
+                     w.candidates.end());
+  const size_t fresh = w.candidates.size();
+  w.candidates.insert(w.candidates.begin(), std::make_move_iterator(tried.begin()),
+                      std::make_move_iterator(tried.end()));
+  return fresh;
+}
+
 // The registry's winner for this pattern rebuilt as a candidate, or none when there is
 // no winner or it no longer fits the pattern.
 std::optional<Candidate> winner_candidate(const PatternWork& w, const Winner& winner, double tolerance) {
@@ -672,10 +689,15 @@ int run_realize(const RealizeOptions& options) {
     const std::string job_dir = (fs::path(cache_root) / "jobs").string();
     const WorkerCommand command = default_worker_command();
     verify_s += verify_pending(active, ir, tolerance, job_dir, command);
+    // One more compile + verify round over `round` (its pending candidates only).
+    auto run_round = [&](std::vector<PatternWork*>& round) {
+      if (round.empty()) return;
+      compile_s += compile_pending(round, *tc, cache_root, options.jobs);
+      verify_s += verify_pending(round, ir, tolerance, job_dir, command);
+    };
     if (held > 0) {
       release_probed(active);
-      compile_s += compile_pending(active, *tc, cache_root, options.jobs);
-      verify_s += verify_pending(active, ir, tolerance, job_dir, command);
+      run_round(active);
     }
     // A recorded winner that no longer passes: realize the pattern from scratch.
     std::vector<PatternWork*> retry;
@@ -686,10 +708,7 @@ int run_realize(const RealizeOptions& options) {
         enumerate_cold(*w, tolerance, set, options.filter);
         if (w->fallback_reason.empty()) retry.push_back(w);
       }
-    if (!retry.empty()) {
-      compile_s += compile_pending(retry, *tc, cache_root, options.jobs);
-      verify_s += verify_pending(retry, ir, tolerance, job_dir, command);
-    }
+    run_round(retry);
     // A fused epilogue chain that no EVT candidate ran correctly: realize the GEMM
     // core instead (the chain stays in PyTorch); the EVT candidates stay in the report.
     std::vector<PatternWork*> core_retry;
@@ -697,18 +716,12 @@ int run_realize(const RealizeOptions& options) {
       if (w->chain && !best_candidate(*w)) {
         log::warn("[realize] {}: no EVT candidate passed; realizing its GEMM core with the epilogue chain in "
                   "PyTorch", w->id);
-        std::vector<Candidate> tried = std::move(w->candidates);
         drop_chain(*w);
         w->fallback_reason.clear();
-        enumerate_cold(*w, tolerance, set, options.filter);
-        w->candidates.insert(w->candidates.begin(), std::make_move_iterator(tried.begin()),
-                             std::make_move_iterator(tried.end()));
+        reenumerate_keeping_tried(*w, tolerance, set, options.filter);
         if (w->fallback_reason.empty()) core_retry.push_back(w);
       }
-    if (!core_retry.empty()) {
-      compile_s += compile_pending(core_retry, *tc, cache_root, options.jobs);
-      verify_s += verify_pending(core_retry, ir, tolerance, job_dir, command);
-    }
+    run_round(core_retry);
     // A layernorm / attention pattern none of whose default-set candidates passed: widen to
     // every variant of its realizer (on sm90 the attention's sm80 family too) and try the
     // ones not tried yet; the tried ones stay in the report.
@@ -716,26 +729,13 @@ int run_realize(const RealizeOptions& options) {
     if (set == VariantSet::Default)
       for (auto* w : active)
         if (w->realizer && w->fallback_reason.empty() && !best_candidate(*w)) {
-          std::vector<Candidate> tried = std::move(w->candidates);
-          std::set<std::string> tried_names;
-          for (const auto& c : tried) tried_names.insert(c.name);
-          enumerate_cold(*w, tolerance, VariantSet::All, options.filter);
-          w->candidates.erase(std::remove_if(w->candidates.begin(), w->candidates.end(),
-                                             [&](const Candidate& c) { return tried_names.count(c.name) > 0; }),
-                              w->candidates.end());
-          const size_t fresh = w->candidates.size();
-          w->candidates.insert(w->candidates.begin(), std::make_move_iterator(tried.begin()),
-                               std::make_move_iterator(tried.end()));
-          w->fallback_reason.clear();
+          const size_t fresh = reenumerate_keeping_tried(*w, tolerance, VariantSet::All, options.filter);
           if (fresh == 0) continue;
           log::warn("[realize] {}: no candidate of the default set passed; trying the {} other variant(s)", w->id,
                     fresh);
           widened.push_back(w);
         }
-    if (!widened.empty()) {
-      compile_s += compile_pending(widened, *tc, cache_root, options.jobs);
-      verify_s += verify_pending(widened, ir, tolerance, job_dir, command);
-    }
+    run_round(widened);
   }
 
   // ---- results ----
