@@ -95,7 +95,7 @@ using split_gemm::detail::cta_exponents;
 using split_gemm::detail::pow2;
 using split_gemm::detail::promote;
 using split_gemm::detail::split2;
-using split_gemm::detail::split8;
+using split_gemm::detail::split_store8;
 using split_gemm::detail::stage_absmax;
 using split_gemm::detail::tile_exponent;
 using split_gemm::detail::warp_max;
@@ -144,16 +144,6 @@ __device__ __forceinline__ void issue_products(Mma& mma, A&& a, B&& b, Acc& part
       mma.accumulate_ = GMMA::ScaleOut::One;
     }
   }
-}
-
-// Splits 8 consecutive fp32 values of one row into P fp16 parts of x * scale and stores
-// each part's 16 bytes at offset(part) (the caller's swizzled smem position).
-template <int P, class Offset>
-__device__ __forceinline__ void split_store8(const float (&v)[8], float scale, cute::half_t* base, Offset&& offset) {
-  uint4 parts[P];
-  split8<P, true>(v, scale, parts);
-#pragma unroll
-  for (int p = 0; p < P; ++p) *reinterpret_cast<uint4*>(base + offset(p)) = parts[p];
 }
 
 template <class Cfg>
@@ -247,9 +237,9 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) attention_kernel(const Params
       const float4 x1 = *reinterpret_cast<const float4*>(stage + r * D + d + 4);
       const float v[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
       if (is_v)
-        split_store8<P>(v, scale, sv, [&](int part) { return v_offset(d, r, buf * P + part); });
+        split_store8<P, true>(v, scale, sv, [&](int part) { return v_offset(d, r, buf * P + part); });
       else
-        split_store8<P>(v, scale, sk, [&](int part) { return k_offset(r, d, buf * P + part); });
+        split_store8<P, true>(v, scale, sk, [&](int part) { return k_offset(r, d, buf * P + part); });
     }
   };
 
@@ -292,7 +282,7 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) attention_kernel(const Params
     for (int i = 0; i < Units / 128; ++i) {
       const int u = wt + i * 128;
       const int r = u / (D / 8), d = 8 * (u % (D / 8));
-      split_store8<P>(qv[i], pow2(14 - eq), sq_wg, [&](int part) { return q_offset(r, d, part); });
+      split_store8<P, true>(qv[i], pow2(14 - eq), sq_wg, [&](int part) { return q_offset(r, d, part); });
     }
   }
 

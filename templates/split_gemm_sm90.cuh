@@ -313,6 +313,17 @@ __device__ __forceinline__ void promote(Acc& acc, const Acc& part, int eA, int e
 }
 
 
+// Splits 8 consecutive fp32 values of one row into Parts 16-bit parts (split8) and stores
+// part p's 16 bytes at element offset offset(p) from `base` (the caller's swizzled smem
+// position). Shared by every kernel that splits an operand into shared memory.
+template <int Parts, bool Fp16, class Elem, class Offset>
+__device__ __forceinline__ void split_store8(const float (&v)[8], float scale, Elem* base, Offset&& offset) {
+  uint4 parts[Parts];
+  split8<Parts, Fp16>(v, scale, parts);
+#pragma unroll
+  for (int p = 0; p < Parts; ++p) *reinterpret_cast<uint4*>(base + offset(p)) = parts[p];
+}
+
 // Converts one fp32 operand stage into the bf16 part buffers `buf` (K-major,
 // swizzled by `layout`, parts at mode-2 index buf_base + p).
 template <int Rows, int TileK, int Threads, int Parts, bool KContig, bool Fp16, class Elem, class SmemLayout>
@@ -339,16 +350,11 @@ __device__ __forceinline__ void convert_tile(const float* stage, Elem* bf, SmemL
 #pragma unroll
       for (int j = 0; j < 8; ++j) v[j] = stage[(8 * kc + j) * Rows + r];
     }
-    uint4 parts[Parts];
-    split8<Parts, Fp16>(v, scale, parts);
-#pragma unroll
-    for (int p = 0; p < Parts; ++p) {
-      // The GMMA swizzle acts on byte addresses; the buffers are 1024-byte
-      // aligned, so the element-unit (position-independent) form gives the
-      // same placement.
-      int off = cute::as_position_independent_swizzle_layout(layout)(r, 8 * kc, buf_base + p);
-      *reinterpret_cast<uint4*>(bf + off) = parts[p];
-    }
+    // The GMMA swizzle acts on byte addresses; the buffers are 1024-byte aligned, so the
+    // element-unit (position-independent) form gives the same placement.
+    split_store8<Parts, Fp16>(v, scale, bf, [&](int p) {
+      return int(cute::as_position_independent_swizzle_layout(layout)(r, 8 * kc, buf_base + p));
+    });
   }
 }
 

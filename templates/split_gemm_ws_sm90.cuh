@@ -188,12 +188,9 @@ struct Units {
     for (int i = 0; i < N; ++i) {
       int r, kc;
       coords(tid + i * Threads, r, kc);
-      uint4 parts[Parts];
-      split_gemm::detail::split8<Parts, Fp16>(v[i], scale, parts);
       const int off0 = cute::as_position_independent_swizzle_layout(layout)(r, 8 * kc, 0);
-#pragma unroll
-      for (int p = 0; p < Parts; ++p)
-        *reinterpret_cast<uint4*>(buf + off0 + (slot + p) * (Rows * TileK)) = parts[p];
+      split_gemm::detail::split_store8<Parts, Fp16>(v[i], scale, buf,
+                                                    [&](int p) { return off0 + (slot + p) * (Rows * TileK); });
     }
   }
 };
