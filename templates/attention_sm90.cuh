@@ -31,9 +31,14 @@
 //   strides are int64; only batch x heads x query tiles must fit the grid (int32).
 // - A row whose keys are all masked cannot occur (causal is top-left: key 0 is always
 //   visible), so the row sum is positive.
-// - Registers: 253-255 per thread with at most 72 bytes of spill (nvcc 13.0); anything
+// - Registers: 243-255 per thread with at most 60 bytes of spill (nvcc 13.0); anything
 //   that adds live values across the wgmmas spills. All threads pass every CTA barrier:
 //   a warpgroup past its diagonal still converts and waits, it only skips the MMAs.
+// - The kernel is issue-bound (ncu, block shape: ~2000 instructions per warp per key tile
+//   against ~2300 tensor-core cycles shared by 8 warps on 4 schedulers), so instruction
+//   count is its time: shared-space pointers (not generic LD/ST), a bank-conflict-free
+//   stage, ex2.approx and masking only the tiles that need it took 0.87 -> 0.74 ms
+//   (docs/notes/attention_sm90.md, "Instruction diet").
 #pragma once
 
 #include <cuda_fp16.h>
@@ -146,6 +151,16 @@ __device__ __forceinline__ void issue_products(Mma& mma, A&& a, B&& b, Acc& part
   }
 }
 
+// 2^x by the SFU alone (ex2.approx.ftz: relative error ~2^-22, results below 2^-126
+// flushed to 0). exp2f adds a denormal range fixup (three more instructions per element).
+// Here the results are probabilities, split into two fp16 parts of P * 2^14 (~22 bits;
+// nothing below 2^-24 survives the split), and the softmax's rescaling factors.
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 template <class Cfg>
 __global__ void __launch_bounds__(Cfg::Threads, 1) attention_kernel(const Params prm) {
   using T = Types<Cfg>;
@@ -154,9 +169,12 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) attention_kernel(const Params
   constexpr int NW = NT / 32;
   const FactAttentionProblem& p = prm.p;
 
+  // 1024-byte alignment by an offset from smem_raw (not through an integer address: the
+  // pointers must stay in the shared state space, or every stage read and part store
+  // compiles to a generic LD/ST).
   extern __shared__ __align__(1024) unsigned char smem_raw[];
-  uintptr_t aligned = (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023);
-  Half* sq = reinterpret_cast<Half*>(aligned);
+  const uint32_t misalign = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw)) & 1023u;
+  Half* sq = reinterpret_cast<Half*>(smem_raw + ((1024u - misalign) & 1023u));
   Half* sk = sq + Cfg::QBytes / 2;
   Half* sv = sk + Cfg::KVPartBytes / 2;
   float* stage_k = reinterpret_cast<float*>(sv + Cfg::KVPartBytes / 2);
@@ -191,6 +209,13 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) attention_kernel(const Params
   }
 
   // ---- K/V tile loads (fp32 stage, zero-filled outside the problem) and conversion ----
+  // Stage element (key r, head-dim d), d a multiple of 4: row-major with the 16-byte chunk
+  // index XOR-ed with bit 7 of its byte offset, so the eight 16-byte reads of a quarter
+  // warp (units of 32 bytes, 256 bytes apart in total) fall on distinct banks.
+  const auto stage_offset = [](int r, int d) {
+    const int f = r * D + d;
+    return f ^ (((f >> 5) & 1) << 2);
+  };
   auto load_tile = [&](int j) {
     if (j < tiles) {
       constexpr int Chunks = KT * D / 4;  // 16-byte chunks of K (and of V)
@@ -205,8 +230,8 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) attention_kernel(const Params
         const bool key_ok = key0 + r < p.seq_k;
         const bool k_ok = key_ok && d < p.head_dim, v_ok = key_ok && d < p.head_dim_v;
         const int64_t key = key_ok ? key0 + r : 0;
-        cp_async_16(sbk + (r * D + d) * 4, kg + (k_ok ? key * p.k_stride_seq + d : 0), k_ok);
-        cp_async_16(sbv + (r * D + d) * 4, vg + (v_ok ? key * p.v_stride_seq + d : 0), v_ok);
+        cp_async_16(sbk + stage_offset(r, d) * 4, kg + (k_ok ? key * p.k_stride_seq + d : 0), k_ok);
+        cp_async_16(sbv + stage_offset(r, d) * 4, vg + (v_ok ? key * p.v_stride_seq + d : 0), v_ok);
       }
     }
     cp_async_commit();
@@ -233,8 +258,8 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) attention_kernel(const Params
     for (int i = 0; i < Units / NT; ++i) {
       const int u = tid + i * NT;
       const int r = u / (D / 8), d = 8 * (u % (D / 8));
-      const float4 x0 = *reinterpret_cast<const float4*>(stage + r * D + d);
-      const float4 x1 = *reinterpret_cast<const float4*>(stage + r * D + d + 4);
+      const float4 x0 = *reinterpret_cast<const float4*>(stage + stage_offset(r, d));
+      const float4 x1 = *reinterpret_cast<const float4*>(stage + stage_offset(r, d + 4));
       const float v[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
       if (is_v)
         split_store8<P, true>(v, scale, sv, [&](int part) { return v_offset(d, r, buf * P + part); });
@@ -376,13 +401,25 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) attention_kernel(const Params
       const bool mask_keys = key0 + KT > p.seq_k;
       const bool mask_causal = p.causal && key0 + KT - 1 > row0;
       float tile_max[2] = {row_max[0], row_max[1]};
+      if (mask_keys || mask_causal) {  // (uniform) tiles crossing the diagonal or the last key
+        // Column c of the tile is key key0 + c: visible if c < keys_left and, causal,
+        // c - row <= diagonal (row within this warpgroup's 64).
+        const int keys_left = static_cast<int>(min<int64_t>(p.seq_k - key0, KT));
+        const int diagonal = mask_causal ? static_cast<int>(row0 - key0) : KT;
 #pragma unroll
-      for (int i = 0; i < size(acc_s); ++i) {
-        float t = acc_s(i) * prm.scale_log2;
-        const int64_t key = key0 + get<1>(tScS(i));
-        if ((mask_keys && key >= p.seq_k) || (mask_causal && key > row0 + get<0>(tScS(i)))) t = -INFINITY;
-        acc_s(i) = t;
-        tile_max[slot_of(i)] = fmaxf(tile_max[slot_of(i)], t);
+        for (int i = 0; i < size(acc_s); ++i) {
+          const int c = get<1>(tScS(i));
+          const float t = c < keys_left && c - get<0>(tScS(i)) <= diagonal ? acc_s(i) * prm.scale_log2 : -INFINITY;
+          acc_s(i) = t;
+          tile_max[slot_of(i)] = fmaxf(tile_max[slot_of(i)], t);
+        }
+      } else {
+#pragma unroll
+        for (int i = 0; i < size(acc_s); ++i) {
+          const float t = acc_s(i) * prm.scale_log2;
+          acc_s(i) = t;
+          tile_max[slot_of(i)] = fmaxf(tile_max[slot_of(i)], t);
+        }
       }
       float correction[2];
 #pragma unroll
@@ -390,7 +427,7 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) attention_kernel(const Params
         tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
         tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
         // The first tile always holds a visible key of every row, so tile_max is finite.
-        correction[r] = exp2f(row_max[r] - tile_max[r]);  // 0 on the first tile
+        correction[r] = fast_exp2(row_max[r] - tile_max[r]);  // 0 on the first tile
         row_max[r] = tile_max[r];
         row_sum[r] *= correction[r];
       }
@@ -400,8 +437,8 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) attention_kernel(const Params
       Tensor lo32 = recast<uint32_t>(p_lo);
 #pragma unroll
       for (int i = 0; i < size(acc_s); i += 2) {
-        const float e0 = exp2f(acc_s(i) - row_max[slot_of(i)]);
-        const float e1 = exp2f(acc_s(i + 1) - row_max[slot_of(i + 1)]);
+        const float e0 = fast_exp2(acc_s(i) - row_max[slot_of(i)]);
+        const float e1 = fast_exp2(acc_s(i + 1) - row_max[slot_of(i + 1)]);
         row_sum[slot_of(i)] += e0 + e1;
         uint32_t w[P];
         split2<P, true>(e0, e1, 16384.f, w);  // P in [0, 1] -> [0, 2^14]
