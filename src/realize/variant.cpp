@@ -592,7 +592,11 @@ Enumeration enumerate_gemm_variants(const GemmProblemDesc& p, double tolerance, 
         if (!math_admitted(math, cls)) continue;
         if (cls == ToleranceClass::Relaxed && math == MathMode::BF16x6 && !all) continue;
         const GemmVariant b = base(family, math);
-        add(b, 128, 128, 32, 1, 1, Schedule::Ws, SchedulerKind::Dp, 4);
+        // v2 lost to coop or pre by 1.4-2.3x on every shape measured (the L1 workloads and
+        // the minGPT block's four linears, H100, sessions 5-10): default only for bf16x6,
+        // whose one split kernel outside "all" it is (the fallback where the scaled-fp16
+        // parts' range fails a verification).
+        if (all || math == MathMode::BF16x6) add(b, 128, 128, 32, 1, 1, Schedule::Ws, SchedulerKind::Dp, 4);
         if (all) {
           add(b, 64, 128, 32, 1, 1, Schedule::Ws, SchedulerKind::Dp, 4);
           add(b, 128, 64, 32, 1, 1, Schedule::Ws, SchedulerKind::Dp, 4);

@@ -148,7 +148,7 @@ TEST(Realize, ColdRunRecordsEveryOutcomeAndWarmRunReusesOrReverifiesOnlyTheWinne
   ASSERT_NE(crashed, nullptr);
   EXPECT_EQ((*crashed)["status"], "crash");
   EXPECT_NE((*crashed)["reason"].get<std::string>().find("signal 11"), std::string::npos);
-  const json* split = candidate(p0, "sm90split");
+  const json* split = candidate(p0, "sm90split_bf16x6_f32_128x128x32_c1x1_ws");  // v2: split_gemm_sm90.cuh
   ASSERT_NE(split, nullptr);
   EXPECT_EQ((*split)["status"], "compile_error");
   EXPECT_NE((*split)["reason"].get<std::string>().find("split_gemm_sm90.cuh"), std::string::npos);

@@ -207,7 +207,8 @@ std::vector<std::string> split_v3_names(const Enumeration& e) {
   return out;
 }
 
-// v3 (in-load split, schedule coop) and v3 pre (schedule pre) beside v2 (schedule ws).
+// v3 (in-load split, schedule coop) and v3 pre (schedule pre); v2 (schedule ws) by default
+// only for bf16x6 (it lost to coop / pre everywhere measured), every v2 in "all".
 TEST(Variant, SplitV3KernelsOfferedBesideV2) {
   const auto p = square(OperandLayout::Row, OperandLayout::Col);
   const auto fp32 = enumerate_gemm_variants(p, 1e-4, "sm90a", VariantSet::Default);
@@ -215,10 +216,11 @@ TEST(Variant, SplitV3KernelsOfferedBesideV2) {
             (std::vector<std::string>{"gemm_sm90split_f16x3_f32_128x128x32_c1x1_coop_dp_s4_tt_none",
                                       "gemm_sm90split_f16x3_f32_128x128x32_c1x1_pre_dp_s6_tt_none",
                                       "gemm_sm90split_f16x3_f32_128x128x32_c1x1_pre_persistent_s6_tt_none"}));
-  EXPECT_TRUE(names(fp32).count("gemm_sm90split_f16x3_f32_128x128x32_c1x1_ws_dp_s4_tt_none"));
+  EXPECT_FALSE(names(fp32).count("gemm_sm90split_f16x3_f32_128x128x32_c1x1_ws_dp_s4_tt_none"));
   EXPECT_TRUE(names(fp32).count("gemm_sm90split_bf16x6_f32_128x128x32_c1x1_ws_dp_s4_tt_none"));
   EXPECT_LE(fp32.variants.size(), 14u) << "each default candidate is an nvcc translation unit";
   const auto fp32_all = enumerate_gemm_variants(p, 1e-4, "sm90a", VariantSet::All);
+  EXPECT_TRUE(names(fp32_all).count("gemm_sm90split_f16x3_f32_128x128x32_c1x1_ws_dp_s4_tt_none"));
   EXPECT_EQ(split_v3_names(fp32_all),
             (std::vector<std::string>{"gemm_sm90split_f16x3_f32_128x128x32_c1x1_coop_dp_s4_tt_none",
                                       "gemm_sm90split_f16x3_f32_128x128x32_c1x1_pre_dp_s6_tt_none",
