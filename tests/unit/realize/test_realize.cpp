@@ -68,15 +68,15 @@ const json* candidate(const json& pattern, const std::string& substring) {
 // Candidates within 1% of the fastest tie (timing noise): the most accurate of them wins;
 // outside the tie the fastest wins whatever its error.
 TEST(Realize, TimingTiesGoToTheMoreAccurateCandidate) {
-  const std::string f16x3 = "gemm_sm90_f16x3_f32_128x128x64_c1x1_coop_persistent";
-  const std::string bf16x6 = "gemm_sm90_bf16x6_f32_128x128x64_c1x1_coop_persistent";
-  for (const auto& [bf16x6_ms, winner] : {std::pair{"1.008", bf16x6}, std::pair{"1.02", f16x3}}) {
-    Fixture f(R"([[")" + f16x3 + R"(", "ok:1.0:1e-3"], [")" + bf16x6 + R"(", "ok:)" + bf16x6_ms +
+  const std::string fast = "gemm_sm90split_f16x3_f32_128x128x32_c1x1_pre_dp";
+  const std::string accurate = "gemm_sm90_f16x3_f32_128x128x64_c1x1_coop_persistent";
+  for (const auto& [accurate_ms, winner] : {std::pair{"1.008", accurate}, std::pair{"1.02", fast}}) {
+    Fixture f(R"([[")" + fast + R"(", "ok:1.0:1e-3"], [")" + accurate + R"(", "ok:)" + accurate_ms +
                   R"(:1e-5"], ["gemm", "ok:5.0"]])",
               json::array({gemm_pattern("p0")}));
     ASSERT_EQ(run_realize(f.options()), 0);
     const json p0 = f.realized()["patterns"][0];
-    EXPECT_EQ(p0["variant"].get<std::string>().rfind(winner, 0), 0u) << bf16x6_ms << " ms: " << p0["variant"];
+    EXPECT_EQ(p0["variant"].get<std::string>().rfind(winner, 0), 0u) << accurate_ms << " ms: " << p0["variant"];
   }
 }
 
@@ -126,7 +126,8 @@ TEST(Realize, RelaxedModesAreProbedBeforeTheirOtherCandidatesCompile) {
 
 TEST(Realize, ColdRunRecordsEveryOutcomeAndWarmRunReusesOrReverifiesOnlyTheWinner) {
   const std::string fastest = "gemm_sm90_f16x3_f32_128x128x64_c1x1_coop_persistent_sauto_tt_none";
-  Fixture f(R"([[")" + fastest + R"(", "ok:0.5"], ["pingpong", "segv"], ["sm80_f32", "wrong"]])",
+  const std::string crashing = "gemm_sm90split_f16x3_f32_128x128x32_c1x1_coop";
+  Fixture f(R"([[")" + fastest + R"(", "ok:0.5"], [")" + crashing + R"(", "segv"], ["sm80_f32", "wrong"]])",
             json::array({gemm_pattern("p0"), json{{"id", "p1"}, {"rule", "layer_norm"}, {"dtype", "float32"}},
                          gemm_pattern("p2", "float16")}));
   ASSERT_EQ(run_realize(f.options()), 0);
@@ -144,7 +145,7 @@ TEST(Realize, ColdRunRecordsEveryOutcomeAndWarmRunReusesOrReverifiesOnlyTheWinne
   EXPECT_EQ(p0["from_registry"], false);
   EXPECT_NE(p0["library"].get<std::string>().find("lib" + fastest + ".so"), std::string::npos);
   EXPECT_EQ((*candidate(p0, fastest))["status"], "winner");
-  const json* crashed = candidate(p0, "pingpong");
+  const json* crashed = candidate(p0, crashing);
   ASSERT_NE(crashed, nullptr);
   EXPECT_EQ((*crashed)["status"], "crash");
   EXPECT_NE((*crashed)["reason"].get<std::string>().find("signal 11"), std::string::npos);
@@ -218,7 +219,7 @@ TEST(Realize, ColdRunRecordsEveryOutcomeAndWarmRunReusesOrReverifiesOnlyTheWinne
   EXPECT_EQ((*candidate(w0, fastest))["status"], "winner");
   EXPECT_EQ((*candidate(w0, fastest))["reason"], "") << "the winner was verified again in this run";
   // The report still shows what the winner was chosen over, from the registry.
-  const json* recorded_crash = candidate(w0, "pingpong");
+  const json* recorded_crash = candidate(w0, crashing);
   ASSERT_NE(recorded_crash, nullptr);
   EXPECT_EQ((*recorded_crash)["status"], "crash");
   EXPECT_NE((*recorded_crash)["reason"].get<std::string>().find("recorded in the registry"), std::string::npos);
