@@ -536,15 +536,14 @@ Enumeration enumerate_gemm_variants(const GemmProblemDesc& p, double tolerance, 
         // f16x3: DESIGN.md's rule also bounds the largest error by 2x eager fp32's,
         // which single-product modes miss on zero-mean data even at 1e-2
         // (docs/notes/NOTES.md), so a 1e-2 run needs an fp32-faithful candidate
-        // to fall back on. bf16x6 (slower than f16x3) only in "all".
-        if (cls == ToleranceClass::Relaxed && !all && math == MathMode::BF16x6) continue;
-        // The fp32 class's CUTLASS split modes lost to FACT's split kernels on every shape
-        // measured (H100: the L1 workloads and the minGPT block's linears, f16x3 1.3-3.3x
-        // slower than pre / coop; bf16x6 slower than f16x3 everywhere, 2x cluster never
+        // to fall back on.
+        // The CUTLASS split modes lost to FACT's split kernels on every shape measured
+        // (H100: the L1 workloads and the minGPT block's linears, f16x3 1.3-3.3x slower
+        // than pre / coop; bf16x6 slower than f16x3 everywhere, the 2x1 cluster never
         // faster than 1x1, the 64x128 ping-pong slower than 128x128 cooperative): one
-        // f16x3 candidate stays as the CUTLASS alternative, the rest in "all" (each is a
-        // heavy nvcc unit: ~1 min).
-        if (cls == ToleranceClass::Fp32Faithful && !all && math == MathMode::BF16x6) continue;
+        // candidate per mode stays as the CUTLASS alternative, bf16x6 and the other tiles
+        // in "all" (each is a heavy nvcc unit: ~1 min).
+        if (!all && math == MathMode::BF16x6) continue;
         const GemmVariant b = base(family, math);
         const int tk = math == MathMode::TF32 ? 32 : 64;  // 128-byte rows of the smem swizzle
         const bool promoted = math == MathMode::BF16x3 || math == MathMode::BF16x6 || math == MathMode::F16x3;
