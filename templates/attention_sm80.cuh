@@ -26,6 +26,7 @@
 #include "41_fused_multi_head_attention/kernel_forward.h"
 #include "attention_problem.cuh"
 #include "fact/kernel_abi.h"
+#include "kernel_launch.cuh"
 
 namespace fact::attention_sm80 {
 
@@ -135,24 +136,13 @@ struct Operation {
     typename Kernel::Params k = params(p);
     constexpr auto kernel_fn = attention_kernel_batched_impl<Kernel>;
     const int smem_bytes = static_cast<int>(sizeof(typename Kernel::SharedStorage));
-    if (smem_bytes > 0xc000) {
-      // Above 48 KiB a kernel must opt in; fails where the card has less.
-      const cudaError_t status =
-          cudaFuncSetAttribute(kernel_fn, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes);
-      if (status != cudaSuccess) {
-        why = "attention needs " + std::to_string(smem_bytes) +
-              " bytes of shared memory: " + cudaGetErrorString(status);
-        cudaGetLastError();
-        return static_cast<int>(status);
-      }
+    if (smem_bytes > 0xc000) {  // above 48 KiB a kernel must opt in
+      if (int code = kernel_launch::opt_in_shared_memory(kernel_fn, smem_bytes, why, "attention needs ", smem_bytes,
+                                                         " bytes of shared memory: "))
+        return code;
     }
     kernel_fn<<<k.getBlocksGrid(), k.getThreadsGrid(), smem_bytes, stream>>>(k);
-    const cudaError_t status = cudaGetLastError();
-    if (status != cudaSuccess) {
-      why = std::string("attention launch: ") + cudaGetErrorString(status);
-      return static_cast<int>(status);
-    }
-    return 0;
+    return kernel_launch::launch_status(why, "attention launch: ");
   }
 };
 

@@ -55,6 +55,7 @@
 
 #include "attention_problem.cuh"
 #include "fact/kernel_abi.h"
+#include "kernel_launch.cuh"
 #include "split_gemm_sm90.cuh"
 
 namespace fact::attention_sm90 {
@@ -543,20 +544,12 @@ struct Operation {
     prm.scale_log2 = static_cast<float>(double(p.scale) * 1.4426950408889634);
     constexpr auto kernel_fn = detail::attention_kernel<Cfg>;
     constexpr int smem_bytes = static_cast<int>(Cfg::SmemBytes);
-    cudaError_t status = cudaFuncSetAttribute(kernel_fn, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes);
-    if (status != cudaSuccess) {
-      why = "attention needs " + std::to_string(smem_bytes) + " bytes of shared memory: " + cudaGetErrorString(status);
-      cudaGetLastError();
-      return static_cast<int>(status);
-    }
+    if (int code = kernel_launch::opt_in_shared_memory(kernel_fn, smem_bytes, why, "attention needs ", smem_bytes,
+                                                       " bytes of shared memory: "))
+      return code;
     const int64_t blocks = p.batch * p.heads * prm.q_tiles;
     kernel_fn<<<static_cast<unsigned>(blocks), Cfg::Threads, smem_bytes, stream>>>(prm);
-    status = cudaGetLastError();
-    if (status != cudaSuccess) {
-      why = std::string("attention launch: ") + cudaGetErrorString(status);
-      return static_cast<int>(status);
-    }
-    return 0;
+    return kernel_launch::launch_status(why, "attention launch: ");
   }
 };
 

@@ -20,6 +20,7 @@
 #include <string>
 
 #include "fact/kernel_abi.h"
+#include "kernel_launch.cuh"
 
 #ifdef __CUDACC__
 #include <cuda_runtime.h>
@@ -316,12 +317,7 @@ struct Operation {
       return 2;
     }
     layernorm_kernel<Cfg><<<static_cast<unsigned>(blocks), Cfg::kThreadsPerBlock, 0, stream>>>(p);
-    const cudaError_t status = cudaGetLastError();
-    if (status != cudaSuccess) {
-      why = std::string("layernorm launch: ") + cudaGetErrorString(status);
-      return static_cast<int>(status);
-    }
-    return 0;
+    return kernel_launch::launch_status(why, "layernorm launch: ");
   }
 };
 

@@ -266,22 +266,12 @@ struct ImageWriters {
     const typename Fmt::Size size(1, p.rows, p.cols);
     const int64_t tiles = (p.rows + Fmt::Rows - 1) / Fmt::Rows;
     constexpr auto kernel = layernorm_image_kernel<Cfg, Fmt>;
-    cudaError_t status = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                              static_cast<int>(G::kStageBytes));
-    if (status != cudaSuccess) {
-      why = "layernorm image writer needs " + std::to_string(G::kStageBytes) +
-            " bytes of shared memory: " + cudaGetErrorString(status);
-      cudaGetLastError();
-      return static_cast<int>(status);
-    }
+    if (int code = kernel_launch::opt_in_shared_memory(kernel, G::kStageBytes, why, "layernorm image writer needs ",
+                                                       G::kStageBytes, " bytes of shared memory: "))
+      return code;
     kernel<<<static_cast<unsigned>(tiles * G::kClusterCtas), G::kThreads, G::kStageBytes, stream>>>(
         p, size.template at<typename Fmt::Elem>(image));
-    status = cudaGetLastError();
-    if (status != cudaSuccess) {
-      why = std::string("layernorm image launch: ") + cudaGetErrorString(status);
-      return static_cast<int>(status);
-    }
-    return 0;
+    return kernel_launch::launch_status(why, "layernorm image launch: ");
   }
 };
 

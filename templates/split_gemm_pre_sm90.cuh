@@ -497,10 +497,7 @@ int split_and_launch(const FactGemmProblem& pr, void* workspace, size_t workspac
           static_cast<uint32_t>(blocks_b), b);
     }
   }
-  if (cudaError_t st = cudaGetLastError(); st != cudaSuccess) {
-    why = std::string(tag) + ": pre-pass launch: " + cudaGetErrorString(st);
-    return static_cast<int>(st);
-  }
+  if (int code = kernel_launch::launch_status(why, tag, ": pre-pass launch: ")) return code;
   split_gemm::detail::PreSplitImages images{a.parts, SplitB ? b.parts : nullptr, a.exps, SplitB ? b.exps : nullptr};
   split_gemm::detail::ImageOut image_out;
   if (pr.d_image != nullptr) {

@@ -56,6 +56,7 @@
 
 #include "epilogue_chain.cuh"
 #include "fact/kernel_abi.h"
+#include "kernel_launch.cuh"
 #include "operand_image.cuh"
 
 namespace fact::split_gemm {
@@ -668,12 +669,8 @@ int launch(const FactGemmProblem& pr, void* workspace, size_t workspace_bytes, c
   p.image_out = image_out;
   for (int i = 0; i < FACT_GEMM_MAX_LEAVES; ++i) p.leaves[i] = pr.leaves[i];
 
-  cudaError_t st = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        static_cast<int>(smem_bytes));
-  if (st != cudaSuccess) {
-    why = std::string(tag) + ": cudaFuncSetAttribute: " + cudaGetErrorString(st);
-    return static_cast<int>(st);
-  }
+  if (int code = kernel_launch::opt_in_shared_memory(kernel, smem_bytes, why, tag, ": cudaFuncSetAttribute: "))
+    return code;
   int64_t tiles = int64_t(pl.tiles_m) * pl.tiles_n * pr.batch;
   p.work = tiles * pl.splits;
   int64_t blocks = p.work;
@@ -689,18 +686,10 @@ int launch(const FactGemmProblem& pr, void* workspace, size_t workspace_bytes, c
     return 1;
   }
   kernel<<<static_cast<unsigned>(blocks), threads, smem_bytes, stream>>>(p);
-  st = cudaGetLastError();
-  if (st != cudaSuccess) {
-    why = std::string(tag) + ": main kernel launch: " + cudaGetErrorString(st);
-    return static_cast<int>(st);
-  }
+  if (int code = kernel_launch::launch_status(why, tag, ": main kernel launch: ")) return code;
   if (pl.splits > 1) {
     split_gemm_reduce<Cfg><<<static_cast<unsigned>(tiles), Cfg::Threads, 0, stream>>>(p);
-    st = cudaGetLastError();
-    if (st != cudaSuccess) {
-      why = std::string(tag) + ": reduce kernel launch: " + cudaGetErrorString(st);
-      return static_cast<int>(st);
-    }
+    return kernel_launch::launch_status(why, tag, ": reduce kernel launch: ");
   }
   return 0;
 }
