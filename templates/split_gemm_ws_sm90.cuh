@@ -5,13 +5,18 @@
 // Operation<Config> interface, but the conversion no longer runs on the MMA threads:
 //
 //   CTA = 4 warpgroups (512 threads), one 128 x TileN output tile, 1 CTA per SM.
-//   WG0, WG1 (producers, setmaxnreg down to ProducerRegs): cp.async fp32 tiles (zero-fill
-//       outside the problem) into a private LoadStages-deep fp32 ring; per k-tile: read
-//       their 8-wide units of both operands of the landed stage into registers,
+//   WG0, WG1 (producers, setmaxnreg down to ProducerRegs): producer thread 0 loads the
+//       fp32 A and B tiles by TMA (zero-filled outside the problem) into a private
+//       LoadStages-deep fp32 ring (mbarriers loaded[ls]); per k-tile every producer thread
+//       waits loaded[ls], reads its 8-wide units of both operands into registers,
 //       PartsFp16Scaled: tile max |x| of A and of B over the producer warps (REDUX + one
-//       named barrier 1 for both, never a CTA barrier), wait empty[s], split the units
-//       into 16-bit parts and write them K-major, GMMA 64B-swizzled, into part stage s of
-//       a Stages-deep ring, write the stage's two exponents, arrive on full[s].
+//       named barrier 1 for both, never a CTA barrier; PartsBf16: the same barrier without
+//       maxima), after which thread 0 refills ring stage ls with the k-tile LoadStages
+//       ahead; then wait empty[s], split the units into 16-bit parts and write them
+//       K-major, GMMA 64B-swizzled, into part stage s of a Stages-deep ring, write the
+//       stage's two exponents, arrive on full[s]. (Until session 11 every producer thread
+//       issued cp.async copies: ~75 of its ~400 instructions per k-tile and a second named
+//       barrier; docs/notes/split_gemm.md, "Session 11".)
 //   WG2, WG3 (consumers, 64 rows each, setmaxnreg up to ConsumerRegs): wait full[s],
 //       Terms wgmmas into `part` (first issue zeroes it), wait for them, arrive on
 //       empty[s], promote part into acc with 2^-(sA + sB); epilogue (alpha, beta *
@@ -42,7 +47,10 @@
 // split_gemm_reduce expects), and can_implement's requirements.
 #pragma once
 
+#include "cute/arch/copy_sm90_desc.hpp"
+#include "cute/arch/copy_sm90_tma.hpp"
 #include "cutlass/arch/reg_reconfig.h"
+#include "cutlass/cuda_host_adapter.hpp"
 #include "split_gemm_sm90.cuh"
 
 namespace fact::split_gemm::ws {
@@ -108,10 +116,14 @@ struct Config
   // fits, else 2.
   static constexpr int LoadStages =
       C::Stages * C::PartStageBytes + 3 * Fp32StageBytes + 2048 <= 227 * 1024 ? 3 : 2;
-  // Part ring, fp32 ring, per-warp maxima [2][ProducerWarps], exponents int2[Stages],
-  // mbarriers full[Stages] + empty[Stages], + alignment slack.
+  // Part ring, fp32 ring, per-warp maxima [2 k-tile parities][2 operands][ProducerWarps],
+  // exponents int2[Stages], mbarriers full[Stages] + empty[Stages] + loaded[LoadStages],
+  // + alignment slack.
   static constexpr size_t SmemBytes = C::Stages * C::PartStageBytes + LoadStages * Fp32StageBytes +
-                                      2 * ProducerWarps * 4 + C::Stages * 8 + 2 * C::Stages * 8 + 1024;
+                                      4 * ProducerWarps * 4 + C::Stages * 8 + 2 * C::Stages * 8 + LoadStages * 8 +
+                                      1024;
+  static_assert(C::TileK * 4 == 128,
+                "the TMA stage loads of a K-contiguous operand use the 128-byte swizzle: TileK = 32 fp32");
   static_assert(SmemBytes <= 227 * 1024, "shared memory over the sm90 limit: fewer Stages");
 };
 
@@ -293,13 +305,17 @@ __device__ __forceinline__ void tile_exponents(const float (&m)[Ops], float* slo
 // Converts the landed A and B stages of the fp32 ring into their parts (all NP producer
 // threads) and returns the tile exponents (0 for PartsBf16).
 // Both operands' units are read before either maximum is needed and one named barrier
-// publishes both maxima (tile_exponents), so the LDS latency of one operand hides behind
-// the other's and behind the `empty` wait. The part stores wait for `empty_wait` (the
-// consumers' release of the part stage).
-template <int NP, class UA, class UB, int Parts, bool Fp16, class Elem, class LayoutA, class LayoutB, class EmptyWait>
+// publishes both maxima (tile_exponents; PartsBf16: the barrier alone), so the LDS latency
+// of one operand hides behind the other's and behind the `empty` wait. reads_done() runs
+// right after that barrier, when every producer thread's reads of the two stages are
+// complete (the stages may be refilled). The part stores wait for `empty_wait` (the
+// consumers' release of the part stage). `slots` must not be the previous k-tile's (the
+// caller alternates two sets: a thread may still read those after the barrier).
+template <int NP, class UA, class UB, int Parts, bool Fp16, class Elem, class LayoutA, class LayoutB, class EmptyWait,
+          class ReadsDone>
 __device__ __forceinline__ int2 convert_operands(const float* stage_a, const float* stage_b, Elem* buf_a,
                                                  Elem* buf_b, LayoutA layout_a, LayoutB layout_b, int slot,
-                                                 float* slots, int tid, EmptyWait empty_wait) {
+                                                 float* slots, int tid, EmptyWait empty_wait, ReadsDone reads_done) {
   float va[UA::N][8], vb[UB::N][8];
   UA::read(stage_a, va, tid);
   UB::read(stage_b, vb, tid);
@@ -307,7 +323,10 @@ __device__ __forceinline__ int2 convert_operands(const float* stage_a, const flo
   if constexpr (Fp16) {
     const float m[2] = {warp_max(UA::absmax(va)), warp_max(UB::absmax(vb))};
     tile_exponents<NP>(m, slots, tid, e);
+  } else {
+    producer_sync<NP>();
   }
+  reads_done();
   empty_wait();
   UA::template store<Parts, Fp16>(va, buf_a, layout_a, slot, split_gemm::detail::pow2(14 - e[0]), tid);
   UB::template store<Parts, Fp16>(vb, buf_b, layout_b, slot, split_gemm::detail::pow2(14 - e[1]), tid);
@@ -358,6 +377,86 @@ __device__ __forceinline__ void produce(int nk, int64_t k_first, uint64_t* empty
     if constexpr (LateLoads) issue_load(kt + LS - 1);  // into stage (kt - 1) % LS
   }
   cp_async_wait<0>();  // only empty groups can be pending; none may outlive the CTA
+}
+
+// The k-loop of the TMA-fed converting producers (all Cfg::ProducerThreads threads; tid 0
+// issues the loads) over nk k-tiles with a LoadStages-deep fp32 ring: `load(kt, ls)` (tid
+// 0 only) arms loaded[ls] with the stage's bytes and issues k-tile kt's TMA copies into
+// ring stage ls; `convert(ls, s, parity, empty_wait, reads_done)` turns ring stage ls into
+// part stage s (ws::detail::convert_operands), calling empty_wait() before its first write
+// to part stage s and reads_done() once every producer thread has read stage ls, which
+// then refills it with k-tile kt + LoadStages; `publish(kt, s)` arrives on full[s] after
+// this thread's fence. All LoadStages stages are in flight behind the one being read.
+template <class Cfg, int LoadStages, class Load, class Convert, class Publish>
+__device__ __forceinline__ void produce_tma(int nk, uint64_t* empty, uint64_t* loaded, int tid, Load load,
+                                            Convert convert, Publish publish) {
+  constexpr int S = Cfg::Stages, LS = LoadStages;
+  if (tid == 0)
+    for (int kt = 0; kt < LS && kt < nk; ++kt) load(kt, kt);
+  int ls = 0;
+  uint32_t loaded_phase = 0;
+  for (int kt = 0; kt < nk; ++kt) {
+    cutlass::arch::ClusterTransactionBarrier::wait(&loaded[ls], loaded_phase);  // k-tile kt's fp32 tiles landed
+    const int s = kt % S;
+    // Part stage s is free once both consumer warpgroups' wgmma on tile kt - S
+    // completed (phase parity starts at 1: a fresh barrier passes it).
+    const auto empty_wait = [&] { cutlass::arch::ClusterBarrier::wait(&empty[s], ((kt / S) & 1) ^ 1); };
+    const auto reads_done = [&] {
+      if (tid == 0 && kt + LS < nk) load(kt + LS, ls);
+    };
+    convert(ls, s, kt & 1, empty_wait, reads_done);
+    // The part stores are generic-proxy writes that wgmma reads through the async proxy:
+    // each writer fences its own stores before its release-arrive on full[s].
+    cutlass::arch::fence_view_async_shared();
+    publish(kt, s);
+    if (++ls == LS) {
+      ls = 0;
+      loaded_phase ^= 1;
+    }
+  }
+}
+
+// TMA descriptor of one fp32 operand for the stage loads of split_gemm_kernel_ws: boxes
+// of Rows x TileK elements of the logical (mn, k) operand (plus batch), landing in
+// StageLoader's layout: KContig: [mn][TileK] rows of 128 bytes, 16-byte chunk c of row r
+// at c ^ (r & 7) (the TMA 128-byte swizzle); else [TileK][Rows] (no swizzle). Outside the
+// problem the box is zero-filled. `batched`: whether the map has a batch mode (batch > 1
+// and a nonzero batch stride; else every batch entry reads the same matrix).
+template <int Rows, int TileK, bool KContig>
+int encode_stage_map(CUtensorMap* map, const float* base, int64_t ld, int64_t batch_stride, int64_t mn_extent,
+                     int64_t k_extent, int64_t batch, bool& batched, const char* operand, std::string& why) {
+  batched = batch > 1 && batch_stride != 0;
+  const cuuint32_t rank = batched ? 3 : 2;
+  const cuuint64_t dims[3] = {cuuint64_t(KContig ? k_extent : mn_extent), cuuint64_t(KContig ? mn_extent : k_extent),
+                              cuuint64_t(batch)};
+  const cuuint64_t strides[2] = {cuuint64_t(ld) * 4, cuuint64_t(batch_stride) * 4};  // bytes, modes 1 and 2
+  const cuuint32_t box[3] = {KContig ? cuuint32_t(TileK) : cuuint32_t(Rows), KContig ? cuuint32_t(Rows) : cuuint32_t(TileK),
+                             1};
+  const cuuint32_t element_strides[3] = {1, 1, 1};
+  const CUresult r = CUTLASS_CUDA_DRIVER_WRAPPER_CALL(cuTensorMapEncodeTiled)(
+      map, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, rank, const_cast<float*>(base), dims, strides, box, element_strides,
+      CU_TENSOR_MAP_INTERLEAVE_NONE, KContig ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_NONE,
+      CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS) {
+    why = std::string("split_gemm_ws: cuTensorMapEncodeTiled failed for ") + operand + " (CUresult " +
+          std::to_string(int(r)) + "; extents " + std::to_string(dims[0]) + " x " + std::to_string(dims[1]) +
+          ", row stride " + std::to_string(strides[0]) + " B, batch stride " + std::to_string(strides[1]) + " B)";
+    return 1;
+  }
+  return 0;
+}
+
+// Thread 0's TMA copy of one operand's fp32 tile (mn0, k0, batch) into `stage`, completing
+// on `bar` (encode_stage_map's coordinate order; 32-bit coordinates: can_implement).
+template <bool KContig>
+__device__ __forceinline__ void load_stage_tile(const CUtensorMap* map, bool batched, uint64_t* bar, float* stage,
+                                                int mn0, int k0, int batch) {
+  const uint64_t hint = static_cast<uint64_t>(cute::TMA::CacheHintSm90::EVICT_NORMAL);
+  const int c0 = KContig ? k0 : mn0, c1 = KContig ? mn0 : k0;
+  if (batched)
+    cute::SM90_TMA_LOAD_3D::copy(map, bar, hint, stage, c0, c1, batch);
+  else
+    cute::SM90_TMA_LOAD_2D::copy(map, bar, hint, stage, c0, c1);
 }
 
 // The 16-bit part ring of a warp-specialized split kernel (this one,
@@ -522,8 +621,10 @@ __device__ __forceinline__ TileWork begin_tile(const Params& p, uint64_t* full, 
   return tile_work<Cfg>(p, blockIdx.x);
 }
 
+// p is __grid_constant__: the TMA copies read the descriptors in p where they are (param
+// space), never from a local copy.
 template <class Cfg>
-__global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel_ws(const Params p) {
+__global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel_ws(const __grid_constant__ Params p) {
   using Elem = typename PartRing<Cfg>::Elem;
   using LayoutA = typename PartRing<Cfg>::LayoutA;
   using LayoutB = typename PartRing<Cfg>::LayoutB;
@@ -544,12 +645,18 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel_ws(const Pa
   Elem* partA = reinterpret_cast<Elem*>(smem_raw + ((1024u - misalign) & 1023u));
   Elem* partB = partA + S * P * TM * TK;
   float* ring = reinterpret_cast<float*>(partB + S * P * TN * TK);
-  float* max_slots = ring + LS * Cfg::StageFloats;  // [A, B][producer warp]
-  int2* exps = reinterpret_cast<int2*>(max_slots + 2 * Cfg::ProducerWarps);
+  float* max_slots = ring + LS * Cfg::StageFloats;  // [k-tile parity][A, B][producer warp]
+  int2* exps = reinterpret_cast<int2*>(max_slots + 4 * Cfg::ProducerWarps);
   uint64_t* full = reinterpret_cast<uint64_t*>(exps + S);  // producer -> consumers, NP arrivals
   uint64_t* empty = full + S;                              // consumers -> producer, one arrival per consumer thread
+  uint64_t* loaded = empty + S;                            // TMA -> producers: thread 0's arrival + the stage's bytes
 
   const int tid = threadIdx.x;
+  if (tid == 0) {
+#pragma unroll
+    for (int ls = 0; ls < LS; ++ls) cutlass::arch::ClusterTransactionBarrier::init(&loaded[ls], 1);
+    // (begin_tile's fence_barrier_init and CTA barrier publish these inits too.)
+  }
   const TileWork w = begin_tile<Cfg>(p, full, empty, NP);
   const split_gemm::detail::TileCoord& tc = w.tc;
   const int64_t m0 = w.m0, n0 = w.n0;
@@ -558,26 +665,27 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel_ws(const Pa
   if (tid < NP) {
     // ---------------- producer warpgroups ----------------
     cutlass::arch::warpgroup_reg_dealloc<Cfg::ProducerRegs>();
-    const float* A = p.a + tc.batch * p.batch_stride_a;
-    const float* B = p.b + tc.batch * p.batch_stride_b;
-    const int64_t k_first = int64_t(kt_begin) * TK;
-    const StageLoader<TM, TK, NP, AK> loadA(A, p.ld_a, m0, p.m, k_first, tid);
-    const StageLoader<TN, TK, NP, BK> loadB(B, p.ld_b, n0, p.n, k_first, tid);
     auto stageA = [&](int ls) { return ring + ls * Cfg::StageFloats; };
     auto stageB = [&](int ls) { return ring + ls * Cfg::StageFloats + TM * TK; };
     using UA = Units<TM, TK, NP, AK>;
     using UB = Units<TN, TK, NP, BK>;
     LayoutA sLA;
     LayoutB sLB;
-    produce<Cfg, LS, false>(
-        nk, k_first, empty,
-        [&](int kt, int ls, int64_t k0) {
-          loadA.load(stageA(ls), kt, k0, p.k);
-          loadB.load(stageB(ls), kt, k0, p.k);
+    // 32-bit TMA coordinates (can_implement bounds m, n and k below 2^31).
+    const int batch = static_cast<int>(tc.batch), mA = static_cast<int>(m0), nB = static_cast<int>(n0);
+    produce_tma<Cfg, LS>(
+        nk, empty, loaded, tid,
+        [&](int kt, int ls) {
+          const int k0 = (kt_begin + kt) * TK;
+          cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(&loaded[ls],
+                                                                         static_cast<uint32_t>(Cfg::Fp32StageBytes));
+          load_stage_tile<AK>(&p.stage_map_a, p.stage_maps_batched & 1, &loaded[ls], stageA(ls), mA, k0, batch);
+          load_stage_tile<BK>(&p.stage_map_b, p.stage_maps_batched & 2, &loaded[ls], stageB(ls), nB, k0, batch);
         },
-        [&](int ls, int s, const auto& empty_wait) {
+        [&](int ls, int s, int parity, const auto& empty_wait, const auto& reads_done) {
           const int2 e = convert_operands<NP, UA, UB, P, F16>(stageA(ls), stageB(ls), partA, partB, sLA, sLB, s * P,
-                                                          max_slots, tid, empty_wait);
+                                                          max_slots + parity * 2 * Cfg::ProducerWarps, tid,
+                                                          empty_wait, reads_done);
           if (tid == 0) exps[s] = e;
         },
         [&](int, int s) { Barrier::arrive(&full[s]); });
@@ -602,8 +710,20 @@ struct BaseRequirements {
 };
 
 template <class Cfg>
-struct Operation : BaseRequirements<Cfg> {
+struct Operation {
   using Base = typename Cfg::Base;
+
+  // The base requirements (16-byte aligned operands, leading dimensions and batch strides
+  // multiples of 4 floats: also what TMA needs) plus the TMA coordinates' 32 bits.
+  static int can_implement(const FactGemmProblem& pr, std::string& why) {
+    if (int code = BaseRequirements<Cfg>::can_implement(pr, why)) return code;
+    constexpr int64_t Max = (int64_t(1) << 31) - 1;
+    if (pr.m > Max || pr.n > Max || pr.k > Max || pr.batch > Max) {
+      why = "split_gemm_ws: m, n, k and batch must be below 2^31 (32-bit TMA coordinates)";
+      return 1;
+    }
+    return 0;
+  }
 
   static size_t workspace_size(const FactGemmProblem& pr) {
     return split_gemm::detail::make_plan<Base>(pr).workspace;
@@ -613,9 +733,20 @@ struct Operation : BaseRequirements<Cfg> {
                  std::string& why) {
     // Plan, split-K reduction and parameters are the base kernel's: the consumers
     // write partials in its layout.
+    const auto encode_maps = [&](split_gemm::detail::Params& p, std::string& reason) {
+      bool batched_a = false, batched_b = false;
+      if (int code = detail::encode_stage_map<Cfg::TileM, Cfg::TileK, Cfg::ARowMajor>(
+              &p.stage_map_a, p.a, p.ld_a, p.batch_stride_a, p.m, p.k, pr.batch, batched_a, "A", reason))
+        return code;
+      if (int code = detail::encode_stage_map<Cfg::TileN, Cfg::TileK, !Cfg::BRowMajor>(
+              &p.stage_map_b, p.b, p.ld_b, p.batch_stride_b, p.n, p.k, pr.batch, batched_b, "B", reason))
+        return code;
+      p.stage_maps_batched = (batched_a ? 1 : 0) | (batched_b ? 2 : 0);
+      return 0;
+    };
     return split_gemm::detail::launch<Base>(pr, workspace, workspace_bytes, stream, why,
                                             detail::split_gemm_kernel_ws<Cfg>, Cfg::Threads, Cfg::SmemBytes,
-                                            "split_gemm_ws");
+                                            "split_gemm_ws", {}, false, {}, encode_maps);
   }
 };
 
