@@ -9,16 +9,16 @@
 //       of a part-ring stage, plus its tile exponent (16 bytes), zero-filled outside the
 //       problem.
 //   main kernel: CTA = 4 warpgroups (512 threads), one 128 x TileN output tile, 1 CTA/SM.
-//   WG0, WG1 (producers, setmaxnreg down to ProducerRegs): split_gemm_ws's producers for
-//       B alone (ws::detail::produce): cp.async fp32 B tiles (zero-fill) into a private
-//       LoadStages-deep fp32 ring; per k-tile: read their 8-wide units, PartsFp16Scaled:
-//       B's tile max (REDUX + named barrier 1), wait empty[s], split8, K-major
-//       GMMA-swizzled stores into B's half of part stage s, thread 0 writes expB[s]; every
-//       producer thread fences (proxy.async) and arrives on full[s]. Thread 0 arrives
-//       with expect_tx for A's bytes and issues two bulk copies (cp.async.bulk: A's parts
-//       into A's half of stage s, A's exponent record into expA[s]) completing on
-//       full[s]. Then each producer thread issues its copies of B tile kt + LoadStages - 1
-//       (late loads, below).
+//   WG0, WG1 (producers, setmaxnreg down to ProducerRegs): split_gemm_ws's two producer
+//       groups (ws::detail::produce_tma; WG g converts the k-tiles kt = g mod 2) for B
+//       alone: fp32 B tiles by TMA (zero-fill) into a LoadStages-deep fp32 ring; per
+//       k-tile: read the units, PartsFp16Scaled: B's tile max (REDUX + the group's named
+//       barrier), refill of the ring stage, wait empty[s], split8, K-major GMMA-swizzled
+//       stores into B's half of part stage s, the group's thread 0 writes expB[s]; every
+//       thread of the group fences (proxy.async) and arrives on full[s]. The group's
+//       thread 0 arrives with expect_tx for A's bytes and issues two bulk copies
+//       (cp.async.bulk: A's parts into A's half of stage s, A's exponent record into
+//       expA[s]) completing on full[s].
 //   WG2, WG3 (consumers): split_gemm_ws's (ws::detail::consume), exponents (expA[s].x,
 //       expB[s]).
 //
@@ -40,7 +40,7 @@
 // slots belong to the producers.
 //
 // Hazards:
-// - full[s] counts ProducerThreads arrivals plus A's bytes. Thread 0 makes its single
+// - full[s] counts GroupThreads arrivals plus A's bytes. Thread 0 makes its single
 //   arrival with arrive_and_expect_tx after its own B stores and fence (an arrival before
 //   them would release stage s without them) and issues the bulk copies after it (the
 //   phase cannot complete before the expected bytes are counted: tx-count > 0 until the
@@ -48,12 +48,6 @@
 // - B's part stores are generic-proxy writes read by wgmma (async proxy): each writer's
 //   fence.proxy.async precedes its arrival. The bulk copies write through the async
 //   proxy and complete on the mbarrier; they need no fence.
-// - The proxy fence compiles to MEMBAR.ALL.CTA + FENCE.VIEW.ASYNC.S. If the MEMBAR waits
-//   for the thread's in-flight cp.async (unmeasured; a candidate for split_gemm_ws's
-//   ~0.9 us per k-tile that its conversion does not explain), copies issued before the
-//   conversion would put a global load latency into every k-tile; issued after the
-//   arrival, they are one conversion old when the next fence meets them. Thread 0's
-//   bulk copies come after its fence for the same reason.
 // - cp.async.bulk needs 16-byte aligned source, destination and size: A's image blocks
 //   are Parts * TileM * TileK * 2 bytes after a 256-byte aligned workspace offset, the
 //   exponent records are int4, and expA sits 16-byte aligned after the fp32 ring.
@@ -68,7 +62,8 @@
 
 namespace fact::split_gemm::hybrid {
 
-// Stages: part ring depth. LoadStages (B's fp32 ring) is the deepest of 4, 3, 2 that fits.
+// Stages: part ring depth. LoadStages (B's fp32 ring) is 4 where it fits, else 2 (a
+// multiple of the producer groups).
 template <int TileM_, int TileN_, int TileK_, int Terms_, bool ARowMajor_, bool BRowMajor_,
           int Epilogue_, int Stages_, int Format_ = PartsBf16, class Chain_ = void>
 struct Config
@@ -83,12 +78,12 @@ struct Config
   static constexpr int StageFloats = C::TileN * C::TileK;  // B only
   static constexpr size_t Fp32StageBytes = size_t(StageFloats) * 4;
   // Part ring, expA int4[Stages] (bulk-copy destinations), mbarriers full[Stages] +
-  // empty[Stages], expB int[Stages], B's per-warp maxima [ProducerWarps], alignment slack.
+  // empty[Stages] + loaded[up to 4], expB int[Stages], B's per-warp maxima [group][k-tile
+  // parity][group warp], alignment slack.
   static constexpr size_t FixedBytes =
-      C::Stages * C::PartStageBytes + C::Stages * (16 + 2 * 8 + 4) + ProducerWarps * 4 + 1024;
-  static constexpr int LoadStages = FixedBytes + 4 * Fp32StageBytes <= 227 * 1024   ? 4
-                                    : FixedBytes + 3 * Fp32StageBytes <= 227 * 1024 ? 3
-                                                                                    : 2;
+      C::Stages * C::PartStageBytes + C::Stages * (16 + 2 * 8 + 4) + 4 * 8 + 2 * ProducerWarps * 4 + 1024;
+  static constexpr int LoadStages = FixedBytes + 4 * Fp32StageBytes <= 227 * 1024 ? 4 : 2;
+  static_assert(LoadStages % ProducerGroups == 0, "each ring stage belongs to one producer group");
   static constexpr size_t SmemBytes = FixedBytes + LoadStages * Fp32StageBytes;
   static_assert(SmemBytes <= 227 * 1024, "shared memory over the sm90 limit: fewer Stages");
 };
@@ -98,26 +93,9 @@ namespace detail {
 using namespace cute;
 using split_gemm::detail::Params;
 
-// Converts the landed B stage of the fp32 ring into its parts (all NP producer threads)
-// and returns its tile exponent (0 for PartsBf16): ws::detail::convert_operands for one
-// operand.
-template <int NP, class U, int Parts, bool Fp16, class Elem, class Layout, class EmptyWait>
-__device__ __forceinline__ int convert_operand(const float* stage, Elem* buf, Layout layout, int slot, float* slots,
-                                               int tid, EmptyWait empty_wait) {
-  float v[U::N][8];
-  U::read(stage, v, tid);
-  int e[1] = {0};
-  if constexpr (Fp16) {
-    const float m[1] = {ws::detail::warp_max(U::absmax(v))};
-    ws::detail::tile_exponents<NP>(m, slots, tid, e);
-  }
-  empty_wait();
-  U::template store<Parts, Fp16>(v, buf, layout, slot, split_gemm::detail::pow2(14 - e[0]), tid);
-  return e[0];
-}
-
+// p is __grid_constant__: the TMA copies read B's descriptor in p where it is.
 template <class Cfg>
-__global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel_hybrid(const Params p) {
+__global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel_hybrid(const __grid_constant__ Params p) {
   using Elem = typename ws::detail::PartRing<Cfg>::Elem;
   using LayoutB = typename ws::detail::PartRing<Cfg>::LayoutB;
   using Barrier = cutlass::arch::ClusterTransactionBarrier;
@@ -134,58 +112,91 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel_hybrid(cons
   Elem* partB = partA + S * P * TM * TK;
   float* ring = reinterpret_cast<float*>(partB + S * P * TN * TK);  // B's fp32 stages
   int4* expA = reinterpret_cast<int4*>(ring + LS * Cfg::StageFloats);
-  uint64_t* full = reinterpret_cast<uint64_t*>(expA + S);  // NP arrivals + A's bytes
+  uint64_t* full = reinterpret_cast<uint64_t*>(expA + S);  // the group's arrivals + A's bytes
   uint64_t* empty = full + S;                              // one arrival per consumer thread
-  int* expB = reinterpret_cast<int*>(empty + S);
-  float* max_slots = reinterpret_cast<float*>(expB + S);  // [producer warp]
+  uint64_t* loaded = empty + S;                            // TMA -> producers (B's ring)
+  int* expB = reinterpret_cast<int*>(loaded + LS);
+  float* max_slots = reinterpret_cast<float*>(expB + S);  // [group][k-tile parity][group warp]
 
   const int tid = threadIdx.x;
-  const ws::detail::TileWork w = ws::detail::begin_tile<Cfg>(p, full, empty, NP);
-  const split_gemm::detail::TileCoord& tc = w.tc;
+  if (tid == 0) {
+#pragma unroll
+    for (int ls = 0; ls < LS; ++ls) Barrier::init(&loaded[ls], 1);
+    // (begin_tile's fence_barrier_init and CTA barrier publish these inits too.)
+  }
+  ws::detail::init_ring<Cfg>(full, empty, Cfg::GroupThreads);  // full[s]: the converting group's threads + A's bytes
 
+  // The CTA walks work items blockIdx.x, + gridDim.x, ... (ws::detail::RingCursor): one
+  // per CTA (Operation) or several (PersistentOperation: while the consumers store tile
+  // i, the producers already fill the stages they released with tile i + 1's k-tiles).
   if (tid < NP) {
     // ---------------- producer warpgroups ----------------
     cutlass::arch::warpgroup_reg_dealloc<Cfg::ProducerRegs>();
-    const float* B = p.b + tc.batch * p.batch_stride_b;
-    const int64_t k_first = int64_t(w.kt_begin) * TK;
-    const ws::detail::StageLoader<TN, TK, NP, BK> loadB(B, p.ld_b, w.n0, p.n, k_first, tid);
+    constexpr int GT = Cfg::GroupThreads, G = Cfg::ProducerGroups;
     auto stageB = [&](int ls) { return ring + ls * Cfg::StageFloats; };
-    using UB = ws::detail::Units<TN, TK, NP, BK>;
+    using UB = ws::detail::Units<TN, TK, GT, BK>;
     LayoutB sLB;
-    // A's image blocks of this tile's k-range (thread 0 copies them).
-    const int64_t blockA = (tc.batch * p.tiles_m + tc.tm) * int64_t(p.k_tiles) + w.kt_begin;
-    const Elem* imgA = static_cast<const Elem*>(p.images.a) + blockA * (P * TM * TK);
-    const int4* img_expA = p.images.exp_a + blockA;
-    // Late loads: see the fence hazard in the header comment.
-    ws::detail::produce<Cfg, LS, true>(
-        w.nk, k_first, empty, [&](int kt, int ls, int64_t k0) { loadB.load(stageB(ls), kt, k0, p.k); },
-        [&](int ls, int s, const auto& empty_wait) {
-          const int e = convert_operand<NP, UB, P, F16>(stageB(ls), partB, sLB, s * P, max_slots, tid, empty_wait);
-          if (tid == 0) expB[s] = e;
-        },
-        [&](int kt, int s) {
-          if (tid == 0) {
-            Barrier::arrive_and_expect_tx(&full[s], Cfg::ImageBytesA + 16);
-            cute::SM90_BULK_COPY_G2S::copy(imgA + int64_t(kt) * (P * TM * TK), &full[s], partA + s * P * TM * TK,
-                                           Cfg::ImageBytesA);
-            cute::SM90_BULK_COPY_G2S::copy(img_expA + kt, &full[s], expA + s, 16);
-          } else {
-            Barrier::arrive(&full[s]);
-          }
-        });
+    const int group = tid / GT, gtid = tid % GT;
+    // 32-bit TMA coordinates (can_implement bounds n and k below 2^31).
+    const auto load = [&](const ws::detail::RingCursor<Cfg>& c, int ls) {
+      Barrier::arrive_and_expect_tx(&loaded[ls], static_cast<uint32_t>(Cfg::Fp32StageBytes));
+      ws::detail::load_stage_tile<BK>(&p.stage_map_b, p.stage_maps_batched & 2, &loaded[ls], stageB(ls), c.n0,
+                                      (c.k_tile0 + c.kt) * TK, c.batch);
+    };
+    ws::detail::load_first_stages<Cfg, LS>(p, group, gtid, load);
+    ws::detail::RingCursor<Cfg> next(p, group + LS);
+    int it0 = 0;
+    for (int64_t work = blockIdx.x; work < p.work; work += gridDim.x) {
+      const ws::detail::TileWork w = ws::detail::tile_work<Cfg>(p, work);
+      const split_gemm::detail::TileCoord& tc = w.tc;
+      // A's image blocks of this tile's k-range (each group's thread 0 copies its k-tiles').
+      const int64_t blockA = (tc.batch * p.tiles_m + tc.tm) * int64_t(p.k_tiles) + w.kt_begin;
+      const Elem* imgA = static_cast<const Elem*>(p.images.a) + blockA * (P * TM * TK);
+      const int4* img_expA = p.images.exp_a + blockA;
+      ws::detail::produce_tma<Cfg, LS>(
+          it0, w.nk, empty, loaded, group, gtid,
+          [&](int ls) {
+            if (next.valid(p)) load(next, ls);
+            next.advance(p, G);
+          },
+          [&](int ls, int s, int parity, const auto& empty_wait, const auto& stage_read) {
+            const int e = ws::detail::convert_operand<GT, UB, P, F16, true>(
+                stageB(ls), partB, sLB, s * P, max_slots + (group * 2 + parity) * (GT / 32), gtid, 1 + group,
+                empty_wait, stage_read);
+            if (gtid == 0) expB[s] = e;
+          },
+          [&](int kt, int s) {
+            if (gtid == 0) {
+              Barrier::arrive_and_expect_tx(&full[s], Cfg::ImageBytesA + 16);
+              cute::SM90_BULK_COPY_G2S::copy(imgA + int64_t(kt) * (P * TM * TK), &full[s], partA + s * P * TM * TK,
+                                             Cfg::ImageBytesA);
+              cute::SM90_BULK_COPY_G2S::copy(img_expA + kt, &full[s], expA + s, 16);
+            } else {
+              Barrier::arrive(&full[s]);
+            }
+          });
+      it0 += w.nk;
+    }
     return;
   }
 
   // ---------------- consumer warpgroups ----------------
   cutlass::arch::warpgroup_reg_alloc<Cfg::ConsumerRegs>();
-  ws::detail::consume<Cfg>(p, tc, w.m0, w.n0, w.nk, partA, partB, full, empty,
-                           [&](int s) { return make_int2(expA[s].x, expB[s]); }, tid - NP);
+  int it0 = 0;
+  for (int64_t work = blockIdx.x; work < p.work; work += gridDim.x) {
+    const ws::detail::TileWork w = ws::detail::tile_work<Cfg>(p, work);
+    ws::detail::consume<Cfg>(p, w.tc, w.m0, w.n0, w.nk, partA, partB, full, empty,
+                             [&](int s) { return make_int2(expA[s].x, expB[s]); }, tid - NP, it0);
+    it0 += w.nk;
+  }
 }
 
 }  // namespace detail
 
-template <class Cfg>
-struct Operation : ws::BaseRequirements<Cfg> {
+// One CTA per output tile (Operation) or one persistent CTA per SM looping over the tiles
+// (PersistentOperation).
+template <class Cfg, bool Persistent>
+struct LaunchedAs : ws::BaseRequirements<Cfg> {
   static size_t workspace_size(const FactGemmProblem& pr) {
     return pre::detail::WorkspaceLayout<Cfg, false>(pr).total;
   }
@@ -194,8 +205,12 @@ struct Operation : ws::BaseRequirements<Cfg> {
                  std::string& why) {
     return pre::detail::split_and_launch<Cfg, false>(pr, workspace, workspace_bytes, stream, why,
                                                      detail::split_gemm_kernel_hybrid<Cfg>, "split_gemm_hybrid",
-                                                     /*persistent*/ false);
+                                                     Persistent, ws::detail::StageMaps<Cfg, false>{pr.batch});
   }
 };
+template <class Cfg>
+using Operation = LaunchedAs<Cfg, false>;
+template <class Cfg>
+using PersistentOperation = LaunchedAs<Cfg, true>;
 
 }  // namespace fact::split_gemm::hybrid

@@ -456,10 +456,12 @@ struct WorkspaceLayout {
 // splits A (unless the problem passes its image) and B (where SplitB) into their images,
 // then launches `kernel` with them through the base kernel's launch (plan, parameters,
 // split-K reduce; D as an image when the problem asks for one). `tag` names the kernel in
-// error messages. persistent: one CTA per SM (`kernel` must loop over p.work).
-template <class Cfg, bool SplitB>
+// error messages. persistent: one CTA per SM (`kernel` must loop over p.work). prepare:
+// the base launch's last step on the parameters (split_gemm::detail::launch).
+template <class Cfg, bool SplitB, class Prepare = split_gemm::detail::NoPrepare>
 int split_and_launch(const FactGemmProblem& pr, void* workspace, size_t workspace_bytes, cudaStream_t stream,
-                     std::string& why, void (*kernel)(Params), const char* tag, bool persistent) {
+                     std::string& why, void (*kernel)(Params), const char* tag, bool persistent,
+                     Prepare prepare = {}) {
   using Elem = typename ws::detail::PartRing<Cfg>::Elem;
   const WorkspaceLayout<Cfg, SplitB> w(pr);
   if (w.total > workspace_bytes || (w.total > 0 && workspace == nullptr)) {
@@ -508,7 +510,7 @@ int split_and_launch(const FactGemmProblem& pr, void* workspace, size_t workspac
   }
   return split_gemm::detail::launch<typename Cfg::Base>(pr, workspace, workspace_bytes, stream, why, kernel,
                                                         Cfg::Threads, Cfg::SmemBytes, tag, images, persistent,
-                                                        image_out);
+                                                        image_out, prepare);
 }
 
 }  // namespace detail

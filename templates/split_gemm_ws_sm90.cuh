@@ -5,18 +5,22 @@
 // Operation<Config> interface, but the conversion no longer runs on the MMA threads:
 //
 //   CTA = 4 warpgroups (512 threads), one 128 x TileN output tile, 1 CTA per SM.
-//   WG0, WG1 (producers, setmaxnreg down to ProducerRegs): producer thread 0 loads the
-//       fp32 A and B tiles by TMA (zero-filled outside the problem) into a private
-//       LoadStages-deep fp32 ring (mbarriers loaded[ls]); per k-tile every producer thread
-//       waits loaded[ls], reads its 8-wide units of both operands into registers,
-//       PartsFp16Scaled: tile max |x| of A and of B over the producer warps (REDUX + one
-//       named barrier 1 for both, never a CTA barrier; PartsBf16: the same barrier without
-//       maxima), after which thread 0 refills ring stage ls with the k-tile LoadStages
-//       ahead; then wait empty[s], split the units into 16-bit parts and write them
-//       K-major, GMMA 64B-swizzled, into part stage s of a Stages-deep ring, write the
-//       stage's two exponents, arrive on full[s]. (Until session 11 every producer thread
-//       issued cp.async copies: ~75 of its ~400 instructions per k-tile and a second named
-//       barrier; docs/notes/split_gemm.md, "Session 11".)
+//   WG0, WG1 (producers, setmaxnreg down to ProducerRegs), two independent groups: WG g
+//       converts the k-tiles kt = g mod 2 alone, with its own named barrier (1 + g) and
+//       its own ring stages, so that one group's barrier and LDS waits overlap the other
+//       group's arithmetic. The fp32 A and B tiles arrive by TMA (zero-filled outside the
+//       problem) in a private LoadStages-deep fp32 ring (mbarriers loaded[ls]; stage ls
+//       belongs to group ls mod 2). Per k-tile the group's threads wait loaded[ls]; read
+//       their 8-wide units of A; PartsFp16Scaled: A's tile max over the group's warps
+//       (REDUX + the named barrier); wait empty[s]; split the units into 16-bit parts and
+//       write them K-major, GMMA 64B-swizzled, into part stage s of a Stages-deep ring; the
+//       same for B (its barrier also tells that the group has read stage ls, which the
+//       group's thread 0 then refills by TMA with k-tile kt + LoadStages); write the
+//       stage's two exponents; arrive on full[s]. A then B, not both at once: both would
+//       hold 64 data registers per thread and spill at the producers' 96.
+//       (Session 11, H100: cp.async by every producer thread cost ~75 of its ~400
+//       instructions per k-tile; the two warpgroups converting each k-tile together, in
+//       lockstep, were 7-10% slower than two groups; docs/notes/split_gemm.md.)
 //   WG2, WG3 (consumers, 64 rows each, setmaxnreg up to ConsumerRegs): wait full[s],
 //       Terms wgmmas into `part` (first issue zeroes it), wait for them, arrive on
 //       empty[s], promote part into acc with 2^-(sA + sB); epilogue (alpha, beta *
@@ -95,6 +99,10 @@ struct ConsumerConfig {
 struct ConvertingProducers {
   static constexpr int ProducerThreads = 256;
   static constexpr int ProducerWarps = ProducerThreads / 32;
+  // Each producer warpgroup converts every other k-tile on its own (split_gemm_ws's and
+  // split_gemm_hybrid's TMA-fed producers; the header comment).
+  static constexpr int ProducerGroups = 2;
+  static constexpr int GroupThreads = ProducerThreads / ProducerGroups;
   static constexpr int ProducerRegs = 96;
   static constexpr int ConsumerRegs = 160;
   static constexpr int PartAccumulators = 1;  // acc + 2 parts would not fit in 160 (ws::detail::consume)
@@ -112,11 +120,12 @@ struct Config
 
   static constexpr int StageFloats = (C::TileM + C::TileN) * C::TileK;
   static constexpr size_t Fp32StageBytes = size_t(StageFloats) * 4;
-  // fp32 ring depth: 3 (two tiles in flight behind the one being converted) where it
-  // fits, else 2.
+  // fp32 ring depth: 4 (each group's next tile in flight behind the one it converts)
+  // where it fits, else 2; a multiple of ProducerGroups (stage ls belongs to group ls % 2).
   static constexpr int LoadStages =
-      C::Stages * C::PartStageBytes + 3 * Fp32StageBytes + 2048 <= 227 * 1024 ? 3 : 2;
-  // Part ring, fp32 ring, per-warp maxima [2 k-tile parities][2 operands][ProducerWarps],
+      C::Stages * C::PartStageBytes + 4 * Fp32StageBytes + 2048 <= 227 * 1024 ? 4 : 2;
+  static_assert(LoadStages % ProducerGroups == 0, "each ring stage belongs to one producer group");
+  // Part ring, fp32 ring, per-warp maxima [group][k-tile parity][2 operands][group warps],
   // exponents int2[Stages], mbarriers full[Stages] + empty[Stages] + loaded[LoadStages],
   // + alignment slack.
   static constexpr size_t SmemBytes = C::Stages * C::PartStageBytes + LoadStages * Fp32StageBytes +
@@ -273,24 +282,28 @@ struct StageLoader {
 
 using split_gemm::detail::warp_max;  // operand_image.cuh
 
-// Named barrier 1 over the NP producer threads only (barrier 0 is __syncthreads).
+// Named barrier `id` (default 1; 0 is __syncthreads) over NP producer threads.
 template <int NP>
-__device__ __forceinline__ void producer_sync() { asm volatile("bar.sync 1, %0;\n" ::"n"(NP) : "memory"); }
+__device__ __forceinline__ void producer_sync(int id = 1) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "n"(NP) : "memory");
+}
 
 // Tile exponents of Ops operand tiles (PartsFp16Scaled) from every producer warp's max
 // |x| (warp_max of its threads' Units::absmax): the warp maxima go to per-warp `slots`
 // (operand o in [o * W, (o + 1) * W), W = NP / 32), one named barrier for all Ops
 // operands, then every producer thread reduces the slots in the same order, so the
 // exponents are uniform over the producers. The caller's previous producer_sync must
-// order the slot reads of the previous k-tile before these writes.
+// order the slot reads of the previous k-tile before these writes. NP threads (tid <
+// NP) meet at named barrier `barrier`.
 template <int NP, int Ops>
-__device__ __forceinline__ void tile_exponents(const float (&m)[Ops], float* slots, int tid, int (&e)[Ops]) {
+__device__ __forceinline__ void tile_exponents(const float (&m)[Ops], float* slots, int tid, int (&e)[Ops],
+                                               int barrier = 1) {
   constexpr int W = NP / 32;
   if (tid % 32 == 0) {
 #pragma unroll
     for (int o = 0; o < Ops; ++o) slots[o * W + tid / 32] = m[o];
   }
-  producer_sync<NP>();  // every producer warp's maxima of the Ops operand tiles are in the slots
+  producer_sync<NP>(barrier);  // every producer warp's maxima of the Ops operand tiles are in the slots
   float t[Ops];
 #pragma unroll
   for (int o = 0; o < Ops; ++o) t[o] = slots[o * W];
@@ -302,117 +315,73 @@ __device__ __forceinline__ void tile_exponents(const float (&m)[Ops], float* slo
   for (int o = 0; o < Ops; ++o) e[o] = split_gemm::detail::tile_exponent(t[o]);
 }
 
-// Converts the landed A and B stages of the fp32 ring into their parts (all NP producer
-// threads) and returns the tile exponents (0 for PartsBf16).
-// Both operands' units are read before either maximum is needed and one named barrier
-// publishes both maxima (tile_exponents; PartsBf16: the barrier alone), so the LDS latency
-// of one operand hides behind the other's and behind the `empty` wait. reads_done() runs
-// right after that barrier, when every producer thread's reads of the two stages are
-// complete (the stages may be refilled). The part stores wait for `empty_wait` (the
-// consumers' release of the part stage). `slots` must not be the previous k-tile's (the
-// caller alternates two sets: a thread may still read those after the barrier).
-template <int NP, class UA, class UB, int Parts, bool Fp16, class Elem, class LayoutA, class LayoutB, class EmptyWait,
-          class ReadsDone>
-__device__ __forceinline__ int2 convert_operands(const float* stage_a, const float* stage_b, Elem* buf_a,
-                                                 Elem* buf_b, LayoutA layout_a, LayoutB layout_b, int slot,
-                                                 float* slots, int tid, EmptyWait empty_wait, ReadsDone reads_done) {
-  float va[UA::N][8], vb[UB::N][8];
-  UA::read(stage_a, va, tid);
-  UB::read(stage_b, vb, tid);
-  int e[2] = {0, 0};
+// Converts one landed operand stage of the fp32 ring into its parts (the NP threads of
+// one producer group, tid < NP) and returns its tile exponent (0 for PartsBf16).
+// PartsFp16Scaled: read the units, the tile max over the group's warps (tile_exponents,
+// named barrier `barrier`; slots: this operand's, not the previous k-tile's of this group,
+// which a thread may still read after the barrier), last_read(), empty_wait(), split and
+// store. PartsBf16: read, empty_wait(), split and store, then (Sync) the barrier and
+// last_read(). last_read is the caller's hook for "every thread of the group has read the
+// stage" (its refill by TMA): it must follow a barrier that every thread reaches only after
+// its loaded values were consumed (the max, or the part stores), else an LDS still in
+// flight could return the refill's data (seen once on the H100: bf16x6 hybrid, 4096^3).
+// Pass a no-op where a later operand still reads the stage.
+template <int NP, class U, int Parts, bool Fp16, bool Sync, class Elem, class Layout, class EmptyWait, class LastRead>
+__device__ __forceinline__ int convert_operand(const float* stage, Elem* buf, Layout layout, int slot, float* slots,
+                                               int tid, int barrier, EmptyWait empty_wait, LastRead last_read) {
+  float v[U::N][8];
+  U::read(stage, v, tid);
   if constexpr (Fp16) {
-    const float m[2] = {warp_max(UA::absmax(va)), warp_max(UB::absmax(vb))};
-    tile_exponents<NP>(m, slots, tid, e);
+    int e[1];
+    const float m[1] = {warp_max(U::absmax(v))};
+    tile_exponents<NP>(m, slots, tid, e, barrier);
+    last_read();
+    empty_wait();
+    U::template store<Parts, true>(v, buf, layout, slot, split_gemm::detail::pow2(14 - e[0]), tid);
+    return e[0];
   } else {
-    producer_sync<NP>();
+    empty_wait();
+    U::template store<Parts, false>(v, buf, layout, slot, 1.f, tid);
+    if constexpr (Sync) producer_sync<NP>(barrier);
+    last_read();
+    return 0;
   }
-  reads_done();
-  empty_wait();
-  UA::template store<Parts, Fp16>(va, buf_a, layout_a, slot, split_gemm::detail::pow2(14 - e[0]), tid);
-  UB::template store<Parts, Fp16>(vb, buf_b, layout_b, slot, split_gemm::detail::pow2(14 - e[1]), tid);
-  return make_int2(e[0], e[1]);
 }
 
-// The k-loop of the converting producers (all Cfg::ProducerThreads threads) over nk
-// k-tiles, with a LoadStages-deep fp32 ring: `load(kt, ls, k0)` issues this thread's
-// cp.async copies of k-tile kt (first absolute k k0) into ring stage ls (the loop commits
-// one group per call, empty past nk, so the wait counts stay uniform);
-// `convert(ls, s, empty_wait)` turns ring stage ls into part stage s, calling
-// empty_wait() before its first write to part stage s; `publish(kt, s)` arrives on
-// full[s] after this thread's fence.
-// LateLoads: the copies of tile kt + LS - 1 are issued after publish(kt) instead of
-// before the conversion of tile kt. The fence compiles to MEMBAR.ALL.CTA +
-// FENCE.VIEW.ASYNC.S; should the MEMBAR wait for this thread's in-flight cp.async, early
-// copies put a global load latency into every k-tile on top of the conversion, late ones
-// are one conversion old when the next fence meets them (split_gemm_hybrid_sm90.cuh).
-template <class Cfg, int LoadStages, bool LateLoads, class Load, class Convert, class Publish>
-__device__ __forceinline__ void produce(int nk, int64_t k_first, uint64_t* empty, Load load, Convert convert,
-                                        Publish publish) {
-  constexpr int S = Cfg::Stages, LS = LoadStages, NP = Cfg::ProducerThreads;
-  using split_gemm::detail::cp_async_wait;
-  auto issue_load = [&](int kt) {
-    if (kt < nk) load(kt, kt % LS, k_first + int64_t(kt) * Cfg::TileK);
-    split_gemm::detail::cp_async_commit();  // empty groups keep the wait counts uniform
-  };
-#pragma unroll
-  for (int kt = 0; kt < LS - 1; ++kt) issue_load(kt);
-  for (int kt = 0; kt < nk; ++kt) {
-    cp_async_wait<LS - 2>();  // this thread's copies of tile kt (groups of tiles <= kt + LS - 2 committed)
-    // Makes every producer thread's copies of tile kt visible, and orders every
-    // thread's reads of stage (kt-1) % LS (previous iteration) before its refill in this
-    // iteration and its max-slot reads (previous iteration) before this iteration's
-    // slot writes.
-    producer_sync<NP>();
-    if constexpr (!LateLoads) issue_load(kt + LS - 1);  // into stage (kt - 1) % LS
-
-    const int s = kt % S;
-    // Part stage s is free once both consumer warpgroups' wgmma on tile kt - S
+// One work item's k-loop of one group of TMA-fed converting producers (group g of
+// Cfg::ProducerGroups, its threads gtid 0..GroupThreads-1). Ring positions run on across a
+// persistent CTA's work items: k-tile kt of this item is ring position r = it0 + kt (fp32
+// stage r % LoadStages, part stage r % Stages); the group converts the positions r = g
+// mod G. Stage ls of the fp32 ring belongs to group ls % G (LoadStages % G == 0), so it is
+// waited on only by its group, in order, one phase at a time: a group refills its stage
+// only after reading it, so loaded[ls] never runs two phases ahead. The caller loads the
+// first LoadStages positions; `refill(ls)` (the group's thread 0) loads the group's next
+// position (r + LoadStages) into stage ls, which the group has just read.
+// `convert(ls, s, parity, empty_wait, stage_read)` turns fp32 stage ls into part stage s,
+// calling empty_wait() before its first write to part stage s and stage_read() once every
+// thread of the group has read stage ls; parity alternates over the group's positions (its
+// two sets of max slots). `publish(kt, s)` arrives on full[s] after this thread's fence.
+template <class Cfg, int LoadStages, class Refill, class Convert, class Publish>
+__device__ __forceinline__ void produce_tma(int it0, int nk, uint64_t* empty, uint64_t* loaded, int group, int gtid,
+                                            Refill refill, Convert convert, Publish publish) {
+  constexpr int S = Cfg::Stages, LS = LoadStages, G = Cfg::ProducerGroups;
+  static_assert(LS % G == 0, "each ring stage belongs to one producer group");
+  for (int kt = (group - it0 % G + G) % G; kt < nk; kt += G) {
+    const int r = it0 + kt;
+    const int ls = r % LS;
+    cutlass::arch::ClusterTransactionBarrier::wait(&loaded[ls], (r / LS) & 1);  // position r's fp32 tiles landed
+    const int s = r % S;
+    // Part stage s is free once both consumer warpgroups' wgmma on position r - S
     // completed (phase parity starts at 1: a fresh barrier passes it).
-    const auto empty_wait = [&] { cutlass::arch::ClusterBarrier::wait(&empty[s], ((kt / S) & 1) ^ 1); };
-    convert(kt % LS, s, empty_wait);
-    // The part stores are generic-proxy writes that wgmma reads through the async proxy:
-    // each writer fences its own stores before its release-arrive on full[s].
-    cutlass::arch::fence_view_async_shared();
-    publish(kt, s);
-    if constexpr (LateLoads) issue_load(kt + LS - 1);  // into stage (kt - 1) % LS
-  }
-  cp_async_wait<0>();  // only empty groups can be pending; none may outlive the CTA
-}
-
-// The k-loop of the TMA-fed converting producers (all Cfg::ProducerThreads threads; tid 0
-// issues the loads) over nk k-tiles with a LoadStages-deep fp32 ring: `load(kt, ls)` (tid
-// 0 only) arms loaded[ls] with the stage's bytes and issues k-tile kt's TMA copies into
-// ring stage ls; `convert(ls, s, parity, empty_wait, reads_done)` turns ring stage ls into
-// part stage s (ws::detail::convert_operands), calling empty_wait() before its first write
-// to part stage s and reads_done() once every producer thread has read stage ls, which
-// then refills it with k-tile kt + LoadStages; `publish(kt, s)` arrives on full[s] after
-// this thread's fence. All LoadStages stages are in flight behind the one being read.
-template <class Cfg, int LoadStages, class Load, class Convert, class Publish>
-__device__ __forceinline__ void produce_tma(int nk, uint64_t* empty, uint64_t* loaded, int tid, Load load,
-                                            Convert convert, Publish publish) {
-  constexpr int S = Cfg::Stages, LS = LoadStages;
-  if (tid == 0)
-    for (int kt = 0; kt < LS && kt < nk; ++kt) load(kt, kt);
-  int ls = 0;
-  uint32_t loaded_phase = 0;
-  for (int kt = 0; kt < nk; ++kt) {
-    cutlass::arch::ClusterTransactionBarrier::wait(&loaded[ls], loaded_phase);  // k-tile kt's fp32 tiles landed
-    const int s = kt % S;
-    // Part stage s is free once both consumer warpgroups' wgmma on tile kt - S
-    // completed (phase parity starts at 1: a fresh barrier passes it).
-    const auto empty_wait = [&] { cutlass::arch::ClusterBarrier::wait(&empty[s], ((kt / S) & 1) ^ 1); };
-    const auto reads_done = [&] {
-      if (tid == 0 && kt + LS < nk) load(kt + LS, ls);
+    const auto empty_wait = [&] { cutlass::arch::ClusterBarrier::wait(&empty[s], ((r / S) & 1) ^ 1); };
+    const auto stage_read = [&] {
+      if (gtid == 0) refill(ls);
     };
-    convert(ls, s, kt & 1, empty_wait, reads_done);
+    convert(ls, s, (r / G) & 1, empty_wait, stage_read);
     // The part stores are generic-proxy writes that wgmma reads through the async proxy:
     // each writer fences its own stores before its release-arrive on full[s].
     cutlass::arch::fence_view_async_shared();
     publish(kt, s);
-    if (++ls == LS) {
-      ls = 0;
-      loaded_phase ^= 1;
-    }
   }
 }
 
@@ -445,6 +414,28 @@ int encode_stage_map(CUtensorMap* map, const float* base, int64_t ld, int64_t ba
   }
   return 0;
 }
+
+// The launch's prepare step of the TMA-fed kernels: encodes B's stage map and, with
+// LoadsA, A's into the parameters (split_gemm::detail::launch).
+template <class Cfg, bool LoadsA>
+struct StageMaps {
+  int64_t batch;
+  int operator()(Params& p, std::string& why) const {
+    bool batched_a = false, batched_b = false;
+    if constexpr (LoadsA) {
+      if (int code = encode_stage_map<Cfg::TileM, Cfg::TileK, Cfg::ARowMajor>(&p.stage_map_a, p.a, p.ld_a,
+                                                                                p.batch_stride_a, p.m, p.k, batch,
+                                                                                batched_a, "A", why))
+        return code;
+    }
+    if (int code = encode_stage_map<Cfg::TileN, Cfg::TileK, !Cfg::BRowMajor>(&p.stage_map_b, p.b, p.ld_b,
+                                                                              p.batch_stride_b, p.n, p.k, batch,
+                                                                              batched_b, "B", why))
+      return code;
+    p.stage_maps_batched = (batched_a ? 1 : 0) | (batched_b ? 2 : 0);
+    return 0;
+  }
+};
 
 // Thread 0's TMA copy of one operand's fp32 tile (mn0, k0, batch) into `stage`, completing
 // on `bar` (encode_stage_map's coordinate order; 32-bit coordinates: can_implement).
@@ -613,12 +604,54 @@ __device__ __forceinline__ void init_ring(uint64_t* full, uint64_t* empty, uint3
   __syncthreads();
 }
 
-// One tile per CTA (blockIdx.x): its work, after the ring's initialisation.
+// A ring position of this CTA: the CTA walks work items blockIdx.x, + gridDim.x, ... (one
+// when the grid has a CTA per item, several when it is persistent), each item's k-tiles in
+// order, and producers and consumers count positions the same way. Holds the work item
+// (past the last one, work >= p.work), k-tile kt in it, and what a TMA load of it needs,
+// in 32 bits (can_implement: m, n, k and batch below 2^31) so that a producer thread keeps
+// it in a few registers.
 template <class Cfg>
-__device__ __forceinline__ TileWork begin_tile(const Params& p, uint64_t* full, uint64_t* empty,
-                                               uint32_t full_arrivals) {
-  init_ring<Cfg>(full, empty, full_arrivals);
-  return tile_work<Cfg>(p, blockIdx.x);
+struct RingCursor {
+  int64_t work;
+  int kt, nk;
+  int k_tile0, m0, n0, batch;  // the item's first k-tile, its output tile's origin, batch
+  __device__ __forceinline__ RingCursor(const Params& p, int position)
+      : work(blockIdx.x), kt(position) {
+    enter(p);
+    settle(p);
+  }
+  __device__ __forceinline__ bool valid(const Params& p) const { return work < p.work; }
+  __device__ __forceinline__ void advance(const Params& p, int positions) {
+    kt += positions;
+    settle(p);
+  }
+
+ private:
+  __device__ __forceinline__ void enter(const Params& p) {
+    if (work >= p.work) return;
+    const TileWork w = tile_work<Cfg>(p, work);
+    nk = w.nk, k_tile0 = w.kt_begin;
+    m0 = static_cast<int>(w.m0), n0 = static_cast<int>(w.n0), batch = static_cast<int>(w.tc.batch);
+  }
+  __device__ __forceinline__ void settle(const Params& p) {
+    while (work < p.work && kt >= nk) {
+      kt -= nk;
+      work += gridDim.x;
+      enter(p);
+    }
+  }
+};
+
+// The TMA-fed producers' loads (split_gemm_ws's A and B, split_gemm_hybrid's B): group 0's
+// thread 0 loads the first LoadStages ring positions; each group's thread 0 then keeps a
+// cursor on its next refill (position group + LoadStages, then every G-th).
+// load(cursor, ls) loads the cursor's k-tile into fp32 stage ls.
+template <class Cfg, int LoadStages, class Load>
+__device__ __forceinline__ void load_first_stages(const Params& p, int group, int gtid, Load load) {
+  if (group == 0 && gtid == 0) {
+    RingCursor<Cfg> c(p, 0);
+    for (int ls = 0; ls < LoadStages && c.valid(p); ++ls, c.advance(p, 1)) load(c, ls);
+  }
 }
 
 // p is __grid_constant__: the TMA copies read the descriptors in p where they are (param
@@ -645,9 +678,9 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel_ws(const __
   Elem* partA = reinterpret_cast<Elem*>(smem_raw + ((1024u - misalign) & 1023u));
   Elem* partB = partA + S * P * TM * TK;
   float* ring = reinterpret_cast<float*>(partB + S * P * TN * TK);
-  float* max_slots = ring + LS * Cfg::StageFloats;  // [k-tile parity][A, B][producer warp]
+  float* max_slots = ring + LS * Cfg::StageFloats;  // [group][k-tile parity][A, B][group warp]
   int2* exps = reinterpret_cast<int2*>(max_slots + 4 * Cfg::ProducerWarps);
-  uint64_t* full = reinterpret_cast<uint64_t*>(exps + S);  // producer -> consumers, NP arrivals
+  uint64_t* full = reinterpret_cast<uint64_t*>(exps + S);  // producer group -> consumers, one arrival per thread
   uint64_t* empty = full + S;                              // consumers -> producer, one arrival per consumer thread
   uint64_t* loaded = empty + S;                            // TMA -> producers: thread 0's arrival + the stage's bytes
 
@@ -657,66 +690,73 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel_ws(const __
     for (int ls = 0; ls < LS; ++ls) cutlass::arch::ClusterTransactionBarrier::init(&loaded[ls], 1);
     // (begin_tile's fence_barrier_init and CTA barrier publish these inits too.)
   }
-  const TileWork w = begin_tile<Cfg>(p, full, empty, NP);
-  const split_gemm::detail::TileCoord& tc = w.tc;
-  const int64_t m0 = w.m0, n0 = w.n0;
-  const int kt_begin = w.kt_begin, nk = w.nk;
+  init_ring<Cfg>(full, empty, Cfg::GroupThreads);  // full[s]: the converting group's threads
 
   if (tid < NP) {
     // ---------------- producer warpgroups ----------------
     cutlass::arch::warpgroup_reg_dealloc<Cfg::ProducerRegs>();
     auto stageA = [&](int ls) { return ring + ls * Cfg::StageFloats; };
     auto stageB = [&](int ls) { return ring + ls * Cfg::StageFloats + TM * TK; };
-    using UA = Units<TM, TK, NP, AK>;
-    using UB = Units<TN, TK, NP, BK>;
+    constexpr int GT = Cfg::GroupThreads, G = Cfg::ProducerGroups;
+    using UA = Units<TM, TK, GT, AK>;
+    using UB = Units<TN, TK, GT, BK>;
     LayoutA sLA;
     LayoutB sLB;
+    const int group = tid / GT, gtid = tid % GT;
     // 32-bit TMA coordinates (can_implement bounds m, n and k below 2^31).
-    const int batch = static_cast<int>(tc.batch), mA = static_cast<int>(m0), nB = static_cast<int>(n0);
-    produce_tma<Cfg, LS>(
-        nk, empty, loaded, tid,
-        [&](int kt, int ls) {
-          const int k0 = (kt_begin + kt) * TK;
-          cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(&loaded[ls],
-                                                                         static_cast<uint32_t>(Cfg::Fp32StageBytes));
-          load_stage_tile<AK>(&p.stage_map_a, p.stage_maps_batched & 1, &loaded[ls], stageA(ls), mA, k0, batch);
-          load_stage_tile<BK>(&p.stage_map_b, p.stage_maps_batched & 2, &loaded[ls], stageB(ls), nB, k0, batch);
-        },
-        [&](int ls, int s, int parity, const auto& empty_wait, const auto& reads_done) {
-          const int2 e = convert_operands<NP, UA, UB, P, F16>(stageA(ls), stageB(ls), partA, partB, sLA, sLB, s * P,
-                                                          max_slots + parity * 2 * Cfg::ProducerWarps, tid,
-                                                          empty_wait, reads_done);
-          if (tid == 0) exps[s] = e;
-        },
-        [&](int, int s) { Barrier::arrive(&full[s]); });
+    const auto load = [&](const RingCursor<Cfg>& c, int ls) {
+      const int k0 = (c.k_tile0 + c.kt) * TK;
+      cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(&loaded[ls],
+                                                                     static_cast<uint32_t>(Cfg::Fp32StageBytes));
+      load_stage_tile<AK>(&p.stage_map_a, p.stage_maps_batched & 1, &loaded[ls], stageA(ls), c.m0, k0, c.batch);
+      load_stage_tile<BK>(&p.stage_map_b, p.stage_maps_batched & 2, &loaded[ls], stageB(ls), c.n0, k0, c.batch);
+    };
+    load_first_stages<Cfg, LS>(p, group, gtid, load);
+    RingCursor<Cfg> next(p, group + LS);
+    int it0 = 0;
+    for (int64_t work = blockIdx.x; work < p.work; work += gridDim.x) {
+      const int nk = tile_work<Cfg>(p, work).nk;
+      produce_tma<Cfg, LS>(
+          it0, nk, empty, loaded, group, gtid,
+          [&](int ls) {
+            if (next.valid(p)) load(next, ls);
+            next.advance(p, G);
+          },
+          [&](int ls, int s, int parity, const auto& empty_wait, const auto& stage_read) {
+            float* slots = max_slots + (group * 2 + parity) * 2 * (GT / 32);  // [A, B][group warp]
+            const int bar = 1 + group;
+            const int ea = convert_operand<GT, UA, P, F16, false>(stageA(ls), partA, sLA, s * P, slots, gtid, bar,
+                                                                  empty_wait, [] {});
+            const int eb = convert_operand<GT, UB, P, F16, true>(stageB(ls), partB, sLB, s * P, slots + GT / 32,
+                                                                 gtid, bar, [] {}, stage_read);
+            if (gtid == 0) exps[s] = make_int2(ea, eb);
+          },
+          [&](int, int s) { Barrier::arrive(&full[s]); });
+      it0 += nk;
+    }
     return;
   }
 
   // ---------------- consumer warpgroups ----------------
   cutlass::arch::warpgroup_reg_alloc<Cfg::ConsumerRegs>();
-  consume<Cfg>(p, tc, m0, n0, nk, partA, partB, full, empty, [&](int s) { return exps[s]; }, tid - NP);
+  int it0 = 0;
+  for (int64_t work = blockIdx.x; work < p.work; work += gridDim.x) {
+    const TileWork w = tile_work<Cfg>(p, work);
+    consume<Cfg>(p, w.tc, w.m0, w.n0, w.nk, partA, partB, full, empty, [&](int s) { return exps[s]; }, tid - NP,
+                 it0);
+    it0 += w.nk;
+  }
 }
 
 }  // namespace detail
 
-// The requirements of the warp-specialized kernels (this one, split_gemm_pre_sm90.cuh and
-// split_gemm_hybrid_sm90.cuh): the base kernel's (16-byte aligned operands for cp.async,
-// the 32-bit tile grid).
+// The requirements of the TMA-fed kernels (this one and split_gemm_hybrid_sm90.cuh): the
+// base kernel's (16-byte aligned operands, leading dimensions and batch strides multiples
+// of 4 floats: also what TMA needs; the 32-bit tile grid) plus the TMA coordinates' 32 bits.
 template <class Cfg>
 struct BaseRequirements {
   static int can_implement(const FactGemmProblem& pr, std::string& why) {
-    return split_gemm::Operation<typename Cfg::Base>::can_implement(pr, why);
-  }
-};
-
-template <class Cfg>
-struct Operation {
-  using Base = typename Cfg::Base;
-
-  // The base requirements (16-byte aligned operands, leading dimensions and batch strides
-  // multiples of 4 floats: also what TMA needs) plus the TMA coordinates' 32 bits.
-  static int can_implement(const FactGemmProblem& pr, std::string& why) {
-    if (int code = BaseRequirements<Cfg>::can_implement(pr, why)) return code;
+    if (int code = split_gemm::Operation<typename Cfg::Base>::can_implement(pr, why)) return code;
     constexpr int64_t Max = (int64_t(1) << 31) - 1;
     if (pr.m > Max || pr.n > Max || pr.k > Max || pr.batch > Max) {
       why = "split_gemm_ws: m, n, k and batch must be below 2^31 (32-bit TMA coordinates)";
@@ -724,6 +764,11 @@ struct Operation {
     }
     return 0;
   }
+};
+
+template <class Cfg>
+struct Operation : BaseRequirements<Cfg> {
+  using Base = typename Cfg::Base;
 
   static size_t workspace_size(const FactGemmProblem& pr) {
     return split_gemm::detail::make_plan<Base>(pr).workspace;
@@ -733,20 +778,9 @@ struct Operation {
                  std::string& why) {
     // Plan, split-K reduction and parameters are the base kernel's: the consumers
     // write partials in its layout.
-    const auto encode_maps = [&](split_gemm::detail::Params& p, std::string& reason) {
-      bool batched_a = false, batched_b = false;
-      if (int code = detail::encode_stage_map<Cfg::TileM, Cfg::TileK, Cfg::ARowMajor>(
-              &p.stage_map_a, p.a, p.ld_a, p.batch_stride_a, p.m, p.k, pr.batch, batched_a, "A", reason))
-        return code;
-      if (int code = detail::encode_stage_map<Cfg::TileN, Cfg::TileK, !Cfg::BRowMajor>(
-              &p.stage_map_b, p.b, p.ld_b, p.batch_stride_b, p.n, p.k, pr.batch, batched_b, "B", reason))
-        return code;
-      p.stage_maps_batched = (batched_a ? 1 : 0) | (batched_b ? 2 : 0);
-      return 0;
-    };
     return split_gemm::detail::launch<Base>(pr, workspace, workspace_bytes, stream, why,
                                             detail::split_gemm_kernel_ws<Cfg>, Cfg::Threads, Cfg::SmemBytes,
-                                            "split_gemm_ws", {}, false, {}, encode_maps);
+                                            "split_gemm_ws", {}, false, {}, detail::StageMaps<Cfg, true>{pr.batch});
   }
 };
 

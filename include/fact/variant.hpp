@@ -20,7 +20,7 @@ namespace fact {
 enum class KernelArch { Sm90, Sm80, Sm90Split };
 enum class MathMode { F32, TF32, BF16, F16, TF32x3, BF16x3, BF16x6, F16x3 };
 enum class OutType { F32 };
-enum class Schedule { Coop, Pingpong, Ws, Mstage, Simt, Pre };
+enum class Schedule { Coop, Pingpong, Ws, Mstage, Simt, Pre, Hybrid };
 enum class SchedulerKind { Persistent, StreamK, SplitK, Dp };
 enum class OperandLayout { Row, Col };
 enum class EpilogueKind { None, Bias, C };

@@ -33,27 +33,30 @@ constexpr std::array<Spelling<MathMode>, 8> kMath{{
 }};
 constexpr std::array<Spelling<OutType>, 1> kOut{{{OutType::F32, "f32", "float"}}};
 // cpp: the CUTLASS kernel schedule; the epilogue schedule is in kEpilogueSchedule.
-constexpr std::array<Spelling<Schedule>, 6> kSchedule{{
+constexpr std::array<Spelling<Schedule>, 7> kSchedule{{
     {Schedule::Coop, "coop", "cutlass::gemm::KernelTmaWarpSpecializedCooperative"},
     {Schedule::Pingpong, "pingpong", "cutlass::gemm::KernelTmaWarpSpecializedPingpong"},
     {Schedule::Ws, "ws", "cutlass::gemm::KernelTmaWarpSpecialized"},
     {Schedule::Mstage, "mstage", ""},
     {Schedule::Simt, "simt", ""},
     {Schedule::Pre, "pre", ""},
+    {Schedule::Hybrid, "hyb", ""},
 }};
-constexpr std::array<Spelling<Schedule>, 6> kEpilogueSchedule{{
+constexpr std::array<Spelling<Schedule>, 7> kEpilogueSchedule{{
     {Schedule::Coop, "coop", "cutlass::epilogue::TmaWarpSpecializedCooperative"},
     {Schedule::Pingpong, "pingpong", "cutlass::epilogue::TmaWarpSpecialized"},
     {Schedule::Ws, "ws", "cutlass::epilogue::TmaWarpSpecialized"},
     {Schedule::Mstage, "mstage", ""},
     {Schedule::Simt, "simt", ""},
     {Schedule::Pre, "pre", ""},
+    {Schedule::Hybrid, "hyb", ""},
 }};
 // FACT's split kernels by schedule (variant.hpp: SplitKernel).
-constexpr std::array<SplitKernel, 3> kSplitKernels{{
+constexpr std::array<SplitKernel, 4> kSplitKernels{{
     {Schedule::Ws, "split_gemm_sm90.cuh", "fact::split_gemm", false, false},
     {Schedule::Coop, "split_gemm_ws_sm90.cuh", "fact::split_gemm::ws", true, false},
     {Schedule::Pre, "split_gemm_pre_sm90.cuh", "fact::split_gemm::pre", true, true},
+    {Schedule::Hybrid, "split_gemm_hybrid_sm90.cuh", "fact::split_gemm::hybrid", true, true},
 }};
 // Split-K on sm90 is the stream-K scheduler forced into split-K decomposition.
 constexpr std::array<Spelling<SchedulerKind>, 4> kScheduler{{
@@ -125,13 +128,15 @@ constexpr size_t kSm90SmemLimit = 227 * 1024;
 
 // Shared memory of an sm90split configuration, computed as its template's
 // Config::SmemBytes does (split_gemm_sm90.cuh for v2, split_gemm_ws_sm90.cuh for v3,
-// split_gemm_pre_sm90.cuh for v3 pre). The templates' static_asserts catch a drift at
+// split_gemm_pre_sm90.cuh for v3 pre, split_gemm_hybrid_sm90.cuh for v3 hybrid). The templates' static_asserts catch a drift at
 // compile time; tests/unit/realize/test_variant.cpp pins the values they compiled with.
 // Config::Parts of an sm90split variant (16-bit parts per operand element).
 size_t split_parts(const GemmVariant& v) {
   const int terms = std::stoi(cpp::math_tag(KernelArch::Sm90Split, v.math));
   return terms == 1 ? 1 : terms == 3 ? 2 : 3;
 }
+
+constexpr size_t kProducerWarps = 8;  // ws::ConvertingProducers::ProducerWarps (two producer warpgroups)
 
 size_t split_smem_bytes(const GemmVariant& v, const SplitKernel& kernel) {
   const size_t parts = split_parts(v);
@@ -151,13 +156,21 @@ size_t split_smem_bytes(const GemmVariant& v, const SplitKernel& kernel) {
       const size_t image_slots = 2 * static_cast<size_t>(v.tile_n / v.tile_k) * 8;
       return stages * part_stage + 2 * stages * 16 + 2 * stages * 8 + image_slots * 4 + 1024;
     }
+    case Schedule::Hybrid: {
+      // Part ring, A's exponent records, full + empty mbarriers and B's exponents per
+      // stage, 4 loaded mbarriers, B's tile maxima [group][parity][group warp], slack; then
+      // B's fp32 ring (4 deep where that fits, else 2).
+      const size_t b_stage = static_cast<size_t>(v.tile_n) * v.tile_k * 4;
+      const size_t fixed = stages * part_stage + stages * (16 + 2 * 8 + 4) + 4 * 8 + 2 * kProducerWarps * 4 + 1024;
+      return fixed + (fixed + 4 * b_stage <= kSm90SmemLimit ? 4 : 2) * b_stage;
+    }
     default: {
-      // Part ring, fp32 ring (3 deep where that fits, else 2), the A and B tile maxima of
-      // each producer warp, exponents, full + empty mbarriers, slack.
-      constexpr size_t kProducerWarps = 8;  // ws::Config::ProducerWarps (two producer warpgroups)
-      const size_t load_stages = stages * part_stage + 3 * fp32_stage + 2048 <= kSm90SmemLimit ? 3 : 2;
-      return stages * part_stage + load_stages * fp32_stage + 2 * kProducerWarps * 4 + stages * 8 +
-             2 * stages * 8 + 1024;
+      // Part ring, fp32 ring (4 deep where that fits, else 2), the A and B tile maxima
+      // [group][parity][operand][group warp], exponents, full + empty + loaded mbarriers,
+      // slack.
+      const size_t load_stages = stages * part_stage + 4 * fp32_stage + 2048 <= kSm90SmemLimit ? 4 : 2;
+      return stages * part_stage + load_stages * fp32_stage + 4 * kProducerWarps * 4 + stages * 8 +
+             2 * stages * 8 + load_stages * 8 + 1024;
     }
   }
 }
@@ -167,8 +180,8 @@ size_t split_smem_bytes(const GemmVariant& v, const SplitKernel& kernel) {
 std::optional<std::string> split_config_illegal_reason(const GemmVariant& v) {
   const SplitKernel* kernel = split_kernel(v);
   if (kernel == nullptr)
-    return std::string("sm90split variants schedule ws (split_gemm_sm90.cuh), coop (split_gemm_ws_sm90.cuh) or pre "
-                       "(split_gemm_pre_sm90.cuh)");
+    return std::string("sm90split variants schedule ws (split_gemm_sm90.cuh), coop (split_gemm_ws_sm90.cuh), pre "
+                       "(split_gemm_pre_sm90.cuh) or hyb (split_gemm_hybrid_sm90.cuh)");
   if (v.cluster_m != 1 || v.cluster_n != 1)
     return std::string("sm90split variants run with cluster 1x1");
   if (v.scheduler != SchedulerKind::Dp && !(v.scheduler == SchedulerKind::Persistent && kernel->persistent))
@@ -585,13 +598,14 @@ Enumeration enumerate_gemm_variants(const GemmProblemDesc& p, double tolerance, 
       // (f16x3, more accurate than cuBLAS fp32 on the H100 runs of
       // docs/notes/split_gemm.md) and bf16 Terms 6 for the fp32 class, Terms 1
       // (bf16 rounding) and 3 for the relaxed one. Schedules (variant.hpp: SplitKernel):
-      // ws = v2 (TileM 64/128); coop = v3, the split on two producer warpgroups; pre =
-      // v3 with the operands split once by a pre-pass. H100, f16x3, 4096^3 / bmm /
-      // 256x256x524288: v2 1.81 / 3.77 / 1.07, coop 1.42 / 3.08 / 0.80, pre 0.73 / 2.58 /
-      // 1.42 ms (one part accumulator; two: 0.68 / 2.32 on 4096^3 / bmm). The pre-pass costs a read and a write of both operands, which only pays
-      // where each operand tile is re-read by many output tiles: pre is not offered for
-      // small-MN large-K problems (unless "all"). bf16x6 on v3 (twice the products) in
-      // "all" only.
+      // ws = v2 (TileM 64/128); coop = v3, the split on two TMA-fed producer warpgroups;
+      // pre = v3 with the operands split once by a pre-pass; hyb = v3 with A split by a
+      // pre-pass and B by the producers. H100, f16x3, 4096^3 / bmm / 256x256x524288 (ms,
+      // session 11, dev check binary): coop 1.12 / 2.36 / 0.56, pre 0.66 / 2.25 / 1.27,
+      // hyb 0.89-0.94 / 2.10-2.17 / 0.88; v2 (session 5) 1.81 / 3.77 / 1.07. A pre-pass
+      // costs a read and a write of its operand, which only pays where each operand tile
+      // is re-read by many output tiles: pre and hyb are not offered for small-MN large-K
+      // problems (unless "all"). bf16x6 on v3 (twice the products) in "all" only.
       for (MathMode math : kSplitMaths) {
         if (!math_admitted(math, cls)) continue;
         if (cls == ToleranceClass::Relaxed && math == MathMode::BF16x6 && !all) continue;
@@ -607,7 +621,17 @@ Enumeration enumerate_gemm_variants(const GemmProblemDesc& p, double tolerance, 
           add(b, 128, 128, 32, 1, 1, Schedule::Ws, SchedulerKind::Dp, 3);
         }
         if (math == MathMode::BF16x6 && !all) continue;
-        add(b, 128, 128, 32, 1, 1, Schedule::Coop, SchedulerKind::Dp, math == MathMode::BF16x6 ? 3 : 4);
+        // Coop: 3 part stages leave room for a 4-deep fp32 ring (each producer group's next
+        // tile in flight; 4 part stages leave 2): 2-3% faster on large-K (session 11).
+        add(b, 128, 128, 32, 1, 1, Schedule::Coop, SchedulerKind::Dp, 3);
+        // Hyb: B's ring is half as wide, so 5 part stages of 2 parts fit beside 4 fp32 stages.
+        // Launched persistent (dp in "all"): H100, same process, bmm 2.09-2.12 ms persistent
+        // against 2.05-2.21 dp, 4096^3 0.89-0.90 against 0.94-0.96 (session 11).
+        if (!small_mn_large_k || all) {
+          const int hyb_stages = math == MathMode::BF16x6 ? 3 : math == MathMode::BF16 ? 8 : 5;
+          add(b, 128, 128, 32, 1, 1, Schedule::Hybrid, SchedulerKind::Persistent, hyb_stages);
+          if (all) add(b, 128, 128, 32, 1, 1, Schedule::Hybrid, SchedulerKind::Dp, hyb_stages);
+        }
         // Pre's ring holds only parts: as deep as 227 KB allows (6 stages of 2 parts). One
         // CTA per tile (dp) or one persistent CTA per SM: which is faster depends on the
         // shape (H100, same process: persistent −5% on 4096^3, −8% on the bmm, +5% at

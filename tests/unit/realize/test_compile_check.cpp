@@ -127,13 +127,15 @@ TEST(CompileCheck, OneVariantPerFamilyCompilesAndExportsTheAbi) {
 
 // FACT's split kernels, a separate test so that ctest -j runs it beside the one above:
 // v2 (schedule ws, bf16 parts), v3 (schedule coop, the warp-specialized kernel,
-// scaled fp16 parts) and v3 pre (schedule pre, pre-split operands). ~1 min each on 2 cores.
+// scaled fp16 parts), v3 pre (schedule pre, pre-split operands) and v3 hybrid (schedule
+// hyb, A pre-split). ~1 min each on 2 cores.
 TEST(CompileCheck, SplitKernelVariantsCompileAndExportTheAbi) {
   compile_gemm_variants_and_check_abi(
       {
           "gemm_sm90split_bf16x6_f32_128x128x32_c1x1_ws_dp_s4_tn_bias",
-          "gemm_sm90split_f16x3_f32_128x128x32_c1x1_coop_dp_s4_nt_c",
+          "gemm_sm90split_f16x3_f32_128x128x32_c1x1_coop_dp_s3_nt_c",
           "gemm_sm90split_f16x3_f32_128x128x32_c1x1_pre_persistent_s6_tn_none",
+          "gemm_sm90split_f16x3_f32_128x128x32_c1x1_hyb_persistent_s5_tt_bias",
       },
       "must be >= 1");
 }

@@ -29,6 +29,7 @@ std::vector<std::string> golden_variants() {
       "gemm_sm90split_f16x3_f32_128x128x32_c1x1_coop_dp_s4_tt_none",  // v3, warp-specialized
       "gemm_sm90split_f16x3_f32_128x128x32_c1x1_pre_dp_s6_nn_c",      // v3 pre, pre-split operands
       "gemm_sm90split_f16x3_f32_128x128x32_c1x1_pre_persistent_s6_tt_bias",  // v3 pre, persistent launch
+      "gemm_sm90split_f16x3_f32_128x128x32_c1x1_hyb_dp_s5_tn_bias",  // v3 hybrid, A pre-split
   };
 }
 

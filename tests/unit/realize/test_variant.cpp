@@ -213,7 +213,8 @@ TEST(Variant, SplitV3KernelsOfferedBesideV2) {
   const auto p = square(OperandLayout::Row, OperandLayout::Col);
   const auto fp32 = enumerate_gemm_variants(p, 1e-4, "sm90a", VariantSet::Default);
   EXPECT_EQ(split_v3_names(fp32),
-            (std::vector<std::string>{"gemm_sm90split_f16x3_f32_128x128x32_c1x1_coop_dp_s4_tt_none",
+            (std::vector<std::string>{"gemm_sm90split_f16x3_f32_128x128x32_c1x1_coop_dp_s3_tt_none",
+                                      "gemm_sm90split_f16x3_f32_128x128x32_c1x1_hyb_persistent_s5_tt_none",
                                       "gemm_sm90split_f16x3_f32_128x128x32_c1x1_pre_dp_s6_tt_none",
                                       "gemm_sm90split_f16x3_f32_128x128x32_c1x1_pre_persistent_s6_tt_none"}));
   EXPECT_FALSE(names(fp32).count("gemm_sm90split_f16x3_f32_128x128x32_c1x1_ws_dp_s4_tt_none"));
@@ -222,21 +223,28 @@ TEST(Variant, SplitV3KernelsOfferedBesideV2) {
   const auto fp32_all = enumerate_gemm_variants(p, 1e-4, "sm90a", VariantSet::All);
   EXPECT_TRUE(names(fp32_all).count("gemm_sm90split_f16x3_f32_128x128x32_c1x1_ws_dp_s4_tt_none"));
   EXPECT_EQ(split_v3_names(fp32_all),
-            (std::vector<std::string>{"gemm_sm90split_f16x3_f32_128x128x32_c1x1_coop_dp_s4_tt_none",
+            (std::vector<std::string>{"gemm_sm90split_f16x3_f32_128x128x32_c1x1_coop_dp_s3_tt_none",
+                                      "gemm_sm90split_f16x3_f32_128x128x32_c1x1_hyb_persistent_s5_tt_none",
+                                      "gemm_sm90split_f16x3_f32_128x128x32_c1x1_hyb_dp_s5_tt_none",
                                       "gemm_sm90split_f16x3_f32_128x128x32_c1x1_pre_dp_s6_tt_none",
                                       "gemm_sm90split_f16x3_f32_128x128x32_c1x1_pre_persistent_s6_tt_none",
                                       "gemm_sm90split_bf16x6_f32_128x128x32_c1x1_coop_dp_s3_tt_none",
+                                      "gemm_sm90split_bf16x6_f32_128x128x32_c1x1_hyb_persistent_s3_tt_none",
+                                      "gemm_sm90split_bf16x6_f32_128x128x32_c1x1_hyb_dp_s3_tt_none",
                                       "gemm_sm90split_bf16x6_f32_128x128x32_c1x1_pre_dp_s4_tt_none",
                                       "gemm_sm90split_bf16x6_f32_128x128x32_c1x1_pre_persistent_s4_tt_none"}));
   const auto relaxed = enumerate_gemm_variants(p, 1e-2, "sm90a", VariantSet::Default);
   EXPECT_EQ(split_v3_names(relaxed),
-            (std::vector<std::string>{"gemm_sm90split_f16x3_f32_128x128x32_c1x1_coop_dp_s4_tt_none",
+            (std::vector<std::string>{"gemm_sm90split_f16x3_f32_128x128x32_c1x1_coop_dp_s3_tt_none",
+                                      "gemm_sm90split_f16x3_f32_128x128x32_c1x1_hyb_persistent_s5_tt_none",
                                       "gemm_sm90split_f16x3_f32_128x128x32_c1x1_pre_dp_s6_tt_none",
                                       "gemm_sm90split_f16x3_f32_128x128x32_c1x1_pre_persistent_s6_tt_none",
-                                      "gemm_sm90split_bf16x3_f32_128x128x32_c1x1_coop_dp_s4_tt_none",
+                                      "gemm_sm90split_bf16x3_f32_128x128x32_c1x1_coop_dp_s3_tt_none",
+                                      "gemm_sm90split_bf16x3_f32_128x128x32_c1x1_hyb_persistent_s5_tt_none",
                                       "gemm_sm90split_bf16x3_f32_128x128x32_c1x1_pre_dp_s6_tt_none",
                                       "gemm_sm90split_bf16x3_f32_128x128x32_c1x1_pre_persistent_s6_tt_none",
-                                      "gemm_sm90split_bf16_f32_128x128x32_c1x1_coop_dp_s4_tt_none",
+                                      "gemm_sm90split_bf16_f32_128x128x32_c1x1_coop_dp_s3_tt_none",
+                                      "gemm_sm90split_bf16_f32_128x128x32_c1x1_hyb_persistent_s8_tt_none",
                                       "gemm_sm90split_bf16_f32_128x128x32_c1x1_pre_dp_s8_tt_none",
                                       "gemm_sm90split_bf16_f32_128x128x32_c1x1_pre_persistent_s8_tt_none"}));
   // Every layout and epilogue: the kernels take them all.
@@ -245,14 +253,14 @@ TEST(Variant, SplitV3KernelsOfferedBesideV2) {
       for (auto ep : {EpilogueKind::None, EpilogueKind::Bias, EpilogueKind::C}) {
         auto q = square(la, lb, 1000, 2048);
         q.epilogue = ep, q.ld_e = ep == EpilogueKind::C ? q.n : 0;
-        EXPECT_EQ(split_v3_names(enumerate_gemm_variants(q, 1e-4, "sm90a", VariantSet::Default)).size(), 3u);
+        EXPECT_EQ(split_v3_names(enumerate_gemm_variants(q, 1e-4, "sm90a", VariantSet::Default)).size(), 4u);
       }
-  // Small M·N, large K: each operand tile is re-read by at most two output tiles, so the
-  // pre-pass (a read and a write of both operands) cannot pay; pre only in "all".
+  // Small M·N, large K: each operand tile is re-read by at most two output tiles, so a
+  // pre-pass (a read and a write of an operand) cannot pay; pre and hyb only in "all".
   auto large_k = square(OperandLayout::Row, OperandLayout::Row, 256, 524288);
   EXPECT_EQ(split_v3_names(enumerate_gemm_variants(large_k, 1e-4, "sm90a", VariantSet::Default)),
-            std::vector<std::string>{"gemm_sm90split_f16x3_f32_128x128x32_c1x1_coop_dp_s4_tn_none"});
-  EXPECT_EQ(split_v3_names(enumerate_gemm_variants(large_k, 1e-4, "sm90a", VariantSet::All)).size(), 6u);
+            std::vector<std::string>{"gemm_sm90split_f16x3_f32_128x128x32_c1x1_coop_dp_s3_tn_none"});
+  EXPECT_EQ(split_v3_names(enumerate_gemm_variants(large_k, 1e-4, "sm90a", VariantSet::All)).size(), 10u);
 }
 
 // Only the pre kernels hand operand images over; the format names part type and count,
@@ -337,6 +345,12 @@ TEST(Variant, IllegalSplitConfigsHaveAReason) {
   EXPECT_EQ(variant_illegal_reason(w, p), std::nullopt) << reason(w);
   w.stages = 5;
   EXPECT_TRUE(contains(reason(w), "shared memory")) << reason(w);
+  // The hybrid's fp32 ring holds B only (split_gemm_hybrid_sm90.cuh's SmemBytes): f16x3
+  // fits 6 part stages (the ring drops to 2 deep), not 7.
+  w = v, w.schedule = Schedule::Hybrid, w.stages = 6;
+  EXPECT_EQ(variant_illegal_reason(w, p), std::nullopt) << reason(w);
+  w.stages = 7;
+  EXPECT_TRUE(contains(reason(w), "shared memory")) << reason(w);
   w = v, w.schedule = Schedule::Pre, w.tile_m = 64;
   EXPECT_TRUE(contains(reason(w), "(pre) have two consumer warpgroups")) << reason(w);
   w = v, w.schedule = Schedule::Pingpong;
@@ -345,7 +359,7 @@ TEST(Variant, IllegalSplitConfigsHaveAReason) {
   EXPECT_TRUE(contains(reason(w), "tile N must be 64 or 128")) << reason(w);
   w = v, w.tile_k = 64;
   EXPECT_TRUE(contains(reason(w), "tile K must be 32")) << reason(w);
-  w = v, w.scheduler = SchedulerKind::Persistent;  // only the pre kernel launches persistent
+  w = v, w.scheduler = SchedulerKind::Persistent;  // only the pre and hyb kernels launch persistent
   EXPECT_TRUE(contains(reason(w), "data-parallel")) << reason(w);
   w.schedule = Schedule::Pre, w.stages = 6;
   EXPECT_EQ(variant_illegal_reason(w, p), std::nullopt) << reason(w);
