@@ -626,8 +626,13 @@ Enumeration enumerate_gemm_variants(const GemmProblemDesc& p, double tolerance, 
         add(b, 128, 128, 32, 1, 1, Schedule::Coop, SchedulerKind::Dp, 3);
         // Hyb: B's ring is half as wide, so 5 part stages of 2 parts fit beside 4 fp32 stages.
         // Launched persistent (dp in "all"): H100, same process, bmm 2.09-2.12 ms persistent
-        // against 2.05-2.21 dp, 4096^3 0.89-0.90 against 0.94-0.96 (session 11).
-        if (!small_mn_large_k || all) {
+        // against 2.05-2.21 dp, 4096^3 0.89-0.90 against 0.94-0.96 (session 11). Offered
+        // where B is re-read by few row tiles (M / 128 <= 8), so that pre's pass over B
+        // cannot pay: it won the bmm (4 row tiles: 2.10 against pre's 2.21 ms) and lost
+        // where B is re-read often (4096^3, 32 row tiles: 0.93 against 0.67; the minGPT
+        // block's linears, 512 row tiles: 0.78-2.59 against 0.56-1.97).
+        const bool b_reread_little = tiles(p.m, 128) <= 8;
+        if ((!small_mn_large_k && b_reread_little) || all) {
           const int hyb_stages = math == MathMode::BF16x6 ? 3 : math == MathMode::BF16 ? 8 : 5;
           add(b, 128, 128, 32, 1, 1, Schedule::Hybrid, SchedulerKind::Persistent, hyb_stages);
           if (all) add(b, 128, 128, 32, 1, 1, Schedule::Hybrid, SchedulerKind::Dp, hyb_stages);

@@ -214,7 +214,6 @@ TEST(Variant, SplitV3KernelsOfferedBesideV2) {
   const auto fp32 = enumerate_gemm_variants(p, 1e-4, "sm90a", VariantSet::Default);
   EXPECT_EQ(split_v3_names(fp32),
             (std::vector<std::string>{"gemm_sm90split_f16x3_f32_128x128x32_c1x1_coop_dp_s3_tt_none",
-                                      "gemm_sm90split_f16x3_f32_128x128x32_c1x1_hyb_persistent_s5_tt_none",
                                       "gemm_sm90split_f16x3_f32_128x128x32_c1x1_pre_dp_s6_tt_none",
                                       "gemm_sm90split_f16x3_f32_128x128x32_c1x1_pre_persistent_s6_tt_none"}));
   EXPECT_FALSE(names(fp32).count("gemm_sm90split_f16x3_f32_128x128x32_c1x1_ws_dp_s4_tt_none"));
@@ -236,15 +235,12 @@ TEST(Variant, SplitV3KernelsOfferedBesideV2) {
   const auto relaxed = enumerate_gemm_variants(p, 1e-2, "sm90a", VariantSet::Default);
   EXPECT_EQ(split_v3_names(relaxed),
             (std::vector<std::string>{"gemm_sm90split_f16x3_f32_128x128x32_c1x1_coop_dp_s3_tt_none",
-                                      "gemm_sm90split_f16x3_f32_128x128x32_c1x1_hyb_persistent_s5_tt_none",
                                       "gemm_sm90split_f16x3_f32_128x128x32_c1x1_pre_dp_s6_tt_none",
                                       "gemm_sm90split_f16x3_f32_128x128x32_c1x1_pre_persistent_s6_tt_none",
                                       "gemm_sm90split_bf16x3_f32_128x128x32_c1x1_coop_dp_s3_tt_none",
-                                      "gemm_sm90split_bf16x3_f32_128x128x32_c1x1_hyb_persistent_s5_tt_none",
                                       "gemm_sm90split_bf16x3_f32_128x128x32_c1x1_pre_dp_s6_tt_none",
                                       "gemm_sm90split_bf16x3_f32_128x128x32_c1x1_pre_persistent_s6_tt_none",
                                       "gemm_sm90split_bf16_f32_128x128x32_c1x1_coop_dp_s3_tt_none",
-                                      "gemm_sm90split_bf16_f32_128x128x32_c1x1_hyb_persistent_s8_tt_none",
                                       "gemm_sm90split_bf16_f32_128x128x32_c1x1_pre_dp_s8_tt_none",
                                       "gemm_sm90split_bf16_f32_128x128x32_c1x1_pre_persistent_s8_tt_none"}));
   // Every layout and epilogue: the kernels take them all.
@@ -253,8 +249,15 @@ TEST(Variant, SplitV3KernelsOfferedBesideV2) {
       for (auto ep : {EpilogueKind::None, EpilogueKind::Bias, EpilogueKind::C}) {
         auto q = square(la, lb, 1000, 2048);
         q.epilogue = ep, q.ld_e = ep == EpilogueKind::C ? q.n : 0;
+        // coop, pre dp and persistent, and hyb (1000 rows: 8 row tiles).
         EXPECT_EQ(split_v3_names(enumerate_gemm_variants(q, 1e-4, "sm90a", VariantSet::Default)).size(), 4u);
       }
+  // Few row tiles (M / 128 <= 8: B re-read little): the hybrid (A pre-split, B split
+  // where loaded) too, launched persistent.
+  auto batched = square(OperandLayout::Row, OperandLayout::Row, 512, 1024);
+  batched.batch = 128, batched.n = batched.ld_b = batched.ld_d = 2048;
+  EXPECT_TRUE(names(enumerate_gemm_variants(batched, 1e-4, "sm90a", VariantSet::Default))
+                  .count("gemm_sm90split_f16x3_f32_128x128x32_c1x1_hyb_persistent_s5_tn_none"));
   // Small M·N, large K: each operand tile is re-read by at most two output tiles, so a
   // pre-pass (a read and a write of an operand) cannot pay; pre and hyb only in "all".
   auto large_k = square(OperandLayout::Row, OperandLayout::Row, 256, 524288);
