@@ -33,10 +33,10 @@
 // 128 x 32 operand tile before any of it can be converted, so a register path must hold
 // the tile being converted while the next ones are in flight: 64-128 data registers per
 // producer thread (consumers hold acc + part = 128 registers) and a
-// k-loop unrolled by the register ring depth. cp.async keeps LoadStages - 1 tiles in
-// flight with no registers and reuses the verified fp32 stage layout, at the price of
-// 64 KB more shared-memory traffic per k-tile (docs/notes/split_gemm.md, "v3": the
-// predicted bound of this version, and the register path as its next step).
+// k-loop unrolled by the register ring depth. TMA keeps LoadStages tiles in flight with
+// no registers and one thread, at the price of 64 KB more shared-memory traffic per
+// k-tile (its write and the unit reads): ~168 KB per k-tile in all, ~1,300 cycles at 128
+// bytes per cycle, the floor of this design (docs/notes/split_gemm.md, "Session 11").
 //
 // The two consumer warpgroups each wait for their own wgmma (one `part` accumulator) and
 // promote while the other warpgroup's wgmma runs, so the tensor cores see back-to-back
@@ -45,7 +45,7 @@
 // whose producer needs few registers, has it (consume, PartAccumulators).
 //
 // Shared with split_gemm_sm90.cuh (included, unchanged): Params, tile decode and
-// rasterisation, the fp32 stage layout and cp.async wrapper, split8, tile_exponent, pow2,
+// rasterisation, the fp32 stage layout, split8, tile_exponent, pow2,
 // store_out, the split-K plan, workspace layout and reduce kernel (the consumer fragment
 // mapping is the base kernel's 256-thread TiledMma, so its partial tiles are what
 // split_gemm_reduce expects), and can_implement's requirements.
@@ -142,9 +142,9 @@ using namespace cute;
 using split_gemm::detail::Params;
 
 // Reads this thread's 8-wide units of one operand stage of the fp32 ring (the layout
-// StageLoader writes) into registers: unit u = tid + i * Threads is 8 consecutive k of
-// row r. Same unit mapping as split_gemm::detail::convert_tile, so the part stores below
-// keep its bank-conflict-free pattern.
+// StageLoader and the TMA stage loads write) into registers: unit u = tid + i * Threads
+// is 8 consecutive k of row r. Same unit mapping as split_gemm::detail::convert_tile, so
+// the part stores below keep its bank-conflict-free pattern.
 template <int Rows, int TileK, int Threads, bool KContig>
 struct Units {
   static constexpr int N = Rows * TileK / 8 / Threads;
@@ -292,9 +292,9 @@ __device__ __forceinline__ void producer_sync(int id = 1) {
 // |x| (warp_max of its threads' Units::absmax): the warp maxima go to per-warp `slots`
 // (operand o in [o * W, (o + 1) * W), W = NP / 32), one named barrier for all Ops
 // operands, then every producer thread reduces the slots in the same order, so the
-// exponents are uniform over the producers. The caller's previous producer_sync must
-// order the slot reads of the previous k-tile before these writes. NP threads (tid <
-// NP) meet at named barrier `barrier`.
+// exponents are uniform over the producers. No thread may still be reading `slots` from
+// their previous use (a barrier in between, or alternating sets: convert_operand). NP
+// threads (tid < NP) meet at named barrier `barrier`.
 template <int NP, int Ops>
 __device__ __forceinline__ void tile_exponents(const float (&m)[Ops], float* slots, int tid, int (&e)[Ops],
                                                int barrier = 1) {
@@ -682,13 +682,13 @@ __global__ void __launch_bounds__(Cfg::Threads, 1) split_gemm_kernel_ws(const __
   int2* exps = reinterpret_cast<int2*>(max_slots + 4 * Cfg::ProducerWarps);
   uint64_t* full = reinterpret_cast<uint64_t*>(exps + S);  // producer group -> consumers, one arrival per thread
   uint64_t* empty = full + S;                              // consumers -> producer, one arrival per consumer thread
-  uint64_t* loaded = empty + S;                            // TMA -> producers: thread 0's arrival + the stage's bytes
+  uint64_t* loaded = empty + S;                            // TMA -> producers: the loader's arrival + the bytes
 
   const int tid = threadIdx.x;
   if (tid == 0) {
 #pragma unroll
     for (int ls = 0; ls < LS; ++ls) cutlass::arch::ClusterTransactionBarrier::init(&loaded[ls], 1);
-    // (begin_tile's fence_barrier_init and CTA barrier publish these inits too.)
+    // (init_ring's fence_barrier_init and CTA barrier publish these inits too.)
   }
   init_ring<Cfg>(full, empty, Cfg::GroupThreads);  // full[s]: the converting group's threads
 
