@@ -168,7 +168,8 @@ struct Params {
   ImageOut image_out;
   FactEpilogueLeaf leaves[FACT_GEMM_MAX_LEAVES];  // the epilogue chain's leaves (Config::Chain)
   // TMA descriptors of A's and B's fp32 tiles, for the kernels that load their fp32 stages
-  // by TMA (split_gemm_ws_sm90.cuh fills and reads them; untouched elsewhere). Bit 0 / 1 of
+  // by TMA (split_gemm_ws_sm90.cuh: both, split_gemm_hybrid_sm90.cuh: B's; their launch's
+  // prepare step fills them; untouched elsewhere). Bit 0 / 1 of
   // stage_maps_batched: A's / B's map has a batch mode (else batch entries share it).
   CUtensorMap stage_map_a, stage_map_b;
   int stage_maps_batched;
