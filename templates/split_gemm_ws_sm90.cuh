@@ -399,8 +399,7 @@ int encode_stage_map(CUtensorMap* map, const float* base, int64_t ld, int64_t ba
   const cuuint64_t dims[3] = {cuuint64_t(KContig ? k_extent : mn_extent), cuuint64_t(KContig ? mn_extent : k_extent),
                               cuuint64_t(batch)};
   const cuuint64_t strides[2] = {cuuint64_t(ld) * 4, cuuint64_t(batch_stride) * 4};  // bytes, modes 1 and 2
-  const cuuint32_t box[3] = {KContig ? cuuint32_t(TileK) : cuuint32_t(Rows), KContig ? cuuint32_t(Rows) : cuuint32_t(TileK),
-                             1};
+  const cuuint32_t box[3] = {cuuint32_t(KContig ? TileK : Rows), cuuint32_t(KContig ? Rows : TileK), 1};
   const cuuint32_t element_strides[3] = {1, 1, 1};
   const CUresult r = CUTLASS_CUDA_DRIVER_WRAPPER_CALL(cuTensorMapEncodeTiled)(
       map, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, rank, const_cast<float*>(base), dims, strides, box, element_strides,

@@ -128,8 +128,9 @@ constexpr size_t kSm90SmemLimit = 227 * 1024;
 
 // Shared memory of an sm90split configuration, computed as its template's
 // Config::SmemBytes does (split_gemm_sm90.cuh for v2, split_gemm_ws_sm90.cuh for v3,
-// split_gemm_pre_sm90.cuh for v3 pre, split_gemm_hybrid_sm90.cuh for v3 hybrid). The templates' static_asserts catch a drift at
-// compile time; tests/unit/realize/test_variant.cpp pins the values they compiled with.
+// split_gemm_pre_sm90.cuh for v3 pre, split_gemm_hybrid_sm90.cuh for v3 hybrid). The
+// templates' static_asserts catch a drift at compile time; tests/unit/realize/test_variant.cpp
+// pins the values they compiled with.
 // Config::Parts of an sm90split variant (16-bit parts per operand element).
 size_t split_parts(const GemmVariant& v) {
   const int terms = std::stoi(cpp::math_tag(KernelArch::Sm90Split, v.math));
