@@ -66,6 +66,11 @@ hybp_f16_t3_cc_c|128,128,32,3,false,false,FACT_EPILOGUE_C,5,fact::split_gemm::Pa
 "
 SMALL_SHAPES="--shape 1,200,136,100 --shape 3,132,260,520 --shape 2,36,20,4096 --shape 1,256,256,65536"
 BIG_SHAPES="--shape 1,4096,4096,4096 --shape 128,512,2048,1024 --shape 1,256,256,524288"
+# Rows and base pointers that are not 16-byte aligned (odd extents, --pad 1 --offset 1): the
+# pre kernels' pre-pass reads them with 4-byte copies; an irregular shape is timed beside its
+# aligned neighbour (pre*_rr_none).
+UNALIGNED_SHAPES="--shape 1,201,137,99 --shape 3,131,259,517 --shape 2,37,21,4097 --pad 1 --offset 1"
+IRREGULAR_TIME_SHAPES="--shape 1,3001,2050,1999 --shape 1,3000,2048,2000"
 # handoff_check M,N1,K1,N2: edge tiles and a last image block past N1, then the minGPT MLP
 # (c_fc -> c_proj) at B x T = 65536 rows (timed when HANDOFF_TIME is set).
 HANDOFF_SHAPES="--shape 200,136,100,72 --shape 300,260,200,132 --shape 4096,3072,768,768"
@@ -171,6 +176,16 @@ device() {
     [[ -f "$DEV/$name.so" ]] || { echo "missing $DEV/$name.so" | tee -a "$OUT/check.txt"; rc=1; continue; }
     echo "== $name small" | tee -a "$OUT/check.txt"
     timeout 120 "$DEV/split_gemm_check" --lib "$DEV/$name.so" $flags $SMALL_SHAPES 2>&1 | tee -a "$OUT/check.txt" || rc=1
+    if [[ "$name" == pre* ]]; then
+      echo "== $name unaligned" | tee -a "$OUT/check.txt"
+      timeout 120 "$DEV/split_gemm_check" --lib "$DEV/$name.so" $flags $UNALIGNED_SHAPES 2>&1 \
+        | tee -a "$OUT/check.txt" || rc=1
+    fi
+    if [[ "$name" == pre*_rr_none ]]; then
+      echo "== $name irregular" | tee -a "$OUT/check.txt"
+      timeout 180 "$DEV/split_gemm_check" --lib "$DEV/$name.so" $flags $IRREGULAR_TIME_SHAPES --time --reps 50 2>&1 \
+        | tee -a "$OUT/check.txt" || rc=1
+    fi
     if [[ "$name" == pre*_rc_bias || "$name" == pre*_t6_rr_none ]]; then
       # Operand hand-off (tests/gpu/handoff_check.cu): this variant as both GEMMs.
       local b=col ep=bias

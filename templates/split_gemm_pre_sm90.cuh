@@ -110,25 +110,34 @@ __device__ __forceinline__ int unit_thread(int tid) {
 // Issues this thread's cp.async copies of image block `block` (< blocks: see
 // split_operand_tiles) into `stage` in ws::detail::StageLoader's layout, zero-filled
 // outside the problem; none for block >= blocks. Commits one group either way, so the
-// wait counts stay uniform.
-template <int Rows, int TileK, bool KContig>
+// wait counts stay uniform. Chunks16: 16-byte copies (chunks16_ok), else 4-byte ones.
+template <int Rows, int TileK, bool KContig, bool Chunks16>
 __device__ __forceinline__ void load_block(float* stage, const float* x, int64_t ld, int64_t batch_stride,
                                            int64_t rows, int64_t k, int row_tiles, int k_tiles, uint32_t block,
                                            uint32_t blocks, int tid) {
   if (block < blocks) {
     const uint32_t rest = block / k_tiles;
     const int64_t k0 = int64_t(block % k_tiles) * TileK;
-    const ws::detail::StageLoader<Rows, TileK, SplitThreads, KContig> loader(
+    const ws::detail::StageLoader<Rows, TileK, SplitThreads, KContig, Chunks16> loader(
         x + int64_t(rest / row_tiles) * batch_stride, ld, int64_t(rest % row_tiles) * Rows, rows, k0, tid);
     loader.load(stage, 0, k0, k);
   }
   split_gemm::detail::cp_async_commit();
 }
 
+// Whether the operand of split_operand_tiles may be copied in 16-byte chunks (StageLoader's
+// Chunks16): its base, leading dimension, batch stride and contiguous extent (k when
+// KContig, else rows) all multiples of 4 floats. Else the 4-byte copies read any fp32
+// operand (irregular shapes), with the same image.
+inline bool chunks16_ok(const void* x, int64_t ld, int64_t batch_stride, int64_t contiguous_extent) {
+  return reinterpret_cast<uintptr_t>(x) % 16 == 0 && ld % 4 == 0 && batch_stride % 4 == 0 &&
+         contiguous_extent % 4 == 0;
+}
+
 // Splits the (Rows x TileK) blocks of one fp32 operand into its image (Cfg gives TileK,
 // Parts and Format). KContig: element (mn, k) at mn * ld + k, else at k * ld + mn; batch
 // entry b starts batch_stride elements after entry b - 1. `blocks` = batch * row_tiles *
-// k_tiles.
+// k_tiles. Chunks16: the copies' width (chunks16_ok must hold for true).
 // One wave of CTAs (SplitCtasPerSm per SM); CTA c splits blocks c, c + gridDim.x, ...
 // (so the CTAs in flight together cover consecutive blocks: consecutive k-tiles of the
 // same rows), with the next block's cp.async copies (16-byte chunks along K or MN) in
@@ -147,7 +156,7 @@ __device__ __forceinline__ void load_block(float* stage, const float* x, int64_t
 //  - warp_maxima: written for block it after A(it), read after B(it); rewritten for it + 1
 //    only after A(it + 1), which every reader passes after its reads.
 // Pending at exit: only empty groups (blocks past `blocks`).
-template <class Cfg, int Rows, bool KContig, class Elem>
+template <class Cfg, int Rows, bool KContig, bool Chunks16, class Elem>
 __global__ void __launch_bounds__(SplitThreads, SplitCtasPerSm)
     split_operand_tiles(const float* x, int64_t ld, int64_t batch_stride, int64_t rows, int64_t k, int row_tiles,
                         int k_tiles, uint32_t blocks, Image<Elem> image) {
@@ -164,7 +173,7 @@ __global__ void __launch_bounds__(SplitThreads, SplitCtasPerSm)
   const uint32_t step = gridDim.x;
   uint32_t block = blockIdx.x;
   const auto load = [&](uint32_t b, int s) {
-    load_block<Rows, TK, KContig>(ring[s], x, ld, batch_stride, rows, k, row_tiles, k_tiles, b, blocks, tid);
+    load_block<Rows, TK, KContig, Chunks16>(ring[s], x, ld, batch_stride, rows, k, row_tiles, k_tiles, b, blocks, tid);
   };
 #pragma unroll
   for (int s = 0; s < S - 1; ++s) load(block + s * step, s);
@@ -480,23 +489,29 @@ int split_and_launch(const FactGemmProblem& pr, void* workspace, size_t workspac
     return 1;
   }
   // One wave of pre-pass CTAs (any grid splits every block; without the SM count, one CTA
-  // per block).
+  // per block). The copies are 16-byte wide where the operand allows (chunks16_ok).
   const int sms = split_gemm::detail::sm_count();
-  const auto grid = [&](int64_t blocks) {
-    return static_cast<unsigned>(sms > 0 ? std::min<int64_t>(blocks, int64_t(sms) * SplitCtasPerSm) : blocks);
+  const auto split = [&](auto rows_tag, auto kcontig_tag, const float* x, int64_t ld, int64_t batch_stride,
+                         int64_t rows, int row_tiles, int64_t blocks, const Image<Elem>& image) {
+    constexpr int Rows = decltype(rows_tag)::value;
+    constexpr bool KContig = decltype(kcontig_tag)::value;
+    const unsigned grid =
+        static_cast<unsigned>(sms > 0 ? std::min<int64_t>(blocks, int64_t(sms) * SplitCtasPerSm) : blocks);
+    const auto kernel16 = split_operand_tiles<Cfg, Rows, KContig, true, Elem>;
+    const auto kernel4 = split_operand_tiles<Cfg, Rows, KContig, false, Elem>;
+    (chunks16_ok(x, ld, batch_stride, KContig ? pr.k : rows) ? kernel16 : kernel4)<<<grid, SplitThreads, 0, stream>>>(
+        x, ld, batch_stride, rows, pr.k, row_tiles, pl.k_tiles, static_cast<uint32_t>(blocks), image);
   };
   // A is (m, k): K-contiguous when row-major. B is (k, n) as (n, k): K-contiguous when
   // column-major.
   if (blocks_a > 0) {
-    split_operand_tiles<Cfg, Cfg::TileM, Cfg::ARowMajor, Elem><<<grid(blocks_a), SplitThreads, 0, stream>>>(
-        static_cast<const float*>(pr.a), pr.ld_a, pr.batch_stride_a, pr.m, pr.k, pl.tiles_m, pl.k_tiles,
-        static_cast<uint32_t>(blocks_a), a);
+    split(cute::Int<Cfg::TileM>{}, cute::bool_constant<Cfg::ARowMajor>{}, static_cast<const float*>(pr.a), pr.ld_a,
+          pr.batch_stride_a, pr.m, pl.tiles_m, blocks_a, a);
   }
   if constexpr (SplitB) {
     if (blocks_b > 0) {
-      split_operand_tiles<Cfg, Cfg::TileN, !Cfg::BRowMajor, Elem><<<grid(blocks_b), SplitThreads, 0, stream>>>(
-          static_cast<const float*>(pr.b), pr.ld_b, pr.batch_stride_b, pr.n, pr.k, pl.tiles_n, pl.k_tiles,
-          static_cast<uint32_t>(blocks_b), b);
+      split(cute::Int<Cfg::TileN>{}, cute::bool_constant<!Cfg::BRowMajor>{}, static_cast<const float*>(pr.b),
+            pr.ld_b, pr.batch_stride_b, pr.n, pl.tiles_n, blocks_b, b);
     }
   }
   if (int code = kernel_launch::launch_status(why, tag, ": pre-pass launch: ")) return code;

@@ -181,6 +181,11 @@ __device__ __forceinline__ void cp_async_16(uint32_t smem_addr, const void* gmem
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr), "l"(gmem),
                "r"(src_bytes));
 }
+// 4-byte form of cp_async_16 (cp.async's 4-byte copies exist only as .ca): any fp32 address.
+__device__ __forceinline__ void cp_async_4(uint32_t smem_addr, const void* gmem, bool pred) {
+  int src_bytes = pred ? 4 : 0;
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr), "l"(gmem), "r"(src_bytes));
+}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
@@ -731,16 +736,19 @@ template <class Cfg>
 struct Operation {
   static int can_implement(const FactGemmProblem& pr, std::string& why) { return check(pr, why, false); }
 
-  // images: whether the calling kernel reads A from pr.a_image and writes D to
-  // pr.d_image (split_gemm_pre_sm90.cuh); A's (D's) pointer and strides are then
-  // not checked, the image's pointer is, and a D image needs the whole K in one CTA.
-  static int check(const FactGemmProblem& pr, std::string& why, bool images) {
+  // pre_split: whether the calling kernel splits its operands in a pre-pass
+  // (split_gemm_pre_sm90.cuh). It may then read A from pr.a_image and write D to
+  // pr.d_image: A's (D's) pointer and strides are not checked, the image's pointer is,
+  // and a D image needs the whole K in one CTA. Its pre-pass reads fp32 A and B of any
+  // alignment (4-byte copies where 16-byte chunks do not fit: chunks16_ok), so their
+  // 16-byte rules below do not apply to it.
+  static int check(const FactGemmProblem& pr, std::string& why, bool pre_split) {
     auto fail = [&](const std::string& text) {
       why = text;
       return 1;
     };
     const bool a_image = pr.a_image != nullptr, d_image = pr.d_image != nullptr;
-    if ((a_image || d_image) && !images)
+    if ((a_image || d_image) && !pre_split)
       return fail("split_gemm: this kernel neither reads nor writes operand images (only the pre kernels do)");
     if (pr.batch < 1 || pr.m < 1 || pr.n < 1 || pr.k < 0)
       return fail("split_gemm: batch, m, n must be >= 1 and k >= 0");
@@ -750,15 +758,19 @@ struct Operation {
       return fail("split_gemm: epilogue needs E but e is null");
     if ((reinterpret_cast<uintptr_t>(pr.a_image) % 256) || (reinterpret_cast<uintptr_t>(pr.d_image) % 256))
       return fail("split_gemm: operand images must be 256-byte aligned");
-    if ((!a_image && reinterpret_cast<uintptr_t>(pr.a) % 16) || (reinterpret_cast<uintptr_t>(pr.b) % 16))
-      return fail("split_gemm: A and B must be 16-byte aligned (cp.async of 4 floats)");
-    if ((!a_image && (pr.ld_a % 4 || pr.batch_stride_a % 4)) || pr.ld_b % 4 || pr.batch_stride_b % 4)
-      return fail("split_gemm: ld and batch strides of A and B must be multiples of 4 elements");
-    int64_t a_contig = a_image ? 0 : Cfg::ARowMajor ? pr.k : pr.m;
-    int64_t b_contig = Cfg::BRowMajor ? pr.n : pr.k;
-    if (a_contig % 4 || b_contig % 4)
-      return fail(std::string("split_gemm: ") + (Cfg::ARowMajor ? "k" : "m") + " (A) and " +
-                  (Cfg::BRowMajor ? "n" : "k") + " (B) must be multiples of 4 (16-byte operand chunks)");
+    if ((!a_image && reinterpret_cast<uintptr_t>(pr.a) % 4) || (reinterpret_cast<uintptr_t>(pr.b) % 4))
+      return fail("split_gemm: A and B must be 4-byte aligned (fp32 elements)");
+    if (!pre_split) {
+      if ((!a_image && reinterpret_cast<uintptr_t>(pr.a) % 16) || (reinterpret_cast<uintptr_t>(pr.b) % 16))
+        return fail("split_gemm: A and B must be 16-byte aligned (cp.async of 4 floats)");
+      if ((!a_image && (pr.ld_a % 4 || pr.batch_stride_a % 4)) || pr.ld_b % 4 || pr.batch_stride_b % 4)
+        return fail("split_gemm: ld and batch strides of A and B must be multiples of 4 elements");
+      int64_t a_contig = a_image ? 0 : Cfg::ARowMajor ? pr.k : pr.m;
+      int64_t b_contig = Cfg::BRowMajor ? pr.n : pr.k;
+      if (a_contig % 4 || b_contig % 4)
+        return fail(std::string("split_gemm: ") + (Cfg::ARowMajor ? "k" : "m") + " (A) and " +
+                    (Cfg::BRowMajor ? "n" : "k") + " (B) must be multiples of 4 (16-byte operand chunks)");
+    }
     if ((!a_image && pr.ld_a < (Cfg::ARowMajor ? pr.k : pr.m)) || pr.ld_b < (Cfg::BRowMajor ? pr.n : pr.k) ||
         (!d_image && pr.ld_d < pr.n) || (Cfg::Epilogue == FACT_EPILOGUE_C && pr.ld_e < pr.n))
       return fail("split_gemm: a leading dimension is smaller than the row it spans");

@@ -223,13 +223,19 @@ struct Units {
 // tile exists) with source size 0, so for a k-tile that lies wholly inside the problem
 // every address is valid and the copy needs no k compare and no select (the common
 // path: ~6 SASS instructions per copy instead of ~10).
-template <int Rows, int TileK, int Threads, bool KContig>
+// Chunks16: one 16-byte copy per chunk of 4 floats, which needs 16-byte aligned chunks
+// (base, ld and batch stride multiples of 4 floats and the contiguous extent too: a
+// chunk straddling the extent would read the next row's elements). Otherwise four
+// 4-byte copies per chunk, each zero-filled on its own element's bounds: any fp32
+// operand (irregular shapes), at four times the copy instructions.
+template <int Rows, int TileK, int Threads, bool KContig, bool Chunks16 = true>
 struct StageLoader {
   static constexpr int PerThread = Rows * TileK / 4 / Threads;
-  static_assert(Rows * TileK / 4 % Threads == 0 && PerThread <= 32, "tile does not divide among threads");
+  static constexpr int Copies = Chunks16 ? 1 : 4;  // cp.async per chunk
+  static_assert(Rows * TileK / 4 % Threads == 0 && PerThread * Copies <= 32, "tile does not divide among threads");
   const float* src[PerThread];  // the chunk's first element in k-tile 0 (row-clamped)
   uint32_t dst[PerThread];      // byte offset in the stage
-  uint32_t row_ok = 0;          // bit i: chunk i's row (KContig) / columns (else) inside
+  uint32_t row_ok = 0;          // bit i * Copies + j: copy j of chunk i lies in the rows (KContig) / columns
   int64_t step;                 // elements between consecutive k-tiles
   int tid;
 
@@ -248,7 +254,12 @@ struct StageLoader {
       chunk(i, tid, r, ch);
       const int64_t mn = KContig ? mn0 + r : mn0 + 4 * ch;
       const bool ok = mn < mn_extent;
-      row_ok |= uint32_t(ok) << i;
+#pragma unroll
+      for (int j = 0; j < Copies; ++j) {
+        // KContig: the copies of a chunk share its row; else copy j is column mn + j.
+        const bool copy_ok = KContig || Chunks16 ? ok : mn + j < mn_extent;
+        row_ok |= uint32_t(copy_ok) << (i * Copies + j);
+      }
       if constexpr (KContig) {
         src[i] = base + (ok ? mn : mn0) * ld + k_first + 4 * ch;
         dst[i] = (r * TileK + (ch ^ (r & 7)) * 4) * 4;
@@ -264,17 +275,25 @@ struct StageLoader {
   __device__ __forceinline__ void load(float* stage, int kt, int64_t k0, int64_t k_extent) const {
     const uint32_t sbase = static_cast<uint32_t>(__cvta_generic_to_shared(stage));
     const int64_t off = kt * step;
+    const auto copy = [&](int i, int j, const float* from, bool pred) {
+      if constexpr (Chunks16) split_gemm::detail::cp_async_16(sbase + dst[i], from, pred);
+      else split_gemm::detail::cp_async_4(sbase + dst[i] + 4 * j, from, pred);
+    };
     if (k0 + TileK <= k_extent) {
 #pragma unroll
       for (int i = 0; i < PerThread; ++i)
-        split_gemm::detail::cp_async_16(sbase + dst[i], src[i] + off, (row_ok >> i) & 1);
-    } else {  // the last k-tile of a K that is not a multiple of TileK
+#pragma unroll
+        for (int j = 0; j < Copies; ++j) copy(i, j, src[i] + off + j, (row_ok >> (i * Copies + j)) & 1);
+    } else {  // the last k-tile of a K that is not a multiple of TileK: each copy's own k
 #pragma unroll
       for (int i = 0; i < PerThread; ++i) {
         int r, ch;
         chunk(i, tid, r, ch);
-        const bool pred = ((row_ok >> i) & 1) && k0 + (KContig ? 4 * ch : r) < k_extent;
-        split_gemm::detail::cp_async_16(sbase + dst[i], pred ? src[i] + off : src[i], pred);
+#pragma unroll
+        for (int j = 0; j < Copies; ++j) {
+          const bool pred = ((row_ok >> (i * Copies + j)) & 1) && k0 + (KContig ? 4 * ch + j : r) < k_extent;
+          copy(i, j, pred ? src[i] + off + j : src[i], pred);
+        }
       }
     }
   }

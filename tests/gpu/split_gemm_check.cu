@@ -4,7 +4,7 @@
 //
 //   split_gemm_check --lib V.so --a row|col --b row|col --ep none|bias|c --terms T
 //                    [--shape B,M,N,K]... [--time] [--reps N] [--require-bar]
-//                    [--tolerance 1e-4|1e-2]
+//                    [--tolerance 1e-4|1e-2] [--pad P] [--offset E]
 //
 // For every shape and for U[0,1) and N(0,1) inputs (fresh seed per shape and
 // distribution): poisons D with NaN, runs the library, counts non-finite
@@ -15,6 +15,9 @@
 // 1e-4|ref|), max abs error, relative Frobenius error, and DESIGN.md's "as
 // accurate as eager" bar (fail <= eager + 0.001 and maxabs <= 2x eager), and
 // fail@1e-2 with its bar (fail@1e-2 <= eager's + 0.001).
+// Leading dimensions are padded by --pad elements (default 4 where m, n <= 512, else 0)
+// and the operands start --offset elements into their allocations: --pad 1 --offset 1
+// gives rows and base pointers that are not 16-byte aligned.
 // Exit status 1 on a correctness failure: a non-finite/unwritten output, or a
 // relative Frobenius error over the bound for the mode (Terms 1: 2e-2,
 // 3: 2e-4, 6: 2e-5; a wrong index or race gives O(1)). With --require-bar a
@@ -79,6 +82,8 @@ struct Opts {
   int ep = EP_NONE, terms = 3, reps = 50;
   bool time = false, require_bar = false;
   double tolerance = 1e-4;
+  int pad = -1;     // elements added to every leading dimension (-1: 4 for small shapes, else 0)
+  int offset = 0;   // elements by which A, B, D and E start past their 256-byte aligned allocations
   std::vector<std::array<int64_t, 4>> shapes;
 };
 
@@ -123,8 +128,9 @@ int run_all(const Opts& o) {
   for (const auto& sh : o.shapes) {
     const int64_t batch = sh[0], m = sh[1], n = sh[2], k = sh[3];
     const bool small = m <= 512 && n <= 512;
-    // Small problems get padded leading dimensions to exercise ld handling.
-    const int64_t pad = small ? 4 : 0;
+    // Small problems get padded leading dimensions to exercise ld handling (--pad: any
+    // padding, e.g. 1 for rows that are not 16-byte aligned).
+    const int64_t pad = o.pad >= 0 ? o.pad : small ? 4 : 0;
     const int64_t ld_a = (o.a_row ? k : m) + pad, ld_b = (o.b_row ? n : k) + pad, ld_d = n + pad;
     const int64_t rows_a = o.a_row ? m : k, rows_b = o.b_row ? k : n;
     const int64_t bs_a = rows_a * ld_a, bs_b = rows_b * ld_b, bs_d = m * ld_d;
@@ -132,11 +138,13 @@ int run_all(const Opts& o) {
     const int64_t bs_e = o.ep == EP_C ? m * ld_e : (o.ep == EP_BIAS ? n : 0);
     const float alpha = o.ep == EP_NONE ? 1.0f : 0.75f, beta = o.ep == EP_NONE ? 0.0f : 0.5f;
     float *A, *B, *D, *E = nullptr, *S;
-    CUDA_CHECK(cudaMalloc(&A, sizeof(float) * batch * bs_a));
-    CUDA_CHECK(cudaMalloc(&B, sizeof(float) * batch * bs_b));
-    CUDA_CHECK(cudaMalloc(&D, sizeof(float) * batch * bs_d));
+    float *A0, *B0, *D0, *E0 = nullptr;  // the allocations; A = A0 + offset etc. (--offset)
+    CUDA_CHECK(cudaMalloc(&A0, sizeof(float) * (batch * bs_a + o.offset)));
+    CUDA_CHECK(cudaMalloc(&B0, sizeof(float) * (batch * bs_b + o.offset)));
+    CUDA_CHECK(cudaMalloc(&D0, sizeof(float) * (batch * bs_d + o.offset)));
     CUDA_CHECK(cudaMalloc(&S, sizeof(float) * batch * m * n));  // eager result, dense row-major
-    if (o.ep != EP_NONE) CUDA_CHECK(cudaMalloc(&E, sizeof(float) * std::max<int64_t>(batch * bs_e, 1)));
+    if (o.ep != EP_NONE) CUDA_CHECK(cudaMalloc(&E0, sizeof(float) * (std::max<int64_t>(batch * bs_e, 1) + o.offset)));
+    A = A0 + o.offset, B = B0 + o.offset, D = D0 + o.offset, E = E0 ? E0 + o.offset : nullptr;
 
     FactGemmProblem pr{};
     pr.batch = batch; pr.m = m; pr.n = n; pr.k = k;
@@ -276,8 +284,8 @@ int run_all(const Opts& o) {
                   flop / tk.first * 1e-9, ts.first, ts.second, tt.first, tt.second, ts.first / tk.first,
                   tt.first / tk.first);
     }
-    CUDA_CHECK(cudaFree(A)); CUDA_CHECK(cudaFree(B)); CUDA_CHECK(cudaFree(D)); CUDA_CHECK(cudaFree(S));
-    if (E) CUDA_CHECK(cudaFree(E));
+    CUDA_CHECK(cudaFree(A0)); CUDA_CHECK(cudaFree(B0)); CUDA_CHECK(cudaFree(D0)); CUDA_CHECK(cudaFree(S));
+    if (E0) CUDA_CHECK(cudaFree(E0));
     if (ws) CUDA_CHECK(cudaFree(ws));
     CUDA_CHECK(cudaFree(rows_d)); CUDA_CHECK(cudaFree(cols_d));
     CUDA_CHECK(cudaFree(ga)); CUDA_CHECK(cudaFree(gb)); CUDA_CHECK(cudaFree(gr));
@@ -300,6 +308,9 @@ int main(int argc, char** argv) {
   app.add_option("--terms", o.terms, "split terms of the math mode (1, 3, 6)")->check(CLI::IsMember({1, 3, 6}));
   app.add_flag("--require-bar", o.require_bar, "fail when the accuracy bar at --tolerance is missed");
   app.add_option("--tolerance", o.tolerance, "1e-4 or 1e-2 class");
+  app.add_option("--pad", o.pad, "elements added to every leading dimension (default: 4 for m, n <= 512, else 0)");
+  app.add_option("--offset", o.offset, "elements by which A, B, D and E start past their aligned allocations")
+      ->check(CLI::Range(0, 64));
   if (int rc = parse_or_exit(app, argc, argv)) return rc < 0 ? 0 : rc;
   o.a_row = a == "row";
   o.b_row = b == "row";
