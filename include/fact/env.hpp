@@ -44,6 +44,7 @@ std::string python();         // FACT_PYTHON, default "python3"
 std::string arch();           // FACT_ARCH, default from nvidia-smi's compute capability, else "sm90a"
 std::string variants();       // FACT_VARIANTS: "default" | "all"
 bool debug_logging();         // FACT_LOG=debug
+bool keep_slower_kernels();   // FACT_SLOWER=keep: bind a kernel even where PyTorch ran its pattern faster
 }  // namespace env
 
 // Memory-aware compile parallelism: min(cores, MemAvailable / bytes_per_job), >= 1.

@@ -83,6 +83,8 @@ struct SplitKernel {
   const char* ns;         // C++ namespace of its Config and Operation
   bool consumer_ring;     // v3 family: two 64-row consumer warpgroups on a part ring
   bool persistent;        // may also launch persistent (scheduler persistent: PersistentOperation)
+  bool any_alignment;     // reads fp32 A and B of any alignment (a pre-pass with 4-byte copies);
+                          // else both need 16-byte rows (TMA, 16-byte cp.async)
 };
 // The split kernel of an sm90split variant; nullptr for another family or a
 // schedule no split kernel has.

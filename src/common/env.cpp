@@ -38,6 +38,10 @@ const std::vector<EnvKnob>& env_knobs() {
        "sm90a|sm90|sm80"},
       {"FACT_VARIANTS", EnvType::Choice, "default", "variant set realize builds per pattern", "default|all"},
       {"FACT_LOG", EnvType::Choice, "info", "log level (debug adds per-step detail)", "info|debug"},
+      {"FACT_SLOWER", EnvType::Choice, "fallback",
+       "a pattern whose fastest verified kernel is not faster than PyTorch on it: fallback keeps PyTorch, keep "
+       "binds the kernel anyway (tests of small modules)",
+       "fallback|keep"},
       {"FACT_SOURCE_DIR", EnvType::Path, "the build's source tree, else two levels above the fact executable",
        "FACT source tree whose templates/ and python/ realize and capture use", ""},
       // FACT_PATTERNS and FACT_HANDOFFS are read by python/fact/runtime.py (install),
@@ -157,6 +161,8 @@ std::string arch() {
 std::string variants() { return choice("FACT_VARIANTS").value_or("default"); }
 
 bool debug_logging() { return choice("FACT_LOG").value_or("info") == "debug"; }
+
+bool keep_slower_kernels() { return choice("FACT_SLOWER").value_or("fallback") == "keep"; }
 
 }  // namespace env
 

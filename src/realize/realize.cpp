@@ -483,6 +483,16 @@ RealizedPattern summarize(const PatternWork& w, bool compile_only) {
       if (rc.name == best->name) rc.status = "winner";
     if (!best->variant.chain_key.empty() && w.pattern.contains("fused_epilogue"))
       p.fused_epilogue = w.pattern.at("fused_epilogue");
+    // A kernel that is not faster than PyTorch on its own pattern would only slow the
+    // module down: the pattern stays in PyTorch unless FACT_SLOWER=keep. The winner is
+    // still recorded (record), so a warm run decides the same without timing again.
+    if (p.median_ms && p.baseline_median_ms && *p.median_ms >= *p.baseline_median_ms &&
+        !env::keep_slower_kernels()) {
+      p.status = "fallback";
+      p.reason = fmt::format("PyTorch is faster on this pattern: eager {:.4f} ms, the fastest verified kernel ({}) "
+                             "{:.4f} ms; FACT_SLOWER=keep binds it anyway",
+                             *p.baseline_median_ms, p.variant, *p.median_ms);
+    }
     if (w.from_registry) {
       // What the re-verified winner was chosen over, as the registry recorded it.
       for (const auto& o : w.recorded) {
@@ -513,7 +523,9 @@ void record(Registry& registry, const PatternWork& w, const RealizedPattern& p, 
     o.tolerance = tolerance;
     o.variant = c.name;
     o.math = c.math;
-    o.status = (p.status == "realized" && p.variant == c.name) ? "winner" : candidate_status(c);
+    // The fastest verified candidate is the winner even where PyTorch was faster still
+    // (summarize): a warm run then reuses its timing instead of tuning again.
+    o.status = (!p.variant.empty() && p.variant == c.name) ? "winner" : candidate_status(c);
     o.reason = candidate_reason(c);
     if (c.result) {
       o.median_ms = c.result->median_ms, o.mean_ms = c.result->mean_ms;
@@ -523,7 +535,7 @@ void record(Registry& registry, const PatternWork& w, const RealizedPattern& p, 
     o.toolchain = toolchain;
     registry.record_outcome(o);
   }
-  if (p.status == "realized") {
+  if (!p.variant.empty()) {  // realized, or left to PyTorch as slower (summarize)
     Winner win;
     win.rule = w.rule, win.dtype = w.dtype, win.arch = w.arch, win.problem_key = w.problem_key;
     win.shape_class = w.shape_class, win.tolerance = tolerance;

@@ -53,10 +53,10 @@ constexpr std::array<Spelling<Schedule>, 7> kEpilogueSchedule{{
 }};
 // FACT's split kernels by schedule (variant.hpp: SplitKernel).
 constexpr std::array<SplitKernel, 4> kSplitKernels{{
-    {Schedule::Ws, "split_gemm_sm90.cuh", "fact::split_gemm", false, false},
-    {Schedule::Coop, "split_gemm_ws_sm90.cuh", "fact::split_gemm::ws", true, false},
-    {Schedule::Pre, "split_gemm_pre_sm90.cuh", "fact::split_gemm::pre", true, true},
-    {Schedule::Hybrid, "split_gemm_hybrid_sm90.cuh", "fact::split_gemm::hybrid", true, true},
+    {Schedule::Ws, "split_gemm_sm90.cuh", "fact::split_gemm", false, false, false},
+    {Schedule::Coop, "split_gemm_ws_sm90.cuh", "fact::split_gemm::ws", true, false, false},
+    {Schedule::Pre, "split_gemm_pre_sm90.cuh", "fact::split_gemm::pre", true, true, true},
+    {Schedule::Hybrid, "split_gemm_hybrid_sm90.cuh", "fact::split_gemm::hybrid", true, true, false},
 }};
 // Split-K on sm90 is the stream-K scheduler forced into split-K decomposition.
 constexpr std::array<Spelling<SchedulerKind>, 4> kScheduler{{
@@ -440,6 +440,34 @@ VariantSet parse_variant_set(const std::string& text) {
   throw std::runtime_error(fmt::format("variant set '{}' is not 'default' or 'all'", text));
 }
 
+namespace {
+
+// The first extent, leading dimension or batch stride of the fp32 problem that keeps it
+// from 16-byte units (TMA, 16-byte cp.async: multiples of 4 elements): A's and B's, and
+// with `output` D's and C's too; nullopt when there is none.
+std::optional<std::string> not_16_byte_aligned(const GemmProblemDesc& p, bool output) {
+  const bool a_kmajor = p.layout_a == OperandLayout::Row, b_kmajor = p.layout_b == OperandLayout::Col;
+  const bool batched = p.batch > 1;
+  const std::pair<const char*, int64_t> extents[] = {
+      {a_kmajor ? "k (A's rows)" : "m (A's columns)", a_kmajor ? p.k : p.m},
+      {b_kmajor ? "k (B's columns)" : "n (B's rows)", b_kmajor ? p.k : p.n},
+      {"ld of A", p.ld_a},
+      {"ld of B", p.ld_b},
+      {"batch stride of A", batched ? p.batch_stride_a : 0},
+      {"batch stride of B", batched ? p.batch_stride_b : 0},
+      {"n (D's rows)", output ? p.n : 0},
+      {"ld of D", output ? p.ld_d : 0},
+      {"batch stride of D", output && batched ? p.batch_stride_d : 0},
+      {"ld of C", output && p.epilogue == EpilogueKind::C ? p.ld_e : 0},
+      {"batch stride of C", output && batched && p.epilogue == EpilogueKind::C ? p.batch_stride_e : 0},
+  };
+  for (const auto& [what, value] : extents)
+    if (value % 4 != 0) return fmt::format("{} = {} is not a multiple of 4 (16-byte rows)", what, value);
+  return std::nullopt;
+}
+
+}  // namespace
+
 std::optional<std::string> variant_illegal_reason(const GemmVariant& v, const GemmProblemDesc& p) {
   if (p.element_a != "float32" || p.element_b != "float32" || p.element_d != "float32")
     return fmt::format("operands are {} x {} -> {}; the GEMM templates take float32 operands and output",
@@ -456,13 +484,9 @@ std::optional<std::string> variant_illegal_reason(const GemmVariant& v, const Ge
   const int64_t a_contig = a_kmajor ? p.k : p.m, b_contig = b_kmajor ? p.k : p.n;
   if (p.ld_a < a_contig || p.ld_b < b_contig || p.ld_d < p.n)
     return std::string("a leading dimension is smaller than its contiguous extent");
-  if (v.arch == KernelArch::Sm90 || v.arch == KernelArch::Sm90Split) {
-    if (p.ld_d % 4 != 0 || (p.batch > 1 && p.batch_stride_d % 4 != 0))
-      return fmt::format("ld_d = {} / batch stride of D not a multiple of 4 (16-byte TMA store)", p.ld_d);
-    if (p.epilogue == EpilogueKind::C && (p.ld_e % 4 != 0 || (p.batch > 1 && p.batch_stride_e % 4 != 0)))
-      return fmt::format("ld of C = {} not a multiple of 4 (16-byte TMA load)", p.ld_e);
-  }
   if (v.arch == KernelArch::Sm90) {
+    if (auto why = not_16_byte_aligned(p, true))
+      return fmt::format("CUTLASS sm90 kernels move A, B, C and D by TMA: {}", *why);
     if (v.schedule != Schedule::Coop && v.schedule != Schedule::Pingpong && v.schedule != Schedule::Ws)
       return std::string("sm90 variants use a TMA warp-specialized schedule");
     if (v.schedule == Schedule::Coop && v.tile_m < 128)
@@ -473,23 +497,23 @@ std::optional<std::string> variant_illegal_reason(const GemmVariant& v, const Ge
       // BASELINES.md: TF32 wgmma with an N-contiguous B returned non-finite values.
       if (!a_kmajor || !b_kmajor)
         return std::string("TF32 wgmma needs K-major operands (A row-major, B column-major)");
-      if (p.k % 4 != 0 || p.ld_a % 4 != 0 || p.ld_b % 4 != 0)
-        return fmt::format("tf32 reads fp32 operands through TMA: k ({}) and ld of A/B must be multiples of 4", p.k);
-      if (p.batch > 1 && (p.batch_stride_a == 0 || p.batch_stride_b == 0 || p.batch_stride_a % 4 != 0 ||
-                          p.batch_stride_b % 4 != 0))
-        return std::string("tf32 needs non-zero batch strides that are multiples of 4");
+      if (p.batch > 1 && (p.batch_stride_a == 0 || p.batch_stride_b == 0))
+        return std::string("tf32 needs non-zero batch strides");
     }
   }
   if (v.arch == KernelArch::Sm90Split) {
     if (auto why = split_config_illegal_reason(v)) return why;
+    if (const SplitKernel* kernel = split_kernel(v); !kernel->any_alignment) {
+      if (auto why = not_16_byte_aligned(p, false))
+        return fmt::format("the {} split kernel loads fp32 A and B in 16-byte units (the pre kernel reads any "
+                           "alignment): {}",
+                           token(v.schedule), *why);
+    }
   }
   if (v.arch == KernelArch::Sm80) {
     if (v.math == MathMode::TF32x3) {
-      // 16-byte cp.async: contiguous extents and leading dimensions multiples of 4.
-      if (a_contig % 4 != 0 || b_contig % 4 != 0 || p.ld_a % 4 != 0 || p.ld_b % 4 != 0 || p.n % 4 != 0 ||
-          p.ld_d % 4 != 0 || (p.epilogue == EpilogueKind::C && p.ld_e % 4 != 0))
-        return std::string("tf32x3 (alignment 4) needs contiguous extents and leading dimensions that are multiples "
-                           "of 4");
+      if (auto why = not_16_byte_aligned(p, true))
+        return fmt::format("tf32x3 (alignment 4: 16-byte cp.async and stores): {}", *why);
     }
     if (v.scheduler == SchedulerKind::SplitK && p.batch > 1)
       return std::string("sm80 split-K variants run single-batch problems only");

@@ -29,7 +29,7 @@ TEST(Env, KnobTableCoversContract) {
   }
   for (const char* n : {"FACT_CACHE_DIR", "FACT_REGISTRY", "CUTLASS_DIR", "FACT_NVCC", "FACT_JOBS", "FACT_PYTHON",
                         "FACT_ARCH", "FACT_VARIANTS", "FACT_LOG", "FACT_PATTERNS", "FACT_HANDOFFS",
-                        "FACT_SOURCE_DIR"}) {
+                        "FACT_SOURCE_DIR", "FACT_SLOWER"}) {
     EXPECT_EQ(names.count(n), 1u) << n;
   }
 }

@@ -339,9 +339,9 @@ TEST(Realize, FailingEvtCandidatesFallBackToTheGemmCore) {
   EXPECT_GE(wrong, 1) << "the chained candidates stay in the report";
 }
 
-TEST(Realize, ChainWithNoLegalSm90VariantRealizesItsCoreOnAnotherFamily) {
+TEST(Realize, ChainWithNoLegalChainedVariantRealizesItsCoreOnAnotherFamily) {
   json p = chained_pattern();
-  p["gemm"]["d"]["ld"] = 258;  // not 16-byte rows: no TMA store, so no sm90 (EVT) variant
+  p["arch"] = "sm80";  // only the sm80 family, which runs no epilogue chain
   Fixture f(R"([])", json::array({p}));
   ASSERT_EQ(run_realize(f.options()), 0);
   const json p0 = f.realized()["patterns"][0];
@@ -410,6 +410,27 @@ TEST(Realize, FilterAndBadInputs) {
   o.plan_path = f.plan.string();
   o.filter.clear();
   EXPECT_NE(run_realize(o), 0) << "no nvcc: nothing can be attempted";
+}
+
+// A pattern whose fastest verified kernel is not faster than PyTorch (the fake worker's
+// eager baseline: 2 ms) stays in PyTorch, with both times in the reason; its winner is
+// recorded all the same, so the warm run reuses it, and FACT_SLOWER=keep binds it.
+TEST(Realize, KernelNotFasterThanPyTorchFallsBack) {
+  Fixture f(R"([["", "ok:2.5"]])", json::array({gemm_pattern("p0")}));
+  ASSERT_EQ(run_realize(f.options()), 0);
+  json p0 = f.realized()["patterns"][0];
+  EXPECT_EQ(p0["status"], "fallback");
+  const std::string reason = p0["reason"];
+  EXPECT_EQ(reason.rfind("PyTorch is faster on this pattern: eager 2.0000 ms, the fastest verified kernel (", 0), 0u)
+      << reason;
+  EXPECT_NE(reason.find(") 2.5000 ms"), std::string::npos) << reason;
+
+  f.env.set("FACT_SLOWER", "keep");
+  ASSERT_EQ(run_realize(f.options()), 0);
+  p0 = f.realized()["patterns"][0];
+  EXPECT_EQ(p0["status"], "realized") << p0.dump(1);
+  EXPECT_TRUE(p0.value("from_registry", false)) << "the recorded winner is reused";
+  EXPECT_DOUBLE_EQ(p0["median_ms"].get<double>(), 2.5);
 }
 
 TEST(Realize, FallbackReasonSummary) {

@@ -114,18 +114,37 @@ TEST(Variant, MnMajorOperandExcludesSm90Tf32) {
   EXPECT_TRUE(maths(tn).count(MathMode::TF32));
 }
 
-TEST(Variant, MisalignedOutputKeepsOnlyScalarFamily) {
-  auto p = square(OperandLayout::Row, OperandLayout::Col, 1022);
-  p.ld_d = 1022;  // not a multiple of 4: no TMA store, no 16-byte epilogue
-  p.ld_a = p.ld_b = 1022;
-  p.k = 1022;
-  auto e = enumerate_gemm_variants(p, 1e-4, "sm90a", VariantSet::Default);
-  ASSERT_FALSE(e.variants.empty());
-  for (const auto& v : e.variants) {
-    EXPECT_EQ(v.arch, KernelArch::Sm80) << v.name();
-    EXPECT_EQ(v.math, MathMode::F32) << v.name();
+// Rows that are not 16-byte aligned rule out TMA and 16-byte copies: what is left are the
+// kernels that read any fp32 element (the pre split kernel's pre-pass, sm80 SIMT), and
+// every other variant is skipped with the extent that misaligns it.
+TEST(Variant, MisalignedProblemKeepsTheAnyAlignmentKernels) {
+  for (const bool misaligned_k : {true, false}) {
+    auto p = square(OperandLayout::Row, OperandLayout::Col, 1024);
+    if (misaligned_k) {
+      p.k = 1021;
+      p.ld_a = p.ld_b = 1021;
+    } else {
+      p.ld_d = 1026;  // only D's rows: the split kernels store elements (pairs), not by TMA
+    }
+    auto e = enumerate_gemm_variants(p, 1e-4, "sm90a", VariantSet::Default);
+    std::set<std::string> kinds;
+    for (const auto& v : e.variants) {
+      const SplitKernel* kernel = split_kernel(v);
+      kinds.insert(v.arch == KernelArch::Sm80 ? "sm80" : kernel ? token(kernel->schedule) : "sm90");
+      if (v.arch == KernelArch::Sm80) EXPECT_EQ(v.math, MathMode::F32) << v.name();
+    }
+    if (misaligned_k) {
+      EXPECT_EQ(kinds, (std::set<std::string>{"sm80", "pre"}));
+    } else {
+      EXPECT_TRUE(kinds.count("pre") && kinds.count("coop")) << "split kernels store D element-wise";
+      EXPECT_FALSE(kinds.count("sm90")) << "CUTLASS sm90 stores D by TMA";
+    }
+    bool reason_names_extent = false;
+    for (const auto& s : e.skipped)
+      reason_names_extent |= s.reason.find(misaligned_k ? "k (A's rows) = 1021 is not a multiple of 4"
+                                                        : "ld of D = 1026 is not a multiple of 4") != std::string::npos;
+    EXPECT_TRUE(reason_names_extent);
   }
-  EXPECT_FALSE(e.skipped.empty());
 }
 
 TEST(Variant, NonFloatOperandsHaveAReason) {
