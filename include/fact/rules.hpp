@@ -133,7 +133,26 @@ class RuleSet {
   std::map<std::string, std::vector<size_t>> by_root_;
 };
 
+// mm, bmm, matmul, linear, addmm, baddbmm and two-operand torch.einsum. Rule name "gemm".
 Rule make_gemm_rule();
+
+// ---- torch.einsum equations (src/rules/einsum.cpp) ----
+
+// One label per dim: a letter is its ASCII code (so sorting labels is torch's
+// alphabetical order, upper case first); dim i of the broadcast ellipsis is
+// kEinsumEllipsisLabel + i, ellipses right-aligned across operands as in torch.
+inline constexpr int kEinsumEllipsisLabel = 256;
+struct EinsumSubscripts {
+  std::vector<std::vector<int>> operands;  // one entry per operand dim
+  std::vector<int> output;                 // explicit after "->", else torch's implicit order
+};
+// Parses `equation` (whitespace ignored) for operands of the given ranks. Syntax
+// errors and rank mismatches return nullopt with *why; semantic limits (repeated
+// labels inside one operand, reductions) are the caller's to judge.
+std::optional<EinsumSubscripts> parse_einsum(const std::string& equation, const std::vector<size_t>& operand_ranks,
+                                             std::string* why);
+// "bij" for letters; an ellipsis dim prints as "[e0]", "[e1]", ...
+std::string einsum_labels(const std::vector<int>& labels);
 
 // ---- transformer-block rules (issue 3; payloads in docs/CONTRACTS.md §2.1) ----
 

@@ -1,7 +1,8 @@
 """The `other:*` ops (docs/CONTRACTS.md §1) that rule patterns absorb and the
 reference interpreter (fact.reference) must therefore execute: mask
 construction and comparison in attention patterns (`torch.ones`, `torch.tril`,
-`operator.eq`, `operator.invert`, ...), identity dropout and SDPA.
+`operator.eq`, `operator.invert`, ...), identity dropout, SDPA, and the
+two-operand `torch.einsum` the GEMM rule matches.
 
 Contract: arguments come from the node's attrs {"args": [...], "kwargs": {...}}
 with tensors written as {"tensor": id}. A `device` keyword is replaced by the
@@ -36,6 +37,7 @@ def _table():
         "torch.tril": torch.tril, "torch.triu": torch.triu,
         "torch.nn.functional.dropout": dropout,
         "torch.nn.functional.scaled_dot_product_attention": F.scaled_dot_product_attention,
+        "torch.einsum": torch.einsum,
     }
 
 

@@ -1,13 +1,17 @@
-// The GEMM rule: mm, bmm, matmul, linear, addmm, baddbmm -> one (batched) GEMM
-// D = alpha * A.B + beta * E with layouts, leading dims and batch strides taken
-// from the IR's strides. Single-use transposes of the last two dims feeding an
-// operand are absorbed into that operand's layout (no copy).
+// The GEMM rule: mm, bmm, matmul, linear, addmm, baddbmm and two-operand einsum ->
+// one (batched) GEMM D = alpha * A.B + beta * E with layouts, leading dims and batch
+// strides taken from the IR's strides. Single-use transposes of the last two dims
+// feeding an operand are absorbed into that operand's layout (no copy). Each op
+// spelling only maps its arguments to matmul views (GemmViews, gemm_views.hpp;
+// einsum in einsum.cpp); everything below the views is one shared path.
 //
 // Guards (each rejection states why): float dtypes supported by the kernels
 // (float32/float16/bfloat16, A and B alike), static shapes, row- or column-major
-// operands, batch dims that flatten into one stride, row-major contiguous output,
-// and 16-byte alignment of every leading dimension, contiguous extent and batch
-// stride (TMA and vectorised loads need it; a misaligned problem stays in PyTorch).
+// operands, batch dims that flatten into one stride, row-major contiguous output.
+// Alignment is not a guard here: it depends on the kernel (TMA and 16-byte copies need
+// 16-byte rows, the pre-split kernels and the sm80 SIMT kernel read any fp32 element),
+// so realize's variant_illegal_reason rules out each variant a shape misaligns and the
+// pattern falls back to PyTorch only where none is left.
 #include <algorithm>
 #include <array>
 #include <tuple>
@@ -15,9 +19,12 @@
 #include <fmt/format.h>
 
 #include "fact/rules.hpp"
+#include "gemm_views.hpp"
 
 namespace fact {
 namespace {
+
+using rules_detail::GemmViews;
 
 struct Roles {
   std::string a, b, e;      // tensor ids as the node reads them ("" = absent)
@@ -98,19 +105,30 @@ std::vector<int64_t> head(const std::vector<int64_t>& v, size_t drop) {
   return std::vector<int64_t>(v.begin(), v.end() - static_cast<std::ptrdiff_t>(std::min(drop, v.size())));
 }
 
-MatchOutcome match_gemm(const Graph& g, const Node& node) {
-  using R = MatchOutcome;
-  std::string why;
-  auto roles = assign_roles(g, node, &why);
-  if (!roles) return R::reject(why);
-  if (node.outputs.size() != 1) {
-    return R::reject(fmt::format("{} '{}' has {} outputs, expected 1", node.op, node.id, node.outputs.size()));
-  }
+// The matmul views of an aten-style GEMM op (mm ... baddbmm), or why it has none.
+std::optional<GemmViews> op_gemm_views(const Graph& g, const Node& node, std::string* why) {
+  auto roles = assign_roles(g, node, why);
+  if (!roles) return std::nullopt;
+  GemmViews v;
+  v.a = look_through_transposes(g, roles->a);
+  v.b = look_through_transposes(g, roles->b);
+  if (roles->b_is_weight) v.b = transposed(v.b);
+  v.d = g.tensor(node.outputs[0]);
+  v.e = roles->e;
+  v.alpha = roles->alpha;
+  v.beta = roles->beta;
+  v.expected_rank_a = roles->expected_rank_a;
+  v.expected_rank_b = roles->expected_rank_b;
+  v.equal_batch = node.op == "bmm" || node.op == "baddbmm";
+  return v;
+}
 
-  OperandView a = look_through_transposes(g, roles->a);
-  OperandView b = look_through_transposes(g, roles->b);
-  if (roles->b_is_weight) b = transposed(b);
-  const Tensor& out = g.tensor(node.outputs[0]);
+// The shared path: matmul views -> GemmProblem and the Match that covers `node`.
+MatchOutcome match_gemm_views(const Graph& g, const Node& node, const GemmViews& views) {
+  using R = MatchOutcome;
+  const OperandView& a = views.a;
+  const OperandView& b = views.b;
+  const Tensor& out = views.d;
 
   // ---- dtype guards ----
   if (!supported_dtype(a.dtype)) {
@@ -129,8 +147,8 @@ MatchOutcome match_gemm(const Graph& g, const Node& node) {
 
   // ---- rank and static-shape guards ----
   using RankCheck = std::tuple<const char*, const OperandView*, size_t>;
-  for (auto [name, view, expected] : std::array<RankCheck, 2>{RankCheck{"a", &a, roles->expected_rank_a},
-                                                             RankCheck{"b", &b, roles->expected_rank_b}}) {
+  for (auto [name, view, expected] : std::array<RankCheck, 2>{RankCheck{"a", &a, views.expected_rank_a},
+                                                             RankCheck{"b", &b, views.expected_rank_b}}) {
     if (view->shape.size() < 2) {
       return R::reject(fmt::format("operand {} is {}-D: a matrix-vector product is not a GEMM", name,
                                    view->shape.size()));
@@ -153,7 +171,7 @@ MatchOutcome match_gemm(const Graph& g, const Node& node) {
 
   // ---- batch ----
   const std::vector<int64_t> a_batch = head(a.shape, 2), b_batch = head(b.shape, 2);
-  if (node.op == "bmm" || node.op == "baddbmm") {
+  if (views.equal_batch) {
     if (a_batch != b_batch) {
       return R::reject(fmt::format("{} batch sizes differ: {} vs {}", node.op, format_dims(a_batch), format_dims(b_batch)));
     }
@@ -209,10 +227,10 @@ MatchOutcome match_gemm(const Graph& g, const Node& node) {
   p.d.batch_stride = m * n;
 
   // ---- epilogue ----
-  p.epilogue.alpha = roles->alpha;
-  p.epilogue.beta = roles->e.empty() ? 0.0 : roles->beta;
-  if (!roles->e.empty()) {
-    const Tensor& e = g.tensor(roles->e);
+  p.epilogue.alpha = views.alpha;
+  p.epilogue.beta = views.e.empty() ? 0.0 : views.beta;
+  if (!views.e.empty()) {
+    const Tensor& e = g.tensor(views.e);
     if (e.dtype != out.dtype) {
       return R::reject(fmt::format("epilogue input '{}' is {}, output is {}", e.id, dtype_name(e.dtype),
                                    dtype_name(out.dtype)));
@@ -274,36 +292,6 @@ MatchOutcome match_gemm(const Graph& g, const Node& node) {
     p.a.batch_stride = p.b.batch_stride = p.d.batch_stride = p.epilogue.batch_stride = 0;
   }
 
-  // ---- alignment: 16 bytes for every leading dim, contiguous extent and batch stride ----
-  const int64_t align = 16 / dtype_bytes(a.dtype);
-  auto misaligned = [&](int64_t value) { return value % align != 0; };
-  auto extent_of = [&](const GemmOperand& o, bool is_a) -> std::pair<const char*, int64_t> {
-    if (is_a) return o.layout == "row" ? std::make_pair("k", p.k) : std::make_pair("m", p.m);
-    return o.layout == "row" ? std::make_pair("n", p.n) : std::make_pair("k", p.k);
-  };
-  using AlignCheck = std::tuple<const char*, const GemmOperand*, bool>;
-  for (auto [name, o, is_a] : std::array<AlignCheck, 2>{AlignCheck{"a", &p.a, true}, AlignCheck{"b", &p.b, false}}) {
-    auto [dim, extent] = extent_of(*o, is_a);
-    if (misaligned(extent)) {
-      return R::reject(fmt::format("{}={} is not a multiple of {} (16-byte operand alignment)", dim, extent, align));
-    }
-    if (misaligned(o->ld)) {
-      return R::reject(fmt::format("operand {} ld={} is not a multiple of {} (16-byte operand alignment)", name, o->ld,
-                                   align));
-    }
-    if (misaligned(o->batch_stride)) {
-      return R::reject(fmt::format("operand {} batch_stride={} is not a multiple of {} (16-byte operand alignment)",
-                                   name, o->batch_stride, align));
-    }
-  }
-  if (misaligned(p.n)) {
-    return R::reject(fmt::format("n={} is not a multiple of {} (16-byte output alignment)", p.n, align));
-  }
-  if (p.epilogue.kind == "c" && (misaligned(p.epilogue.ld) || misaligned(p.epilogue.batch_stride))) {
-    return R::reject(fmt::format("epilogue c ld={} batch_stride={} is not a multiple of {} (16-byte alignment)",
-                                 p.epilogue.ld, p.epilogue.batch_stride, align));
-  }
-
   Match match;
   match.rule = "gemm";
   match.root = node.id;
@@ -331,6 +319,18 @@ MatchOutcome match_gemm(const Graph& g, const Node& node) {
   return outcome;
 }
 
+MatchOutcome match_gemm(const Graph& g, const Node& node) {
+  if (node.outputs.size() != 1) {
+    return MatchOutcome::reject(fmt::format("{} '{}' has {} outputs, expected 1", node.op, node.id,
+                                            node.outputs.size()));
+  }
+  std::string why;
+  auto views = node.op == rules_detail::kEinsumOp ? rules_detail::einsum_gemm_views(g, node, &why)
+                                                  : op_gemm_views(g, node, &why);
+  if (!views) return MatchOutcome::reject(why);
+  return match_gemm_views(g, node, *views);
+}
+
 // Work of an ideal kernel: every operand element read once (a shared operand once
 // for all batches), D written once, E read once.
 Workload estimate_gemm(const Match& match) {
@@ -356,9 +356,10 @@ Workload estimate_gemm(const Match& match) {
 Rule make_gemm_rule() {
   Rule rule;
   rule.name = "gemm";
-  rule.root_ops = {"mm", "bmm", "matmul", "linear", "addmm", "baddbmm"};
+  rule.root_ops = {"mm", "bmm", "matmul", "linear", "addmm", "baddbmm", rules_detail::kEinsumOp};
   rule.description =
-      "(batched) GEMM with bias / C epilogue; single-use transposes of the last two dims become operand layouts";
+      "(batched) GEMM with bias / C epilogue, and two-operand einsum contractions; single-use transposes of the "
+      "last two dims become operand layouts";
   rule.match = match_gemm;
   rule.estimate = estimate_gemm;
   return rule;

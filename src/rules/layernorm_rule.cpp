@@ -20,8 +20,10 @@ namespace {
 using nlohmann::json;
 using namespace rules_detail;
 
+// The GEMM rule's root ops are the one list of GEMM spellings (einsum included).
 bool is_gemm_op(const std::string& op) {
-  return op_is_any(op, {"mm", "bmm", "matmul", "linear", "addmm", "baddbmm"});
+  static const std::vector<std::string> gemm_ops = make_gemm_rule().root_ops;
+  return std::find(gemm_ops.begin(), gemm_ops.end(), op) != gemm_ops.end();
 }
 
 // One stride per row when every dim but the last walks memory uniformly; nullopt otherwise.

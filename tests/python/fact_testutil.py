@@ -113,6 +113,70 @@ def gemm_binding(m, n, k, a="x", b="w", d="matmul", epilogue=None):
             "element_a": "float32", "element_b": "float32", "element_d": "float32"}
 
 
+def fake_gemm_of(gemm):
+    """The FakeGemm a plan pattern's `gemm` binding describes (its layouts and epilogue)."""
+    return FakeGemm(gemm["a"]["layout"], gemm["b"]["layout"], gemm["epilogue"]["kind"])
+
+
+def discover_module(binary, tmp_path, module, inputs):
+    """Captures `module` on `inputs` into tmp_path/graph.json and runs `binary
+    discover` (no registry, sm90a) on it; returns (ir, graph path, plan)."""
+    from fact import capture
+
+    ir = capture.capture_module(module, list(inputs))
+    graph = tmp_path / "graph.json"
+    capture.write_ir(ir, str(graph))
+    plan_path = tmp_path / "plan.json"
+    result = subprocess.run([binary, "discover", str(graph), "-o", str(plan_path), "--no-registry",
+                             "--arch", "sm90a"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return ir, graph, json.loads(plan_path.read_text())
+
+
+def run_with_fake_gemms(module, patterns, inputs):
+    """Installs `patterns` (plan patterns) into `module` with strict=True, each
+    bound to the FakeGemm of its own binding, and runs it on `inputs`; a fallback
+    to PyTorch warns, and a warning fails the test. Returns (module's outputs,
+    {pattern id: kernel})."""
+    import warnings
+
+    from fact import runtime
+
+    kernels = {}
+
+    def loader(path):
+        pid = os.path.basename(path)
+        kernels[pid] = fake_gemm_of(next(p["gemm"] for p in patterns if p["id"] == pid))
+        return kernels[pid]
+
+    manifest = {"fact_manifest": 1,
+                "patterns": [dict(p, library=f"/fake/{p['id']}", variant="fake", math="f32") for p in patterns]}
+    previous = runtime.set_kernel_loader(loader)
+    try:
+        runtime.install(module, manifest, strict=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            got = module(*inputs)
+    finally:
+        runtime.set_kernel_loader(previous)
+    return got, kernels
+
+
+def verify_with_fake_gemm(graph, pattern, trials=5):
+    """fact.worker.run_job on the CPU for one FakeGemm candidate of the pattern's
+    binding (tolerance 1e-4); returns the job's last line (its result)."""
+    import torch
+    from fact import worker
+
+    job = {"fact_job": 1, "ir": str(graph), "pattern": pattern, "tolerance": 1e-4, "trials": trials,
+           "timing": {"warmup": 0, "reps": 2},
+           "candidates": [{"name": "fake", "library": "/fake/lib.so", "math": "f32"}]}
+    lines = []
+    loader = lambda path: fake_gemm_of(pattern["gemm"])  # noqa: E731
+    assert worker.run_job(job, lines.append, loader=loader, device=torch.device("cpu")) == 0
+    return lines[-1]
+
+
 def run_worker(ir_path, pattern, loader, names, timing=None):
     """fact.worker.run_job on the CPU for candidates `names` (library
     /k/NAME.so, which `loader` maps to a stand-in), tolerance 1e-4, 2 trials

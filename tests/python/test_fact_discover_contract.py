@@ -3,19 +3,16 @@ pattern discover finds in a captured module is installed by the runtime, and
 a CPU stand-in kernel driven only by the pattern's gemm binding (layouts,
 ld, batch strides, epilogue) reproduces eager. Skips when the `fact` binary
 is not built ($FACT_BIN or build/release/fact)."""
-import json
 import os
-import subprocess
-import warnings
 
 import pytest
 
-from fact_testutil import ROOT, FakeGemm
+from fact_testutil import ROOT, discover_module, run_with_fake_gemms, verify_with_fake_gemm
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-from fact import capture, runtime  # noqa: E402
+from fact import runtime  # noqa: E402
 
 BINARY = os.environ.get("FACT_BIN", str(ROOT / "build" / "release" / "fact"))
 pytestmark = pytest.mark.skipif(not os.path.isfile(BINARY), reason=f"{BINARY} is not built")
@@ -41,36 +38,12 @@ def test_discovered_patterns_install_and_match_eager(tmp_path):
     torch.manual_seed(0)
     module = Spellings()
     inputs = [torch.randn(4, 16, 64), torch.randn(2, 32, 40), torch.randn(2, 40, 24), torch.randn(8, 48)]
-    ir = capture.capture_module(module, inputs)
-    graph = tmp_path / "graph.json"
-    capture.write_ir(ir, str(graph))
-    plan_path = tmp_path / "plan.json"
-    result = subprocess.run([BINARY, "discover", str(graph), "-o", str(plan_path), "--no-registry",
-                             "--arch", "sm90a"], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stdout + result.stderr
-    plan = json.loads(plan_path.read_text())
+    _ir, _graph, plan = discover_module(BINARY, tmp_path, module, inputs)
     roots = sorted(p["root"] for p in plan["patterns"])
     assert len(roots) == 5, (roots, plan.get("rejections"), plan.get("unmatched"))
 
-    kernels = {}
-
-    def loader(path):
-        gemm = next(p["gemm"] for p in plan["patterns"] if p["id"] == os.path.basename(path))
-        kernels[path] = FakeGemm(gemm["a"]["layout"], gemm["b"]["layout"], gemm["epilogue"]["kind"])
-        return kernels[path]
-
-    manifest = {"fact_manifest": 1,
-                "patterns": [dict(p, library=f"/fake/{p['id']}", variant="fake", math="f32")
-                             for p in plan["patterns"]]}
     expected = module(*inputs)
-    previous = runtime.set_kernel_loader(loader)
-    try:
-        runtime.install(module, manifest, strict=True)
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            got = module(*inputs)
-    finally:
-        runtime.set_kernel_loader(previous)
+    got, kernels = run_with_fake_gemms(module, plan["patterns"], inputs)
     assert sorted(runtime.installed_patterns(module)) == sorted(p["id"] for p in plan["patterns"])
     assert all(k.runs == 1 for k in kernels.values()) and len(kernels) == 5
     for g, e in zip(got, expected):
@@ -78,29 +51,13 @@ def test_discovered_patterns_install_and_match_eager(tmp_path):
 
 
 def test_worker_verifies_discovered_patterns_with_a_correct_kernel(tmp_path):
-    from fact import worker
-
     module = Spellings()
     with torch.device("meta"):
         inputs = [torch.rand(4, 16, 64), torch.rand(2, 32, 40), torch.rand(2, 40, 24), torch.rand(8, 48)]
-    graph = tmp_path / "graph.json"
-    capture.write_ir(capture.capture_module(module.to("meta"), inputs), str(graph))
-    plan_path = tmp_path / "plan.json"
-    subprocess.run([BINARY, "discover", str(graph), "-o", str(plan_path), "--no-registry", "--arch", "sm90a"],
-                   check=True, capture_output=True, timeout=120)
-    plan = json.loads(plan_path.read_text())
+    _ir, graph, plan = discover_module(BINARY, tmp_path, module.to("meta"), inputs)
     for pattern in plan["patterns"]:
-        gemm = pattern["gemm"]
-        job = {"fact_job": 1, "ir": str(graph), "pattern": pattern, "tolerance": 1e-4, "trials": 5,
-               "timing": {"warmup": 0, "reps": 2},
-               "candidates": [{"name": "fake", "library": "/fake/lib.so", "math": "f32"}]}
-        lines = []
-
-        def loader(path, gemm=gemm):
-            return FakeGemm(gemm["a"]["layout"], gemm["b"]["layout"], gemm["epilogue"]["kind"])
-
-        assert worker.run_job(job, lines.append, loader=loader, device=torch.device("cpu")) == 0
-        assert lines[-1]["status"] == "ok", (pattern["id"], pattern["root"], lines[-1])
+        result = verify_with_fake_gemm(graph, pattern)
+        assert result["status"] == "ok", (pattern["id"], pattern["root"], result)
 
 
 class MiniGPTBlock(nn.Module):
@@ -143,29 +100,12 @@ def test_minigpt_block_end_to_end_on_cpu(tmp_path):
     torch.manual_seed(0)
     module = MiniGPTBlock().eval()
     x = torch.randn(2, 16, 64)
-    graph = tmp_path / "graph.json"
-    capture.write_ir(capture.capture_module(module, [x]), str(graph))
-    plan_path = tmp_path / "plan.json"
-    subprocess.run([BINARY, "discover", str(graph), "-o", str(plan_path), "--no-registry", "--arch", "sm90a"],
-                   check=True, capture_output=True, timeout=120)
-    plan = json.loads(plan_path.read_text())
+    _ir, _graph, plan = discover_module(BINARY, tmp_path, module, [x])
     gemm_patterns = [p for p in plan["patterns"] if p.get("gemm")]
     assert {p["root"] for p in gemm_patterns} >= {"c_attn", "c_proj", "c_fc", "c_proj2"}
 
-    def loader(path):
-        gemm = next(p["gemm"] for p in plan["patterns"] if p["id"] == os.path.basename(path))
-        return FakeGemm(gemm["a"]["layout"], gemm["b"]["layout"], gemm["epilogue"]["kind"])
-
     expected = module(x)
-    previous = runtime.set_kernel_loader(loader)
-    try:
-        # compose binds only realized patterns, and realize realizes only GEMMs
-        runtime.install(module, {"fact_manifest": 1, "patterns": [dict(p, library=f"/f/{p['id']}")
-                                                                  for p in gemm_patterns]}, strict=True)
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            got = module(x)
-    finally:
-        runtime.set_kernel_loader(previous)
+    # compose binds only realized patterns, and realize realizes only GEMMs
+    got, _kernels = run_with_fake_gemms(module, gemm_patterns, [x])
     assert len(runtime.installed_patterns(module)) == len(gemm_patterns)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
