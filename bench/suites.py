@@ -22,6 +22,16 @@ SUITES = {
         "l3-minigpt-block": "examples/l3_minigpt_block.py",
         "l3-minigpt-attention": "examples/l3_minigpt_attention.py",
     },
+    # Modules of shapes and spellings no issue names (examples/generality): misaligned
+    # rows (irregular extents, a 50257-wide LM head), einsum, an element-wise chain that
+    # reads the GEMM's output twice, both operands transposed; fp32 from torch.rand.
+    "generality": {
+        "gen-irregular-3001x2050x1999": "examples/generality/irregular_matmul.py",
+        "gen-lm-head-1024x50257x768": "examples/generality/lm_head.py",
+        "gen-einsum-bijl-lk": "examples/generality/einsum_4d.py",
+        "gen-gemm-sigmoid-scale-residual": "examples/generality/gemm_sigmoid_scale_residual.py",
+        "gen-transposed-both": "examples/generality/transposed_both.py",
+    },
     # Small models (a few MB of inputs) for quick end-to-end checks of the
     # harness and of composed modules with fallback ops.
     "small": {
