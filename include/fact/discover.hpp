@@ -39,6 +39,9 @@ struct CostEstimate {
   double flops = 0.0, bytes = 0.0;
   double eager_ms = 0.0, best_ms = 0.0, gain_ms = 0.0;
   std::string eager_math, best_math;
+  // The best kernel's time is its bytes at the memory roofline (not its FLOPs): with
+  // gain_ms <= 0, eager already moves the same bytes and no kernel can win.
+  bool memory_bound = false;
 };
 
 // Tolerance classes (DESIGN.md "Precision is a policy"): for fp32 inputs,

@@ -77,6 +77,7 @@ CostEstimate estimate_cost(const Workload& work, double tolerance, const DeviceC
   c.eager_ms = roofline_ms(eager_flops, eager_bytes, eager_rate, device.hbm_bytes_per_s);
   c.best_ms = roofline_ms(work.flops, work.bytes, best_rate, device.hbm_bytes_per_s);
   c.gain_ms = c.eager_ms - c.best_ms;
+  c.memory_bound = work.bytes / device.hbm_bytes_per_s >= work.flops / best_rate;
   return c;
 }
 

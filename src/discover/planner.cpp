@@ -81,6 +81,7 @@ json pattern_json(const Planned& p, const std::string& arch, int priority) {
                {"eager_ms_est", p.cost.eager_ms},
                {"best_ms_est", p.cost.best_ms},
                {"expected_gain_ms", p.cost.gain_ms},
+               {"memory_bound", p.cost.memory_bound},
                {"eager_math", p.cost.eager_math},
                {"best_math", p.cost.best_math},
                {"source", p.cost_source}};

@@ -549,6 +549,20 @@ void record(Registry& registry, const PatternWork& w, const RealizedPattern& p, 
 
 }  // namespace
 
+// Why no kernel is built for a plan pattern whose cost model (discover's "cost") is
+// memory-bound with no gain: eager already moves the bytes the best kernel would (a
+// matrix-vector product, a K = 16 GEMM writing a large D), so every candidate would
+// only be compiled and timed to lose (FACT_SLOWER's fallback). nullopt otherwise, and
+// for plans without these fields.
+static std::optional<std::string> no_expected_gain(const nlohmann::json& pattern) {
+  const nlohmann::json cost = pattern.value("cost", nlohmann::json::object());
+  if (!cost.value("memory_bound", false) || cost.value("expected_gain_ms", 1.0) > 0.0) return std::nullopt;
+  return fmt::format("no kernel can beat PyTorch here: the pattern is memory-bound and eager already moves its "
+                     "bytes (cost model: eager {:.4g} ms, best kernel {:.4g} ms); nothing built (FACT_SLOWER=keep "
+                     "builds it anyway)",
+                     cost.value("eager_ms_est", 0.0), cost.value("best_ms_est", 0.0));
+}
+
 // A plan pattern whose output is computed after the GEMM (an epilogue chain
 // that is not fused into an sm90 EVT epilogue: a skip reason, another arch, or
 // no EVT candidate passed) is realized as its GEMM core: the nodes up to and
@@ -640,7 +654,9 @@ int run_realize(const RealizeOptions& options) {
     if (w.arch.empty()) w.arch = env::arch();
     w.problem_key = str(pat, "problem_key");
     w.shape_class = str(pat, "shape_class");
-    if (const PatternRealizer* realizer = find_pattern_realizer(w.rule)) {
+    if (auto why = no_expected_gain(pat); why && !env::keep_slower_kernels()) {
+      w.fallback_reason = *why;
+    } else if (const PatternRealizer* realizer = find_pattern_realizer(w.rule)) {
       w.realizer = realizer;
     } else if (!pat.contains("gemm") || !pat.at("gemm").is_object()) {
       w.fallback_reason =

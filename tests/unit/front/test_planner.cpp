@@ -58,6 +58,21 @@ TEST(CostModel, ToleranceClasses) {
   CostEstimate h = estimate_cost(half, 1e-2, *h100);
   EXPECT_NEAR(h.gain_ms, 0.0, 1e-12);
   EXPECT_EQ(h.eager_math, "bf16");
+  EXPECT_FALSE(h.memory_bound) << "4096^3 is compute-bound in any mode";
+}
+
+// A matrix-vector product (2048 x 65536 times a vector) is bound by reading A in eager
+// and in any kernel: no gain, memory-bound; realize then builds nothing for it.
+TEST(CostModel, MatrixVectorIsMemoryBoundWithoutGain) {
+  const double m = 2048, k = 65536;
+  Workload w{2.0 * m * k, (m * k + k + m) * 4, DType::Float32};
+  const DeviceCeilings* h100 = ceilings_for("sm90a");
+  ASSERT_NE(h100, nullptr);
+  CostEstimate c = estimate_cost(w, 1e-4, *h100);
+  EXPECT_TRUE(c.memory_bound);
+  EXPECT_NEAR(c.gain_ms, 0.0, 1e-12);
+  EXPECT_FALSE(estimate_cost(Workload{2.0 * 4096 * 4096 * 4096, 3.0 * 4096 * 4096 * 4, DType::Float32}, 1e-4, *h100)
+                   .memory_bound);
 }
 
 TEST(CostModel, MemoryBoundLargeK) {

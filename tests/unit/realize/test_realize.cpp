@@ -433,6 +433,26 @@ TEST(Realize, KernelNotFasterThanPyTorchFallsBack) {
   EXPECT_DOUBLE_EQ(p0["median_ms"].get<double>(), 2.5);
 }
 
+// A pattern the cost model calls memory-bound with no gain gets no kernel built (nothing
+// compiled or timed) unless FACT_SLOWER=keep.
+TEST(Realize, MemoryBoundPatternWithoutGainBuildsNothing) {
+  json p = gemm_pattern("p0");
+  p["cost"] = {{"memory_bound", true}, {"expected_gain_ms", 0.0}, {"eager_ms_est", 0.185}, {"best_ms_est", 0.185}};
+  Fixture f(R"([])", json::array({p}));
+  ASSERT_EQ(run_realize(f.options()), 0);
+  json p0 = f.realized()["patterns"][0];
+  EXPECT_EQ(p0["status"], "fallback");
+  EXPECT_NE(p0["reason"].get<std::string>().find("memory-bound and eager already moves its bytes (cost model: eager "
+                                                 "0.185 ms, best kernel 0.185 ms)"),
+            std::string::npos)
+      << p0["reason"];
+  EXPECT_FALSE(fs::exists(f.t.path / "nvcc_calls")) << "nothing may be compiled";
+
+  f.env.set("FACT_SLOWER", "keep");
+  ASSERT_EQ(run_realize(f.options()), 0);
+  EXPECT_EQ(f.realized()["patterns"][0]["status"], "realized");
+}
+
 TEST(Realize, FallbackReasonSummary) {
   std::vector<RealizedCandidate> c{{"a", "wrong", "too far\nmore", {}, {}, {}, ""},
                                    {"b", "wrong", "x", {}, {}, {}, ""},
