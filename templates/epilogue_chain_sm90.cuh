@@ -4,12 +4,15 @@
 //   D = Fn::apply(alpha, beta, acc, input_0, input_1, ...)      per element, in float
 //
 // as the tree
-//   Sm90EVT<Sm90Compute<PerElement<Fn>, float, float, RN>,
+//   Sm90EVT<Sm90Compute<PerElement<Fn>, Element, float, RN>,
 //           Sm90ScalarBroadcast alpha, Sm90ScalarBroadcast beta, Sm90AccFetch,
 //           one node per input...>
-// where each input is read by the node its kind calls for:
-//   RowVector  Sm90RowBroadcast  (n floats, batch stride dynamic)
-//   ColVector  Sm90ColBroadcast  (m floats, batch stride dynamic)
+// where Element is the GEMM's I/O type (gemm_sm90.cuh Config::ElementIo: float, half_t
+// or bfloat16_t): the inputs are read in it and converted to float, the functor runs in
+// float, and its result is rounded once to D's Element. Each input is read by the node
+// its kind calls for:
+//   RowVector  Sm90RowBroadcast  (n elements, batch stride dynamic)
+//   ColVector  Sm90ColBroadcast  (m elements, batch stride dynamic)
 //   Scalar     Sm90ScalarBroadcast through a device pointer
 //   Matrix     Sm90SrcFetch: the collective's C source (ptr_C / dC), so at most one
 // and comes from the kernel ABI (include/fact/kernel_abi.h, version 2):
@@ -63,43 +66,44 @@ struct Bind {
 };
 
 // ---- nodes per kind ----------------------------------------------------------------
-template <class Kind, class CtaTile>
+// Element: the type the input is stored in (the GEMM's I/O type).
+template <class Kind, class CtaTile, class Element>
 struct NodeOf;
 
-template <class CtaTile>
-struct NodeOf<RowVector, CtaTile> {
-  using type = cutlass::epilogue::fusion::Sm90RowBroadcast<0, CtaTile, float, float,
+template <class CtaTile, class Element>
+struct NodeOf<RowVector, CtaTile, Element> {
+  using type = cutlass::epilogue::fusion::Sm90RowBroadcast<0, CtaTile, Element, float,
                                                            cute::Stride<cute::_0, cute::_1, int64_t>>;
   template <class Source>
   static typename type::Arguments arguments(const FactGemmProblem& p) {
-    return {static_cast<const float*>(Source::ptr(p)), 0.f, {cute::_0{}, cute::_1{}, Source::batch_stride(p)}};
+    return {static_cast<const Element*>(Source::ptr(p)), Element(0), {cute::_0{}, cute::_1{}, Source::batch_stride(p)}};
   }
 };
 
-template <class CtaTile>
-struct NodeOf<ColVector, CtaTile> {
-  using type = cutlass::epilogue::fusion::Sm90ColBroadcast<0, CtaTile, float, float,
+template <class CtaTile, class Element>
+struct NodeOf<ColVector, CtaTile, Element> {
+  using type = cutlass::epilogue::fusion::Sm90ColBroadcast<0, CtaTile, Element, float,
                                                            cute::Stride<cute::_1, cute::_0, int64_t>>;
   template <class Source>
   static typename type::Arguments arguments(const FactGemmProblem& p) {
-    return {static_cast<const float*>(Source::ptr(p)), 0.f, {cute::_1{}, cute::_0{}, Source::batch_stride(p)}};
+    return {static_cast<const Element*>(Source::ptr(p)), Element(0), {cute::_1{}, cute::_0{}, Source::batch_stride(p)}};
   }
 };
 
-template <class CtaTile>
-struct NodeOf<Scalar, CtaTile> {
-  using type = cutlass::epilogue::fusion::Sm90ScalarBroadcast<float>;
+template <class CtaTile, class Element>
+struct NodeOf<Scalar, CtaTile, Element> {
+  using type = cutlass::epilogue::fusion::Sm90ScalarBroadcast<Element>;
   template <class Source>
   static typename type::Arguments arguments(const FactGemmProblem& p) {
     typename type::Arguments args{};
-    args.scalar_ptrs[0] = static_cast<const float*>(Source::ptr(p));
+    args.scalar_ptrs[0] = static_cast<const Element*>(Source::ptr(p));
     return args;
   }
 };
 
-template <class CtaTile>
-struct NodeOf<Matrix, CtaTile> {
-  using type = cutlass::epilogue::fusion::Sm90SrcFetch<float>;
+template <class CtaTile, class Element>
+struct NodeOf<Matrix, CtaTile, Element> {
+  using type = cutlass::epilogue::fusion::Sm90SrcFetch<Element>;
   template <class Source>
   static typename type::Arguments arguments(const FactGemmProblem&) {
     return {};  // the collective reads C through ptr_C / dC (Operation::make_arguments)
@@ -115,38 +119,42 @@ struct Chain {
   static constexpr int kMatrices = (0 + ... + int(std::is_same_v<typename Inputs::kind, Matrix>));
   static_assert(kMatrices <= 1, "the sm90 epilogue has one C source: at most one Matrix input");
   static constexpr bool kReadsC = kMatrices == 1;
-  // ElementC of the collective: float when an input is the C source, else void (no C load).
-  using ElementC = std::conditional_t<kReadsC, float, void>;
+  // ElementC of the collective: the I/O type when an input is the C source, else void (no C load).
+  template <class Element>
+  using ElementC = std::conditional_t<kReadsC, Element, void>;
 
-  template <class CtaTile>
+  // The root node: the functor in float, its result rounded once to D's Element.
+  template <class Element>
+  using Root = cutlass::epilogue::fusion::Sm90Compute<Bind<Fn>::template type, Element, float,
+                                                      cutlass::FloatRoundStyle::round_to_nearest>;
+
+  template <class CtaTile, class Element>
   using Callbacks = cutlass::epilogue::fusion::Sm90EVT<
-      cutlass::epilogue::fusion::Sm90Compute<Bind<Fn>::template type, float, float,
-                                             cutlass::FloatRoundStyle::round_to_nearest>,
+      Root<Element>,
       cutlass::epilogue::fusion::Sm90ScalarBroadcast<float>,  // alpha
       cutlass::epilogue::fusion::Sm90ScalarBroadcast<float>,  // beta
       cutlass::epilogue::fusion::Sm90AccFetch,
-      typename NodeOf<typename Inputs::kind, CtaTile>::type...>;
+      typename NodeOf<typename Inputs::kind, CtaTile, Element>::type...>;
 
   // alpha_ptr (device, may be null): read instead of p.alpha (scaled math modes).
-  template <class CtaTile>
-  static typename Callbacks<CtaTile>::Arguments arguments(const FactGemmProblem& p, const float* alpha_ptr) {
+  template <class CtaTile, class Element>
+  static typename Callbacks<CtaTile, Element>::Arguments arguments(const FactGemmProblem& p, const float* alpha_ptr) {
     using Scalar = cutlass::epilogue::fusion::Sm90ScalarBroadcast<float>;
     typename Scalar::Arguments alpha{}, beta{};
     alpha.scalars[0] = p.alpha;
     alpha.scalar_ptrs[0] = alpha_ptr;
     beta.scalars[0] = p.beta;
-    return typename Callbacks<CtaTile>::Arguments{
+    return typename Callbacks<CtaTile, Element>::Arguments{
         alpha, beta, typename cutlass::epilogue::fusion::Sm90AccFetch::Arguments{},
-        NodeOf<typename Inputs::kind, CtaTile>::template arguments<Inputs>(p)...,
-        typename cutlass::epilogue::fusion::Sm90Compute<Bind<Fn>::template type, float, float,
-                                                        cutlass::FloatRoundStyle::round_to_nearest>::Arguments{}};
+        NodeOf<typename Inputs::kind, CtaTile, Element>::template arguments<Inputs>(p)...,
+        typename Root<Element>::Arguments{}};
   }
 
   // The C source (Matrix input): pointer, ld and batch stride; null / 0 when none.
-  static const float* c_pointer(const FactGemmProblem& p) {
+  static const void* c_pointer(const FactGemmProblem& p) {
     const void* ptr = nullptr;
     ((ptr = std::is_same_v<typename Inputs::kind, Matrix> ? Inputs::ptr(p) : ptr), ...);
-    return static_cast<const float*>(ptr);
+    return ptr;
   }
   static int64_t c_ld(const FactGemmProblem& p) {
     int64_t ld = 0;
@@ -159,43 +167,51 @@ struct Chain {
     return bs;
   }
 
-  // Host check of the inputs' pointers and strides; 0 = ok, else 1 with `why`.
+  // Host check of the inputs' pointers and strides for inputs stored as Element; 0 = ok,
+  // else 1 with `why`.
+  template <class Element>
   static int can_implement(const FactGemmProblem& p, std::string& why) {
-    return check_inputs<InputCheck, Inputs...>(p, why);
+    return check_inputs<Checks<Element>::template InputCheck, Inputs...>(p, why);
   }
 
  private:
-  template <class Input>
-  struct InputCheck {
-    static int check(const FactGemmProblem& p, std::string& why) {
-      using Kind = typename Input::kind;
-      const void* ptr = Input::ptr(p);
-      if (ptr == nullptr) {
-        why = "epilogue input " + Input::label() + " is null";
-        return 1;
+  template <class Element>
+  struct Checks {
+    static constexpr int64_t kUnit = 16 / sizeof(Element);  // elements per 16 bytes
+    template <class Input>
+    struct InputCheck {
+      static int check(const FactGemmProblem& p, std::string& why) {
+        using Kind = typename Input::kind;
+        const void* ptr = Input::ptr(p);
+        if (ptr == nullptr) {
+          why = "epilogue input " + Input::label() + " is null";
+          return 1;
+        }
+        const bool aligned16 = reinterpret_cast<uintptr_t>(ptr) % 16 == 0;
+        const std::string unit = std::to_string(kUnit);
+        if constexpr (std::is_same_v<Kind, Scalar>) {
+          if (reinterpret_cast<uintptr_t>(ptr) % sizeof(Element) != 0) {
+            why = "epilogue input " + Input::label() + " (scalar) is not " + std::to_string(sizeof(Element)) +
+                  "-byte aligned";
+            return 1;
+          }
+        } else if constexpr (std::is_same_v<Kind, Matrix>) {
+          if (!aligned16 || Input::ld(p) < p.n || Input::ld(p) % kUnit != 0 || Input::batch_stride(p) % kUnit != 0) {
+            why = "epilogue input " + Input::label() + " (full matrix, the C source) needs ld >= n, ld and batch " +
+                  "stride multiples of " + unit + " and a 16-byte aligned pointer (TMA load)";
+            return 1;
+          }
+        } else {
+          if (!aligned16 || Input::batch_stride(p) % kUnit != 0) {
+            why = "epilogue input " + Input::label() +
+                  " (broadcast vector) needs a 16-byte aligned pointer and a batch stride that is a multiple of " +
+                  unit;
+            return 1;
+          }
+        }
+        return 0;
       }
-      const bool aligned16 = reinterpret_cast<uintptr_t>(ptr) % 16 == 0;
-      if constexpr (std::is_same_v<Kind, Scalar>) {
-        if (reinterpret_cast<uintptr_t>(ptr) % 4 != 0) {
-          why = "epilogue input " + Input::label() + " (scalar) is not 4-byte aligned";
-          return 1;
-        }
-      } else if constexpr (std::is_same_v<Kind, Matrix>) {
-        if (!aligned16 || Input::ld(p) < p.n || Input::ld(p) % 4 != 0 || Input::batch_stride(p) % 4 != 0) {
-          why = "epilogue input " + Input::label() +
-                " (full matrix, the C source) needs ld >= n, ld and batch stride multiples of 4 and a 16-byte "
-                "aligned pointer (TMA load)";
-          return 1;
-        }
-      } else {
-        if (!aligned16 || Input::batch_stride(p) % 4 != 0) {
-          why = "epilogue input " + Input::label() +
-                " (broadcast vector) needs a 16-byte aligned pointer and a batch stride that is a multiple of 4";
-          return 1;
-        }
-      }
-      return 0;
-    }
+    };
   };
 };
 

@@ -1,6 +1,15 @@
 // FACT sm90a GEMM template: CUTLASS 3.x, TMA warp-specialized (cooperative /
 // ping-pong), cluster shapes, persistent / stream-K / split-K tile scheduling,
-// fp32 output, epilogues none / bias (row broadcast) / c (full matrix).
+// epilogues none / bias (row broadcast) / c (full matrix).
+//
+// I/O (Config::ElementIo, the variant name's 4th field): the element type of A, B,
+// E (bias / C), the epilogue chain's inputs and D in memory.
+//   float         fp32 I/O; the math modes below convert the operands.
+//   half_t,       16-bit I/O: A and B are read by TMA as they are and multiplied by
+//   bfloat16_t    wgmma of their own type (math f16 / bf16, no pre-pass) with fp32
+//                 accumulation; the epilogue computes in fp32 (bias / C / chain inputs
+//                 converted on load) and rounds once to D's type, as cuBLAS does for
+//                 torch's fp16 / bf16 matmul. 16-byte units are 8 elements.
 //
 // Math modes on fp32 inputs (docs/CONTRACTS.md §3):
 //   tf32          fp32 operands fed to TF32 wgmma directly. TF32 wgmma reads
@@ -79,11 +88,12 @@ using MathF16x3 = MathMode<cutlass::half_t, __half, 3, true, true>;
 // Chain_: void, or a fact::epilogue_chain::Chain (epilogue_chain_sm90.cuh) whose
 // generated functor replaces the none / bias / c epilogue; Epilogue_ then only
 // says what the problem's e is (the chain reads it as its GemmSource input).
-template <class Math_, int TileM_, int TileN_, int TileK_, int ClusterM_, int ClusterN_, class KernelSchedule_,
-          class EpilogueSchedule_, class TileScheduler_, int Splits_, int Stages_, class LayoutA_, class LayoutB_,
-          int Epilogue_, class Chain_ = void>
+template <class Math_, class ElementIo_, int TileM_, int TileN_, int TileK_, int ClusterM_, int ClusterN_,
+          class KernelSchedule_, class EpilogueSchedule_, class TileScheduler_, int Splits_, int Stages_,
+          class LayoutA_, class LayoutB_, int Epilogue_, class Chain_ = void>
 struct Config {
   using Math = Math_;
+  using ElementIo = ElementIo_;
   static constexpr int kTileM = TileM_, kTileN = TileN_, kTileK = TileK_;
   static constexpr int kClusterM = ClusterM_, kClusterN = ClusterN_;
   using KernelSchedule = KernelSchedule_;
@@ -109,13 +119,14 @@ Stride make_stride(int64_t ld, int64_t batch_stride) {
   }
 }
 
-// D = alpha * acc + beta * bias[n] (bias broadcast over rows, batch stride dynamic).
-template <class CtaTile>
+// D = alpha * acc + beta * bias[n] (bias broadcast over rows, batch stride dynamic),
+// computed in fp32 and rounded once to D's type; the bias has D's type (ElementIo).
+template <class CtaTile, class ElementIo>
 using BiasCallbacks = cutlass::epilogue::fusion::Sm90EVT<
-    cutlass::epilogue::fusion::Sm90Compute<cutlass::homogeneous_multiply_add, float, float,
+    cutlass::epilogue::fusion::Sm90Compute<cutlass::homogeneous_multiply_add, ElementIo, float,
                                            cutlass::FloatRoundStyle::round_to_nearest>,
     cutlass::epilogue::fusion::Sm90ScalarBroadcast<float>,
-    cutlass::epilogue::fusion::Sm90RowBroadcast<0, CtaTile, float, float,
+    cutlass::epilogue::fusion::Sm90RowBroadcast<0, CtaTile, ElementIo, float,
                                                 cute::Stride<cute::_0, cute::_1, int64_t>>,
     cutlass::epilogue::fusion::Sm90EVT<
         cutlass::epilogue::fusion::Sm90Compute<cutlass::multiplies, float, float,
@@ -152,39 +163,48 @@ inline int sm_count_of_current_device() {
 template <class Cfg>
 struct Operation {
   using Math = typename Cfg::Math;
-  using Element = typename Math::Element;
+  using Element = typename Math::Element;  // what wgmma multiplies
+  using ElementIo = typename Cfg::ElementIo;
+  static constexpr bool kIo16 = !std::is_same_v<ElementIo, float>;
+  static_assert(!kIo16 || (std::is_same_v<ElementIo, Element> && !Math::kPromote && !Math::kScaled),
+                "16-bit I/O runs the single-product math mode of its own type (MathF16 / MathBf16)");
   static constexpr int kTerms = Math::kTerms;
-  static constexpr bool kPrepass = kTerms > 0;
+  // 16-bit I/O reads A and B as they are; fp32 I/O converts them unless the math is tf32.
+  static constexpr bool kPrepass = kTerms > 0 && !kIo16;
   static constexpr bool kAKmajor = std::is_same_v<typename Cfg::LayoutA, cutlass::layout::RowMajor>;     // A K-major
   static constexpr bool kBKmajor = std::is_same_v<typename Cfg::LayoutB, cutlass::layout::ColumnMajor>;  // B K-major
-  static_assert(kPrepass || (kAKmajor && kBKmajor),
+  static_assert(kPrepass || kIo16 || (kAKmajor && kBKmajor),
                 "TF32 wgmma needs K-major operands (A row-major, B column-major)");
 
   using TileShape = cute::Shape<cute::Int<Cfg::kTileM>, cute::Int<Cfg::kTileN>, cute::Int<Cfg::kTileK>>;
   using ClusterShape = cute::Shape<cute::Int<Cfg::kClusterM>, cute::Int<Cfg::kClusterN>, cute::_1>;
   using LayoutD = cutlass::layout::RowMajor;
   static constexpr int kAlignAB = 128 / cutlass::sizeof_bits<Element>::value;
-  static constexpr int kAlignD = 4;  // fp32, 16 bytes for TMA
+  // Elements per 16 bytes of A and B as read from memory (TMA), and of D, C and bias.
+  static constexpr int kAlignIn = kPrepass ? 1 : kAlignAB;
+  static constexpr int kAlignD = 128 / cutlass::sizeof_bits<ElementIo>::value;
+  static constexpr const char* kIoName = !kIo16 ? "fp32" : std::is_same_v<ElementIo, cutlass::half_t> ? "fp16" : "bf16";
 
   using Chain = typename Cfg::Chain;
   static constexpr bool kChain = !std::is_void_v<Chain>;
   template <class C, bool = kChain>
   struct ChainTypes {
-    using ElementC = typename C::ElementC;
-    using FusionOp = typename C::template Callbacks<TileShape>;
+    using ElementC = typename C::template ElementC<ElementIo>;
+    using FusionOp = typename C::template Callbacks<TileShape, ElementIo>;
   };
   template <class C>
   struct ChainTypes<C, false> {
-    using ElementC = std::conditional_t<Cfg::kEpilogue == FACT_EPILOGUE_C, float, void>;
-    using FusionOp = std::conditional_t<Cfg::kEpilogue == FACT_EPILOGUE_BIAS, detail::BiasCallbacks<TileShape>,
-                                        cutlass::epilogue::fusion::LinearCombination<float, float, ElementC, float>>;
+    using ElementC = std::conditional_t<Cfg::kEpilogue == FACT_EPILOGUE_C, ElementIo, void>;
+    using FusionOp =
+        std::conditional_t<Cfg::kEpilogue == FACT_EPILOGUE_BIAS, detail::BiasCallbacks<TileShape, ElementIo>,
+                           cutlass::epilogue::fusion::LinearCombination<ElementIo, float, ElementC, float>>;
   };
   using ElementC = typename ChainTypes<Chain>::ElementC;
   using FusionOp = typename ChainTypes<Chain>::FusionOp;
 
   using CollectiveEpilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
-      cutlass::epilogue::collective::EpilogueTileAuto, float, float, ElementC, LayoutD, kAlignD, float, LayoutD,
+      cutlass::epilogue::collective::EpilogueTileAuto, float, float, ElementC, LayoutD, kAlignD, ElementIo, LayoutD,
       kAlignD, typename Cfg::EpilogueSchedule, FusionOp>::CollectiveOp;
 
   using StageCount = std::conditional_t<
@@ -236,7 +256,7 @@ struct Operation {
   }
 
   // Arguments of the CUTLASS GEMM on the operands it actually reads (the
-  // pre-pass images, or the fp32 inputs for tf32).
+  // pre-pass images, or the inputs as they are for tf32 and 16-bit I/O).
   // alpha_ptr (device, may be null): the scaled modes' alpha, read instead of p.alpha.
   static typename Gemm::Arguments make_arguments(const FactGemmProblem& p, const Element* a, const Element* b,
                                                  const float* alpha_ptr = nullptr) {
@@ -257,12 +277,12 @@ struct Operation {
     args.mainloop.dB = detail::make_stride<StrideB>(ldb, bsb);
     if constexpr (Math::kPromote) args.mainloop.mma_promotion_interval = kPromotionInterval;
 
-    args.epilogue.ptr_D = static_cast<float*>(p.d);
+    args.epilogue.ptr_D = static_cast<ElementIo*>(p.d);
     args.epilogue.dD = detail::make_stride<StrideD>(p.ld_d, p.batch_stride_d);
     if constexpr (kChain) {
-      args.epilogue.thread = Chain::template arguments<TileShape>(p, alpha_ptr);
+      args.epilogue.thread = Chain::template arguments<TileShape, ElementIo>(p, alpha_ptr);
       if constexpr (Chain::kReadsC) {
-        args.epilogue.ptr_C = Chain::c_pointer(p);
+        args.epilogue.ptr_C = static_cast<const ElementIo*>(Chain::c_pointer(p));
         args.epilogue.dC = detail::make_stride<StrideC>(Chain::c_ld(p), Chain::c_batch_stride(p));
       } else {
         args.epilogue.ptr_C = nullptr;
@@ -271,7 +291,7 @@ struct Operation {
     } else if constexpr (Cfg::kEpilogue == FACT_EPILOGUE_BIAS) {
       args.epilogue.thread = {
           {{p.beta}},
-          {static_cast<const float*>(p.e), 0.f, {cute::_0{}, cute::_1{}, p.batch_stride_e}},
+          {static_cast<const ElementIo*>(p.e), ElementIo(0), {cute::_0{}, cute::_1{}, p.batch_stride_e}},
           {{{p.alpha}, {alpha_ptr}}, {}, {}},
           {}};
       args.epilogue.ptr_C = nullptr;
@@ -280,7 +300,7 @@ struct Operation {
       args.epilogue.thread.alpha = p.alpha;
       args.epilogue.thread.alpha_ptr = alpha_ptr;
       args.epilogue.thread.beta = p.beta;
-      args.epilogue.ptr_C = static_cast<const float*>(p.e);
+      args.epilogue.ptr_C = static_cast<const ElementIo*>(p.e);
       args.epilogue.dC = detail::make_stride<StrideC>(p.ld_e, p.batch_stride_e);
     } else {
       args.epilogue.thread.alpha = p.alpha;
@@ -318,21 +338,24 @@ struct Operation {
       why = "null operand pointer";
       return 1;
     }
+    const std::string units = std::to_string(kAlignD) + " (" + kIoName + ")";
     if (p.ld_d < p.n || p.ld_d % kAlignD != 0 || (p.batch > 1 && p.batch_stride_d % kAlignD != 0) || !aligned16(p.d)) {
-      why = "D needs ld_d >= n, ld_d and batch_stride_d multiples of 4 and a 16-byte aligned pointer (TMA store)";
+      why = "D needs ld_d >= n, ld_d and batch_stride_d multiples of " + units +
+            " and a 16-byte aligned pointer (TMA store)";
       return 1;
     }
     if (Cfg::kEpilogue != FACT_EPILOGUE_NONE && p.e == nullptr) {
       why = "this variant's epilogue reads E, but E is null";
       return 1;
     }
-    if (Cfg::kEpilogue == FACT_EPILOGUE_BIAS && !aligned16(p.e)) {
-      why = "bias vector must be 16-byte aligned";
+    if (Cfg::kEpilogue == FACT_EPILOGUE_BIAS && (!aligned16(p.e) || (p.batch > 1 && p.batch_stride_e % kAlignD != 0))) {
+      why = "bias vector needs a 16-byte aligned pointer and a batch stride that is a multiple of " + units;
       return 1;
     }
-    if (Cfg::kEpilogue == FACT_EPILOGUE_C &&
-        (p.ld_e < p.n || p.ld_e % 4 != 0 || (p.batch > 1 && p.batch_stride_e % 4 != 0) || !aligned16(p.e))) {
-      why = "C needs ld_e >= n, ld_e and batch_stride_e multiples of 4 and a 16-byte aligned pointer (TMA load)";
+    if (Cfg::kEpilogue == FACT_EPILOGUE_C && (p.ld_e < p.n || p.ld_e % kAlignD != 0 ||
+                                              (p.batch > 1 && p.batch_stride_e % kAlignD != 0) || !aligned16(p.e))) {
+      why = "C needs ld_e >= n, ld_e and batch_stride_e multiples of " + units +
+            " and a 16-byte aligned pointer (TMA load)";
       return 1;
     }
     if constexpr (kChain) {
@@ -341,22 +364,27 @@ struct Operation {
               "passes " + std::to_string(p.num_leaves);
         return 1;
       }
-      if (Chain::can_implement(p, why) != 0) return 1;
+      if (Chain::template can_implement<ElementIo>(p, why) != 0) return 1;
     }
     if (p.ld_a < (kAKmajor ? p.k : p.m) || p.ld_b < (kBKmajor ? p.k : p.n)) {
       why = "leading dimension of A or B is smaller than its contiguous extent";
       return 1;
     }
     if constexpr (!kPrepass) {
-      // fp32 operands are read by TMA directly: 16-byte aligned rows and batches.
-      if (!aligned16(p.a) || !aligned16(p.b) || p.ld_a % 4 != 0 || p.ld_b % 4 != 0 || p.k % 4 != 0) {
-        why = "tf32: A and B need 16-byte aligned pointers, ld and k multiples of 4";
+      // A and B are read by TMA as they are (tf32, 16-bit I/O): 16-byte aligned rows and
+      // batches. The contiguous extent of a K-major operand is k, of an MN-major one m / n.
+      const std::string in_units = std::to_string(kAlignIn) + " (" + kIoName + ")";
+      const int64_t a_contig = kAKmajor ? p.k : p.m, b_contig = kBKmajor ? p.k : p.n;
+      if (!aligned16(p.a) || !aligned16(p.b) || p.ld_a % kAlignIn != 0 || p.ld_b % kAlignIn != 0 ||
+          a_contig % kAlignIn != 0 || b_contig % kAlignIn != 0) {
+        why = "A and B are read by TMA as they are: they need 16-byte aligned pointers, ld and contiguous extents "
+              "multiples of " + in_units;
         return 1;
       }
-      if (p.batch > 1 && (p.batch_stride_a % 4 != 0 || p.batch_stride_b % 4 != 0 || p.batch_stride_a == 0 ||
-                          p.batch_stride_b == 0)) {
-        why = "tf32: batch strides must be non-zero multiples of 4 (an operand shared across the batch is not "
-              "supported by this variant)";
+      if (p.batch > 1 && (p.batch_stride_a % kAlignIn != 0 || p.batch_stride_b % kAlignIn != 0 ||
+                          p.batch_stride_a == 0 || p.batch_stride_b == 0)) {
+        why = "A and B are read by TMA as they are: batch strides must be non-zero multiples of " + in_units +
+              " (an operand shared across the batch is not supported by this variant)";
         return 1;
       }
     }

@@ -54,6 +54,9 @@ struct ChainPlan {
   nlohmann::json chain;     // the payload
   std::string key8;         // first 8 hex digits of the chain key (variant name suffix)
   EpilogueKind gemm_epilogue = EpilogueKind::None;
+  // The chain's element ("element"): its leaves, the GEMM's E and D have it; the functor
+  // computes in float either way. Only variants of this I/O type run the chain.
+  IoType element = IoType::F32;
   std::vector<ChainInput> inputs;  // "e" first when the GEMM payload has one, then the leaves
   std::string output;              // the chain's result tensor (the pattern's output)
 };

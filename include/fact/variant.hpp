@@ -19,7 +19,13 @@ namespace fact {
 // fp32-input wgmma kernels, one per schedule (split_kernel below).
 enum class KernelArch { Sm90, Sm80, Sm90Split };
 enum class MathMode { F32, TF32, BF16, F16, TF32x3, BF16x3, BF16x6, F16x3 };
-enum class OutType { F32 };
+// Element type of A, B, E (bias / C), the epilogue chain's leaves and D in memory: the
+// name's 4th field. f32: fp32 everywhere; a math mode other than f32 / tf32 converts the
+// operands itself (a pre-pass or the split kernels' producers). f16, bf16 (16-bit I/O,
+// sm90 only): the operands are read as they are by tensor-core math of their own type
+// (math f16 / bf16) with fp32 accumulation; the epilogue computes in fp32 and rounds
+// once to D's type, as cuBLAS does for torch's fp16 / bf16 matmul.
+enum class IoType { F32, F16, BF16 };
 enum class Schedule { Coop, Pingpong, Ws, Mstage, Simt, Pre, Hybrid };
 enum class SchedulerKind { Persistent, StreamK, SplitK, Dp };
 enum class OperandLayout { Row, Col };
@@ -28,10 +34,18 @@ enum class EpilogueKind { None, Bias, C };
 // Name tokens (the parts of a variant name).
 const char* token(KernelArch v);
 const char* token(MathMode v);
-const char* token(OutType v);
+const char* token(IoType v);
 const char* token(Schedule v);
 const char* token(SchedulerKind v);  // "splitk" without the count
 const char* token(EpilogueKind v);
+// The IR dtype of an I/O type ("float32", "float16", "bfloat16"), its size in bytes, and
+// the I/O type of an IR dtype name (nullopt for one no GEMM variant reads).
+const char* io_dtype_name(IoType v);
+int io_element_bytes(IoType v);
+std::optional<IoType> io_type_of(const std::string& dtype);
+// The math mode a 16-bit I/O type runs (f16 -> f16, bf16 -> bf16); nullopt for f32,
+// whose variants choose among several.
+std::optional<MathMode> io_native_math(IoType v);
 // Contract layout letter: A row -> 't', A col -> 'n'; B col -> 't', B row -> 'n'.
 char layout_letter(OperandLayout layout, bool is_b);
 
@@ -44,13 +58,14 @@ const char* kernel_schedule(Schedule s);    // cutlass::gemm::KernelTmaWarpSpeci
 const char* epilogue_schedule(Schedule s);  // cutlass::epilogue::TmaWarpSpecialized...
 const char* tile_scheduler(SchedulerKind s);  // cutlass::gemm::PersistentScheduler / StreamKScheduler
 const char* layout(OperandLayout l);        // cutlass::layout::RowMajor / ColumnMajor
+const char* element(IoType v);              // float / cutlass::half_t / cutlass::bfloat16_t
 const char* epilogue(EpilogueKind e);       // FACT_EPILOGUE_NONE / _BIAS / _C
 }  // namespace cpp
 
 struct GemmVariant {
   KernelArch arch = KernelArch::Sm90;
   MathMode math = MathMode::BF16x3;
-  OutType out = OutType::F32;
+  IoType io = IoType::F32;
   int tile_m = 128, tile_n = 128, tile_k = 64;
   int cluster_m = 1, cluster_n = 1;
   Schedule schedule = Schedule::Coop;
@@ -64,7 +79,7 @@ struct GemmVariant {
   // runs the chain in its epilogue (sm90 EVT, src/realize/epilogue_emit.cpp); "" otherwise.
   std::string chain_key;
 
-  // gemm_<arch>_<math>_<out>_<tM>x<tN>x<tK>_c<cm>x<cn>_<schedule>_<scheduler>_s<stages|auto>_<la><lb>_<epilogue>
+  // gemm_<arch>_<math>_<io>_<tM>x<tN>x<tK>_c<cm>x<cn>_<schedule>_<scheduler>_s<stages|auto>_<la><lb>_<epilogue>
   // [_evt<chain_key>]
   std::string name() const;
   bool operator==(const GemmVariant& o) const { return name() == o.name(); }
@@ -125,6 +140,10 @@ struct GemmProblemDesc {
   std::string element_a = "float32", element_b = "float32", element_d = "float32";
 };
 
+// The I/O type of a problem whose A, B and D share one element type a variant reads
+// (E and the chain's leaves share D's: discover's guards); nullopt otherwise.
+std::optional<IoType> problem_io_type(const GemmProblemDesc& p);
+
 // Reads a plan pattern's "gemm" object; throws std::runtime_error naming the bad field.
 GemmProblemDesc gemm_problem_from_json(const nlohmann::json& gemm);
 
@@ -134,8 +153,12 @@ GemmProblemDesc gemm_problem_from_json(const nlohmann::json& gemm);
 // fp16/bf16-class tolerances (1e-2) also admit tf32, bf16, f16 and bf16x3.
 enum class ToleranceClass { Fp32Faithful, Relaxed };
 ToleranceClass tolerance_class(double tolerance);
-// Whether the math mode is admitted for the class (independent of arch).
+// Whether the math mode is admitted for the class (independent of arch), for fp32 data.
 bool math_admitted(MathMode math, ToleranceClass cls);
+// Whether the variant is admitted for the class: its math mode on fp32 I/O; a 16-bit
+// I/O variant at every class (its operands are not rounded: the data is 16-bit already,
+// and its fp32 accumulation with one rounding of D is what eager does).
+bool variant_admitted(const GemmVariant& v, ToleranceClass cls);
 
 enum class VariantSet { Default, All };
 VariantSet parse_variant_set(const std::string& text);  // "default" | "all"; throws otherwise

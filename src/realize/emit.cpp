@@ -13,7 +13,7 @@ namespace {
 // The sm90 Config, also the epilogue-chain source's (sm90_config).
 constexpr const char* kSm90Config =
     "using FactConfig = fact::gemm_sm90::Config<\n"
-    "    ${math},\n"
+    "    ${math}, /*A, B, C, D in memory*/ ${element_io},\n"
     "    /*tile*/ ${tile_m}, ${tile_n}, ${tile_k}, /*cluster*/ ${cluster_m}, ${cluster_n},\n"
     "    ${kernel_schedule},\n"
     "    ${epilogue_schedule},\n"
@@ -121,10 +121,14 @@ std::string splits_value(const GemmVariant& v) {
   return std::to_string(v.scheduler == SchedulerKind::SplitK ? v.splits : 1);
 }
 
+// The math tag of any family's Config; throws when the family has no such math mode or
+// I/O type (16-bit I/O is sm90's only).
 std::string checked_math_tag(const GemmVariant& v) {
   std::string math = cpp::math_tag(v.arch, v.math);
   if (math.empty())
     throw std::invalid_argument(fmt::format("the {} family has no {} math mode", token(v.arch), token(v.math)));
+  if (v.io != IoType::F32 && v.arch != KernelArch::Sm90)
+    throw std::invalid_argument(fmt::format("the {} family has no {} I/O (sm90 only)", token(v.arch), token(v.io)));
   return math;
 }
 
@@ -160,6 +164,7 @@ std::string split_config(const GemmVariant& v, const std::string& trailing_args)
 std::string sm90_config(const GemmVariant& v, const std::string& trailing_args) {
   std::map<std::string, std::string> values = common_config_values(v);
   values["math"] = checked_math_tag(v);
+  values["element_io"] = cpp::element(v.io);
   values["cluster_m"] = std::to_string(v.cluster_m);
   values["cluster_n"] = std::to_string(v.cluster_n);
   values["kernel_schedule"] = cpp::kernel_schedule(v.schedule);

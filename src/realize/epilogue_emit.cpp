@@ -48,8 +48,9 @@ int leaf_index(const std::string& name) {
 
 // Classifies one leaf from its broadcast strides over D's shape; "" on success.
 // D's shape is [batch, m..., n] when batch > 1, else [m..., n] (leading dims fold into m).
+// `unit`: elements per 16 bytes of the chain's element type.
 std::string classify_leaf(const std::vector<int64_t>& d_shape, const std::vector<int64_t>& strides,
-                          const GemmProblemDesc& g, ChainInput& out) {
+                          const GemmProblemDesc& g, int unit, ChainInput& out) {
   const size_t r = d_shape.size();
   if (strides.size() != r)
     return fmt::format("has {} strides for the {}-D GEMM output", strides.size(), r);
@@ -86,12 +87,13 @@ std::string classify_leaf(const std::vector<int64_t>& d_shape, const std::vector
                        "a scalar nor a full m x n matrix with unit column stride",
                        dims_text(strides), dims_text(d_shape));
   }
-  if (out.kind == ChainInputKind::Matrix && (out.ld % 4 != 0 || out.batch_stride % 4 != 0))
+  if (out.kind == ChainInputKind::Matrix && (out.ld % unit != 0 || out.batch_stride % unit != 0))
     return fmt::format("is a full matrix with ld {} / batch stride {}: the C source is read by TMA and needs "
-                       "multiples of 4 (16 bytes)", out.ld, out.batch_stride);
-  if ((out.kind == ChainInputKind::RowVector || out.kind == ChainInputKind::ColVector) && out.batch_stride % 4 != 0)
-    return fmt::format("is a broadcast vector with batch stride {}; vector loads need a multiple of 4",
-                       out.batch_stride);
+                       "multiples of {} (16 bytes)", out.ld, out.batch_stride, unit);
+  if ((out.kind == ChainInputKind::RowVector || out.kind == ChainInputKind::ColVector) &&
+      out.batch_stride % unit != 0)
+    return fmt::format("is a broadcast vector with batch stride {}; vector loads need a multiple of {} (16 bytes)",
+                       out.batch_stride, unit);
   return "";
 }
 
@@ -230,8 +232,13 @@ ChainPlan plan_chain_epilogue(const json& pattern) {
     return plan;
   };
   const std::string element = c.value("element", std::string("float32"));
-  if (element != "float32")
-    return skip(fmt::format("the chain computes {}; the sm90 EVT epilogue is emitted for float32 only", element));
+  const std::optional<IoType> io = io_type_of(element);
+  if (!io)
+    return skip(fmt::format("the chain computes {}; the sm90 EVT epilogue reads and writes float32, float16 or "
+                            "bfloat16",
+                            element));
+  plan.element = *io;
+  const int unit = 16 / io_element_bytes(*io);
   const auto shape = c.at("shape").get<std::vector<int64_t>>();
   if (shape.size() < 2 || shape.back() != g.n)
     return skip(fmt::format("chain shape {} does not end in the GEMM's n = {}", dims_text(shape), g.n));
@@ -265,7 +272,7 @@ ChainPlan plan_chain_epilogue(const json& pattern) {
     in.name = leaves[i].second;
     in.tensor = leaf.value("tensor", std::string());
     in.abi_leaf = static_cast<int>(i);
-    const std::string why = classify_leaf(shape, leaf.at("strides").get<std::vector<int64_t>>(), g, in);
+    const std::string why = classify_leaf(shape, leaf.at("strides").get<std::vector<int64_t>>(), g, unit, in);
     if (!why.empty()) return skip(fmt::format("leaf {} ('{}') {}", in.name, in.tensor, why));
     plan.inputs.push_back(in);
   }
@@ -329,6 +336,9 @@ std::string emit_chain_variant_source(const GemmVariant& v, const ChainPlan& pla
   if (v.chain_key != plan.key8)
     throw std::invalid_argument(fmt::format("{}: chain key '{}' is not the pattern's '{}'", v.name(), v.chain_key,
                                             plan.key8));
+  if (v.io != plan.element)
+    throw std::invalid_argument(fmt::format("{}: {} I/O, the chain computes {}", v.name(), token(v.io),
+                                            io_dtype_name(plan.element)));
   if (v.epilogue != plan.gemm_epilogue)
     throw std::invalid_argument(fmt::format("{}: epilogue '{}' differs from the pattern's", v.name(), token(v.epilogue)));
   std::string input_list;

@@ -310,7 +310,8 @@ double compile_pending(std::vector<PatternWork*>& works, const Toolchain& tc, co
 // by the tile or schedule, and on fp32 data they often fail DESIGN's accuracy rule. So of
 // each such mode with several candidates only one (a split-family kernel where there is
 // one: ~15 s of nvcc against ~45 s for a CUTLASS 3.x TU) is compiled and verified first;
-// the others wait (Candidate::deferred). Returns the number held back.
+// the others wait (Candidate::deferred). 16-bit I/O variants round no operand and are
+// never held (variant_admitted). Returns the number held back.
 int hold_for_probes(std::vector<PatternWork*>& works) {
   int held = 0;
   for (auto* w : works) {
@@ -318,7 +319,7 @@ int hold_for_probes(std::vector<PatternWork*>& works) {
     std::map<MathMode, Candidate*> probe;
     for (auto& c : w->candidates) {
       const MathMode m = c.variant.math;
-      if (c.compiled || math_admitted(m, ToleranceClass::Fp32Faithful)) continue;
+      if (c.compiled || variant_admitted(c.variant, ToleranceClass::Fp32Faithful)) continue;
       auto it = probe.find(m);
       if (it == probe.end()) {
         probe[m] = &c;

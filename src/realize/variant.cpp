@@ -7,9 +7,11 @@
 #include <array>
 #include <cmath>
 #include <stdexcept>
+#include <tuple>
 
 #include <fmt/format.h>
 
+#include "fact/ir.hpp"
 #include "spelling.hpp"
 
 namespace fact {
@@ -31,7 +33,23 @@ constexpr std::array<Spelling<MathMode>, 8> kMath{{
     {MathMode::BF16x6, "bf16x6", ""},
     {MathMode::F16x3, "f16x3", ""},
 }};
-constexpr std::array<Spelling<OutType>, 1> kOut{{{OutType::F32, "f32", "float"}}};
+constexpr std::array<Spelling<IoType>, 3> kIo{{
+    {IoType::F32, "f32", "float"},
+    {IoType::F16, "f16", "cutlass::half_t"},
+    {IoType::BF16, "bf16", "cutlass::bfloat16_t"},
+}};
+// What else an I/O type stands for: its IR dtype, and the math mode a 16-bit one runs
+// (its own type; fp32 I/O picks among several).
+struct IoData {
+  IoType io;
+  DType dtype;
+  std::optional<MathMode> native_math;
+};
+const std::array<IoData, 3> kIoData{{
+    {IoType::F32, DType::Float32, std::nullopt},
+    {IoType::F16, DType::Float16, MathMode::F16},
+    {IoType::BF16, DType::BFloat16, MathMode::BF16},
+}};
 // cpp: the CUTLASS kernel schedule; the epilogue schedule is in kEpilogueSchedule.
 constexpr std::array<Spelling<Schedule>, 7> kSchedule{{
     {Schedule::Coop, "coop", "cutlass::gemm::KernelTmaWarpSpecializedCooperative"},
@@ -218,10 +236,28 @@ constexpr int kPreTileM = 128, kPreTileN = 128, kPreTileK = 32;
 
 const char* token(KernelArch v) { return lookup(kArch, v, kMissing).token; }
 const char* token(MathMode v) { return lookup(kMath, v, kMissing).token; }
-const char* token(OutType v) { return lookup(kOut, v, kMissing).token; }
+const char* token(IoType v) { return lookup(kIo, v, kMissing).token; }
 const char* token(Schedule v) { return lookup(kSchedule, v, kMissing).token; }
 const char* token(SchedulerKind v) { return lookup(kScheduler, v, kMissing).token; }
 const char* token(EpilogueKind v) { return lookup(kEpilogue, v, kMissing).token; }
+
+namespace {
+const IoData& io_data(IoType v) {
+  for (const IoData& d : kIoData)
+    if (d.io == v) return d;
+  throw std::logic_error(kMissing);
+}
+}  // namespace
+
+const char* io_dtype_name(IoType v) { return dtype_name(io_data(v).dtype); }
+int io_element_bytes(IoType v) { return dtype_bytes(io_data(v).dtype); }
+std::optional<MathMode> io_native_math(IoType v) { return io_data(v).native_math; }
+std::optional<IoType> io_type_of(const std::string& dtype) {
+  const std::optional<DType> parsed = parse_dtype(dtype);
+  for (const IoData& d : kIoData)
+    if (parsed == d.dtype) return d.io;
+  return std::nullopt;
+}
 
 char layout_letter(OperandLayout layout, bool is_b) {
   const bool k_major = is_b ? layout == OperandLayout::Col : layout == OperandLayout::Row;
@@ -238,6 +274,7 @@ const char* kernel_schedule(Schedule s) { return lookup(kSchedule, s, kMissing).
 const char* epilogue_schedule(Schedule s) { return lookup(kEpilogueSchedule, s, kMissing).cpp; }
 const char* tile_scheduler(SchedulerKind s) { return lookup(kScheduler, s, kMissing).cpp; }
 const char* layout(OperandLayout l) { return lookup(kLayout, l, kMissing).cpp; }
+const char* element(IoType v) { return lookup(kIo, v, kMissing).cpp; }
 const char* epilogue(EpilogueKind e) { return lookup(kEpilogue, e, kMissing).cpp; }
 }  // namespace cpp
 
@@ -287,7 +324,7 @@ std::vector<std::string> split_image_formats() {
 std::string GemmVariant::name() const {
   std::string scheduler_part = token(scheduler);
   if (scheduler == SchedulerKind::SplitK) scheduler_part += std::to_string(splits);
-  return fmt::format("gemm_{}_{}_{}_{}x{}x{}_c{}x{}_{}_{}_s{}_{}{}_{}", token(arch), token(math), token(out), tile_m,
+  return fmt::format("gemm_{}_{}_{}_{}x{}x{}_c{}x{}_{}_{}_s{}_{}{}_{}", token(arch), token(math), token(io), tile_m,
                      tile_n, tile_k, cluster_m, cluster_n, token(schedule), scheduler_part,
                      stages == 0 ? std::string("auto") : std::to_string(stages), layout_letter(layout_a, false),
                      layout_letter(layout_b, true), token(epilogue)) +
@@ -308,9 +345,9 @@ std::optional<GemmVariant> parse_variant_name(const std::string& name) {
   }
   auto arch = from_token(kArch, parts[1]);
   auto math = from_token(kMath, parts[2]);
-  auto out = from_token(kOut, parts[3]);
-  if (!arch || !math || !out) return std::nullopt;
-  v.arch = *arch, v.math = *math, v.out = *out;
+  auto io = from_token(kIo, parts[3]);
+  if (!arch || !math || !io) return std::nullopt;
+  v.arch = *arch, v.math = *math, v.io = *io;
   const auto tile = split(parts[4], 'x');
   if (tile.size() != 3) return std::nullopt;
   auto tm = to_int(tile[0]), tn = to_int(tile[1]), tk = to_int(tile[2]);
@@ -418,6 +455,15 @@ ToleranceClass tolerance_class(double tolerance) {
   return tolerance < 1e-3 ? ToleranceClass::Fp32Faithful : ToleranceClass::Relaxed;
 }
 
+bool variant_admitted(const GemmVariant& v, ToleranceClass cls) {
+  return v.io != IoType::F32 || math_admitted(v.math, cls);
+}
+
+std::optional<IoType> problem_io_type(const GemmProblemDesc& p) {
+  if (p.element_a != p.element_b || p.element_a != p.element_d) return std::nullopt;
+  return io_type_of(p.element_a);
+}
+
 bool math_admitted(MathMode math, ToleranceClass cls) {
   switch (math) {
     case MathMode::F32:
@@ -442,38 +488,67 @@ VariantSet parse_variant_set(const std::string& text) {
 
 namespace {
 
-// The first extent, leading dimension or batch stride of the fp32 problem that keeps it
-// from 16-byte units (TMA, 16-byte cp.async: multiples of 4 elements): A's and B's, and
-// with `output` D's and C's too; nullopt when there is none.
+// Elements per 16 bytes of an element type the problem names (fp32: 4, fp16 / bf16: 8).
+int elements_per_16_bytes(const std::string& dtype) {
+  const std::optional<IoType> io = io_type_of(dtype);
+  if (!io) throw std::logic_error("no GEMM variant reads dtype " + dtype);
+  return 16 / io_element_bytes(*io);
+}
+
+// The first extent, leading dimension or batch stride of the problem that keeps it from
+// 16-byte units (TMA, 16-byte cp.async: multiples of 4 fp32 or 8 fp16 / bf16 elements):
+// A's and B's, and with `output` D's and C's too; nullopt when there is none.
 std::optional<std::string> not_16_byte_aligned(const GemmProblemDesc& p, bool output) {
   const bool a_kmajor = p.layout_a == OperandLayout::Row, b_kmajor = p.layout_b == OperandLayout::Col;
   const bool batched = p.batch > 1;
-  const std::pair<const char*, int64_t> extents[] = {
-      {a_kmajor ? "k (A's rows)" : "m (A's columns)", a_kmajor ? p.k : p.m},
-      {b_kmajor ? "k (B's columns)" : "n (B's rows)", b_kmajor ? p.k : p.n},
-      {"ld of A", p.ld_a},
-      {"ld of B", p.ld_b},
-      {"batch stride of A", batched ? p.batch_stride_a : 0},
-      {"batch stride of B", batched ? p.batch_stride_b : 0},
-      {"n (D's rows)", output ? p.n : 0},
-      {"ld of D", output ? p.ld_d : 0},
-      {"batch stride of D", output && batched ? p.batch_stride_d : 0},
-      {"ld of C", output && p.epilogue == EpilogueKind::C ? p.ld_e : 0},
-      {"batch stride of C", output && batched && p.epilogue == EpilogueKind::C ? p.batch_stride_e : 0},
+  const int unit_a = elements_per_16_bytes(p.element_a), unit_b = elements_per_16_bytes(p.element_b);
+  const int unit_d = output ? elements_per_16_bytes(p.element_d) : 1;  // C has D's type
+  const std::tuple<const char*, int64_t, int> extents[] = {
+      {a_kmajor ? "k (A's rows)" : "m (A's columns)", a_kmajor ? p.k : p.m, unit_a},
+      {b_kmajor ? "k (B's columns)" : "n (B's rows)", b_kmajor ? p.k : p.n, unit_b},
+      {"ld of A", p.ld_a, unit_a},
+      {"ld of B", p.ld_b, unit_b},
+      {"batch stride of A", batched ? p.batch_stride_a : 0, unit_a},
+      {"batch stride of B", batched ? p.batch_stride_b : 0, unit_b},
+      {"n (D's rows)", output ? p.n : 0, unit_d},
+      {"ld of D", output ? p.ld_d : 0, unit_d},
+      {"batch stride of D", output && batched ? p.batch_stride_d : 0, unit_d},
+      {"ld of C", output && p.epilogue == EpilogueKind::C ? p.ld_e : 0, unit_d},
+      {"batch stride of C", output && batched && p.epilogue == EpilogueKind::C ? p.batch_stride_e : 0, unit_d},
   };
-  for (const auto& [what, value] : extents)
-    if (value % 4 != 0) return fmt::format("{} = {} is not a multiple of 4 (16-byte rows)", what, value);
+  for (const auto& [what, value, unit] : extents)
+    if (value % unit != 0) return fmt::format("{} = {} is not a multiple of {} (16-byte rows)", what, value, unit);
   return std::nullopt;
+}
+
+// Whether an sm90 variant's TMA reads A and B as they are in memory (no pre-pass image):
+// tf32 on fp32 operands, and every 16-bit I/O variant.
+bool reads_operands_directly(const GemmVariant& v) {
+  return v.arch == KernelArch::Sm90 && (v.math == MathMode::TF32 || v.io != IoType::F32);
 }
 
 }  // namespace
 
 std::optional<std::string> variant_illegal_reason(const GemmVariant& v, const GemmProblemDesc& p) {
-  if (p.element_a != "float32" || p.element_b != "float32" || p.element_d != "float32")
-    return fmt::format("operands are {} x {} -> {}; the GEMM templates take float32 operands and output",
+  const std::optional<IoType> io = problem_io_type(p);
+  if (!io)
+    return fmt::format("operands are {} x {} -> {}; the GEMM kernels take one element type for A, B and D "
+                       "(float32, float16 or bfloat16)",
                        p.element_a, p.element_b, p.element_d);
+  if (v.io != *io)
+    return fmt::format("the variant reads and writes {} ({} I/O); this problem's A, B and D are {}",
+                       io_dtype_name(v.io), token(v.io), p.element_a);
   if (!family_has_math(v.arch, v.math))
     return fmt::format("the {} family has no {} math mode", token(v.arch), token(v.math));
+  if (v.io != IoType::F32) {
+    if (v.arch != KernelArch::Sm90)
+      return fmt::format("16-bit I/O ({}) runs on the sm90 family (CUTLASS 3.x) only; the {} kernels take float32 "
+                         "operands and output",
+                         token(v.io), token(v.arch));
+    if (v.math != *io_native_math(v.io))
+      return fmt::format("{} I/O runs tensor-core math of its own type ({}), not {}", token(v.io),
+                         token(*io_native_math(v.io)), token(v.math));
+  }
   if (!v.chain_key.empty() && v.arch != KernelArch::Sm90 && v.arch != KernelArch::Sm90Split)
     return fmt::format("the {} family cannot run an epilogue chain (sm90's EVT epilogue and the sm90split "
                        "kernels' element-wise store take one)",
@@ -493,13 +568,12 @@ std::optional<std::string> variant_illegal_reason(const GemmVariant& v, const Ge
       return std::string("the cooperative schedule needs tile M >= 128");
     if ((v.scheduler == SchedulerKind::StreamK || v.scheduler == SchedulerKind::SplitK) && v.schedule != Schedule::Coop)
       return std::string("stream-K / split-K on sm90 needs the cooperative schedule");
-    if (v.math == MathMode::TF32) {
-      // BASELINES.md: TF32 wgmma with an N-contiguous B returned non-finite values.
-      if (!a_kmajor || !b_kmajor)
-        return std::string("TF32 wgmma needs K-major operands (A row-major, B column-major)");
-      if (p.batch > 1 && (p.batch_stride_a == 0 || p.batch_stride_b == 0))
-        return std::string("tf32 needs non-zero batch strides");
-    }
+    // BASELINES.md: TF32 wgmma with an N-contiguous B returned non-finite values.
+    if (v.math == MathMode::TF32 && (!a_kmajor || !b_kmajor))
+      return std::string("TF32 wgmma needs K-major operands (A row-major, B column-major)");
+    if (reads_operands_directly(v) && p.batch > 1 && (p.batch_stride_a == 0 || p.batch_stride_b == 0))
+      return fmt::format("{} {} reads A and B by TMA as they are: it needs non-zero batch strides", token(v.math),
+                         v.io == IoType::F32 ? "on fp32 operands" : "I/O");
   }
   if (v.arch == KernelArch::Sm90Split) {
     if (auto why = split_config_illegal_reason(v)) return why;
@@ -548,6 +622,10 @@ Enumeration enumerate_gemm_variants(const GemmProblemDesc& p, double tolerance, 
     return out;
   }
   const bool all = set == VariantSet::All;
+  // A 16-bit problem's candidates are the sm90 16-bit I/O variants; the other families'
+  // (fp32 I/O) are still enumerated, to be skipped with the reason.
+  const IoType io = problem_io_type(p).value_or(IoType::F32);
+  const std::optional<MathMode> native_math = io_native_math(io);
   // Small-MN large-K: too few output tiles to fill the SMs; K must be split.
   const bool small_mn_large_k = p.batch * tiles(p.m, 128) * tiles(p.n, 128) < 132 && p.k >= 8192;
 
@@ -567,9 +645,14 @@ Enumeration enumerate_gemm_variants(const GemmProblemDesc& p, double tolerance, 
 
   for (KernelArch family : families) {
     if (family == KernelArch::Sm90) {
-      for (MathMode math :
-           {MathMode::F16x3, MathMode::BF16x6, MathMode::BF16x3, MathMode::BF16, MathMode::F16, MathMode::TF32}) {
-        if (!math_admitted(math, cls)) continue;
+      const std::vector<MathMode> maths =
+          native_math ? std::vector<MathMode>{*native_math}
+                      : std::vector<MathMode>{MathMode::F16x3, MathMode::BF16x6, MathMode::BF16x3,
+                                              MathMode::BF16,  MathMode::F16,    MathMode::TF32};
+      for (MathMode math : maths) {
+        GemmVariant b = base(family, math);
+        b.io = io;
+        if (!variant_admitted(b, cls)) continue;
         // The relaxed class tries the single-product modes and bf16x3, and keeps
         // f16x3: DESIGN.md's rule also bounds the largest error by 2x eager fp32's,
         // which single-product modes miss on zero-mean data even at 1e-2
@@ -582,7 +665,6 @@ Enumeration enumerate_gemm_variants(const GemmProblemDesc& p, double tolerance, 
         // candidate per mode stays as the CUTLASS alternative, bf16x6 and the other tiles
         // in "all" (each is a heavy nvcc unit: ~1 min).
         if (!all && math == MathMode::BF16x6) continue;
-        const GemmVariant b = base(family, math);
         const int tk = math == MathMode::TF32 ? 32 : 64;  // 128-byte rows of the smem swizzle
         const bool promoted = math == MathMode::BF16x3 || math == MathMode::BF16x6 || math == MathMode::F16x3;
         if (!all) {
@@ -599,8 +681,10 @@ Enumeration enumerate_gemm_variants(const GemmProblemDesc& p, double tolerance, 
             // cluster and the 64x128 ping-pong tile (never faster, see above) in "all".
             add(b, 128, 128, tk, 1, 1, Schedule::Coop, SchedulerKind::Persistent, 0);
           } else {
+            // 16-bit I/O: the two large cooperative tiles and the ping-pong one (each TU
+            // ~1 min of nvcc); the 2x1 cluster in "all".
             add(b, 128, 256, tk, 1, 1, Schedule::Coop, SchedulerKind::Persistent, 0);
-            add(b, 128, 256, tk, 2, 1, Schedule::Coop, SchedulerKind::Persistent, 0);
+            if (b.io == IoType::F32) add(b, 128, 256, tk, 2, 1, Schedule::Coop, SchedulerKind::Persistent, 0);
             add(b, 256, 128, tk, 1, 1, Schedule::Coop, SchedulerKind::Persistent, 0);
             add(b, 128, 128, tk, 1, 1, Schedule::Pingpong, SchedulerKind::Persistent, 0);
           }
@@ -704,9 +788,16 @@ Enumeration enumerate_gemm_variants(const GemmProblemDesc& p, double tolerance, 
     out.variants.push_back(v);
   }
   if (out.variants.empty() && out.reason.empty()) {
+    // The example names a variant of the problem's I/O type where there is one (a 16-bit
+    // problem's fp32-I/O skips only repeat its dtype).
+    auto example = std::find_if(out.skipped.begin(), out.skipped.end(), [&](const SkippedVariant& s) {
+      const auto v = parse_variant_name(s.name);
+      return v && v->io == io;
+    });
+    if (example == out.skipped.end()) example = out.skipped.begin();
     out.reason = out.skipped.empty() ? std::string("no variant admitted for this tolerance and arch")
                                      : fmt::format("every variant is illegal for this problem, e.g. {}: {}",
-                                                   out.skipped.front().name, out.skipped.front().reason);
+                                                   example->name, example->reason);
   }
   return out;
 }

@@ -6,7 +6,7 @@
 #include "fact_export.cuh"
 
 using FactConfig = fact::gemm_sm90::Config<
-    fact::gemm_sm90::MathBf16x6,
+    fact::gemm_sm90::MathBf16x6, /*A, B, C, D in memory*/ float,
     /*tile*/ 128, 128, 64, /*cluster*/ 2, 1,
     cutlass::gemm::KernelTmaWarpSpecializedCooperative,
     cutlass::epilogue::TmaWarpSpecializedCooperative,

@@ -23,7 +23,7 @@ using FactChain = fact::epilogue_chain::Chain<
     fact::epilogue_chain::Leaf<0, fact::epilogue_chain::Matrix>  /* l0 */>;
 
 using FactConfig = fact::gemm_sm90::Config<
-    fact::gemm_sm90::MathF16x3,
+    fact::gemm_sm90::MathF16x3, /*A, B, C, D in memory*/ float,
     /*tile*/ 128, 128, 64, /*cluster*/ 1, 1,
     cutlass::gemm::KernelTmaWarpSpecializedCooperative,
     cutlass::epilogue::TmaWarpSpecializedCooperative,

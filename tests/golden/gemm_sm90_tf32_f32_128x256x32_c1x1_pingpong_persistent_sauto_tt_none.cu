@@ -6,7 +6,7 @@
 #include "fact_export.cuh"
 
 using FactConfig = fact::gemm_sm90::Config<
-    fact::gemm_sm90::MathTf32,
+    fact::gemm_sm90::MathTf32, /*A, B, C, D in memory*/ float,
     /*tile*/ 128, 256, 32, /*cluster*/ 1, 1,
     cutlass::gemm::KernelTmaWarpSpecializedPingpong,
     cutlass::epilogue::TmaWarpSpecialized,

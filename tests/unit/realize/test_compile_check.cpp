@@ -8,6 +8,7 @@
 #include <dlfcn.h>
 
 #include <cstdlib>
+#include <functional>
 #include <optional>
 
 #include "fact/build.hpp"
@@ -65,8 +66,9 @@ void expect_library_identity(Library& lib, const std::string& variant) {
 
 // Compiles the GEMM variants `names`, loads each library and checks its identity and
 // that can_implement rejects a null problem and one with a zero extent, on the host,
-// with a reason containing `zero_extent_reason`.
-void compile_gemm_variants_and_check_abi(const std::vector<std::string>& names, const std::string& zero_extent_reason) {
+// with a reason containing `zero_extent_reason`; then runs `more` on each library.
+void compile_gemm_variants_and_check_abi(const std::vector<std::string>& names, const std::string& zero_extent_reason,
+                                         const std::function<void(Library&, const std::string&)>& more = {}) {
   std::string skip;
   auto tc = compile_check_toolchain(skip);
   if (!skip.empty()) GTEST_SKIP() << skip;
@@ -109,6 +111,7 @@ void compile_gemm_variants_and_check_abi(const std::vector<std::string>& names, 
       EXPECT_NE(can(&p), 0) << r.name;
       EXPECT_NE(std::string(last_error()).find("operand images"), std::string::npos) << r.name << ": " << last_error();
     }
+    if (more) more(lib, r.name);
   }
 }
 
@@ -140,9 +143,33 @@ TEST(CompileCheck, SplitKernelVariantsCompileAndExportTheAbi) {
       "must be >= 1");
 }
 
+// 16-bit I/O (fp16 operands, bias and output; fp16 wgmma, fp32 accumulation): the
+// plain bias epilogue. ~1-1.5 min. Its host checks count 16-byte units of 8 elements.
+TEST(CompileCheck, SixteenBitIoVariantCompilesAndChecksEightElementUnits) {
+  compile_gemm_variants_and_check_abi(
+      {"gemm_sm90_f16_f16_128x256x64_c1x1_coop_persistent_sauto_tt_bias"}, "positive",
+      [](Library& lib, const std::string& name) {
+        auto can = lib.fn<int(const FactGemmProblem*)>("fact_gemm_can_implement");
+        auto last_error = lib.fn<const char*()>("fact_last_error");
+        FactGemmProblem p{};
+        p.batch = 1, p.m = 256, p.n = 1028, p.k = 64;
+        p.a = reinterpret_cast<const void*>(1 << 20), p.ld_a = 64;
+        p.b = reinterpret_cast<const void*>(2 << 20), p.ld_b = 64;
+        p.d = reinterpret_cast<void*>(3 << 20), p.ld_d = 1028;  // 16-byte rows for fp32, not fp16
+        p.e = reinterpret_cast<const void*>(4 << 20);
+        p.alpha = 1.f, p.beta = 1.f;
+        EXPECT_NE(can(&p), 0) << name;
+        EXPECT_NE(std::string(last_error()).find("multiples of 8 (fp16)"), std::string::npos) << last_error();
+        p.n = p.ld_d = 1024, p.k = p.ld_a = p.ld_b = 68;  // A and B are read as they are: k too
+        EXPECT_NE(can(&p), 0) << name;
+        EXPECT_NE(std::string(last_error()).find("read by TMA as they are"), std::string::npos) << last_error();
+      });
+}
+
 // A GEMM + bias pattern whose chain reads every input kind (a full-size residual, a
-// column vector, a scalar) and spells a spread of ops.
-nlohmann::json every_kind_chain_pattern() {
+// column vector, a scalar) and spells a spread of ops; `dtype` is its operands', leaves'
+// and output's element type.
+nlohmann::json every_kind_chain_pattern(const std::string& dtype = "float32") {
   using nlohmann::json;
   const json acc = {{"ref", "acc"}};
   auto ref = [](const char* id) { return json{{"ref", id}}; };
@@ -165,9 +192,9 @@ nlohmann::json every_kind_chain_pattern() {
         {"b", {{"tensor", "w"}, {"layout", "col"}, {"ld", 64}, {"batch_stride", 0}}},
         {"d", {{"tensor", "mm"}, {"ld", 128}, {"batch_stride", 0}}},
         {"epilogue", {{"kind", "bias"}, {"tensor", "bias"}, {"ld", 0}, {"batch_stride", 0}, {"alpha", 1.0}, {"beta", 1.0}}},
-        {"element_a", "float32"}, {"element_b", "float32"}, {"element_d", "float32"}}},
+        {"element_a", dtype}, {"element_b", dtype}, {"element_d", dtype}}},
       {"epilogue_chain",
-       {{"accumulator", "mm"}, {"output", "out"}, {"shape", {256, 128}}, {"element", "float32"},
+       {{"accumulator", "mm"}, {"output", "out"}, {"shape", {256, 128}}, {"element", dtype},
         {"leaves",
          {{"l0", {{"tensor", "residual"}, {"shape", {256, 128}}, {"strides", {128, 1}}}},
           {"l1", {{"tensor", "row_scale"}, {"shape", {256, 1}}, {"strides", {1, 0}}}},
@@ -184,11 +211,11 @@ struct ChainLibrary {
   const char* (*last_error)() = nullptr;
   FactGemmProblem problem{};
 };
-void compile_chain_variant(const std::string& variant_name, ChainLibrary& out) {
+void compile_chain_variant(const std::string& variant_name, ChainLibrary& out, const std::string& dtype = "float32") {
   std::string skip;
   auto tc = compile_check_toolchain(skip);
   if (!skip.empty()) GTEST_SKIP() << skip;
-  ChainPlan plan = plan_chain_epilogue(every_kind_chain_pattern());
+  ChainPlan plan = plan_chain_epilogue(every_kind_chain_pattern(dtype));
   ASSERT_TRUE(plan.skip_reason.empty()) << plan.skip_reason;
   auto v = parse_variant_name(variant_name);
   ASSERT_TRUE(v.has_value());
@@ -234,6 +261,28 @@ TEST(CompileCheck, EpilogueChainEvtVariantCompilesAndChecksItsLeaves) {
   c.problem.leaves[0].ld = 130;
   EXPECT_NE(c.can(&c.problem), 0);
   EXPECT_NE(std::string(c.last_error()).find("leaves[0] (full matrix"), std::string::npos) << c.last_error();
+}
+
+// The same chain on bf16 I/O: bf16 operands, leaves (a bf16 residual as the C source, a
+// bf16 column vector and scalar) and output, the functor in float. ~1.5-2.5 min.
+TEST(CompileCheck, SixteenBitEpilogueChainEvtVariantCompilesAndChecksItsLeaves) {
+  ChainLibrary c;
+  ASSERT_NO_FATAL_FAILURE(compile_chain_variant(
+      "gemm_sm90_bf16_bf16_128x128x64_c1x1_coop_persistent_sauto_tt_bias_evtc0ffee00", c, "bfloat16"));
+  if (!c.lib) return;  // skipped
+  // 16-byte rows of the bf16 residual are 8 elements: ld 132 is not.
+  c.problem.leaves[0].ld = 132;
+  EXPECT_NE(c.can(&c.problem), 0);
+  EXPECT_NE(std::string(c.last_error()).find("leaves[0] (full matrix, the C source) needs ld >= n, ld and batch "
+                                             "stride multiples of 8"),
+            std::string::npos)
+      << c.last_error();
+  // A scalar leaf needs only its own 2-byte alignment.
+  c.problem.leaves[0].ld = 128;
+  c.problem.leaves[2].ptr = reinterpret_cast<const char*>(c.problem.leaves[2].ptr) + 1;
+  EXPECT_NE(c.can(&c.problem), 0);
+  EXPECT_NE(std::string(c.last_error()).find("leaves[2] (scalar) is not 2-byte aligned"), std::string::npos)
+      << c.last_error();
 }
 
 // The same chain in the pre-split kernel's element-wise store (seconds to a minute).

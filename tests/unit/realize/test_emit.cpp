@@ -22,6 +22,8 @@ std::vector<std::string> golden_variants() {
       "gemm_sm90_bf16x6_f32_128x128x64_c2x1_coop_streamk_sauto_tt_bias",      // promoted, stream-K, bias EVT
       "gemm_sm90_bf16_f32_128x128x64_c1x1_coop_splitk8_sauto_nt_c",           // plain bf16, split-K, C
       "gemm_sm90_tf32_f32_128x256x32_c1x1_pingpong_persistent_sauto_tt_none",  // tf32, K-major only
+      "gemm_sm90_f16_f16_128x256x64_c1x1_coop_persistent_sauto_tt_bias",        // 16-bit I/O, bias
+      "gemm_sm90_bf16_bf16_128x128x64_c1x1_pingpong_persistent_sauto_nn_c",     // 16-bit I/O, MN-major, C
       "gemm_sm80_tf32x3_f32_128x128x16_c1x1_mstage_dp_s4_tt_bias",
       "gemm_sm80_f32_f32_128x128x8_c1x1_simt_splitk16_s3_nn_none",
       "gemm_sm90split_bf16x6_f32_128x128x32_c1x1_ws_dp_s4_tn_none",
@@ -111,6 +113,24 @@ TEST(Emit, ParametersReachTheSource) {
 TEST(Emit, UnsupportedMathModeThrows) {
   auto v = *parse_variant_name("gemm_sm80_bf16x3_f32_128x128x16_c1x1_mstage_dp_s4_tt_none");
   EXPECT_THROW(emit_variant_source(v), std::invalid_argument);
+}
+
+// The I/O type reaches the sm90 Config as the element type of A, B, C and D; the other
+// families have no 16-bit I/O to emit.
+TEST(Emit, IoTypeReachesTheSm90Config) {
+  const std::string f32 = emit_variant_source(*parse_variant_name("gemm_sm90_f16_f32_128x256x64_c1x1_coop_persistent_sauto_tt_bias"));
+  const std::string f16 = emit_variant_source(*parse_variant_name("gemm_sm90_f16_f16_128x256x64_c1x1_coop_persistent_sauto_tt_bias"));
+  const std::string bf16 = emit_variant_source(*parse_variant_name("gemm_sm90_bf16_bf16_128x256x64_c1x1_coop_persistent_sauto_tt_bias"));
+  EXPECT_NE(f32.find("fact::gemm_sm90::MathF16, /*A, B, C, D in memory*/ float,"), std::string::npos) << f32;
+  EXPECT_NE(f16.find("fact::gemm_sm90::MathF16, /*A, B, C, D in memory*/ cutlass::half_t,"), std::string::npos) << f16;
+  EXPECT_NE(bf16.find("fact::gemm_sm90::MathBf16, /*A, B, C, D in memory*/ cutlass::bfloat16_t,"), std::string::npos)
+      << bf16;
+  for (const char* name : {"gemm_sm80_tf32x3_f32_128x128x16_c1x1_mstage_dp_s4_tt_none",
+                           "gemm_sm90split_bf16_f32_128x128x32_c1x1_pre_dp_s8_tt_none"}) {
+    auto v = *parse_variant_name(name);
+    v.io = IoType::BF16;
+    EXPECT_THROW(emit_variant_source(v), std::invalid_argument) << v.name();
+  }
 }
 
 TEST(Emit, PlaceholderContract) {

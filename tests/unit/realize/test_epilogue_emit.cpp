@@ -435,10 +435,10 @@ TEST(EpilogueEmit, UnsupportedChainsAreSkipReasonsNotCrashes) {
             std::string::npos);
   EXPECT_NE(reason(synthetic_pattern(json::array({value("v0", "add", {kAcc, vref("v3")})}))).find("before it is defined"),
             std::string::npos);
-  // Another element type.
-  json half = synthetic_pattern(json::array({value("v0", "relu", {kAcc})}));
-  half["epilogue_chain"]["element"] = "float16";
-  EXPECT_NE(reason(half).find("float32 only"), std::string::npos);
+  // An element type no GEMM variant reads or writes.
+  json wide = synthetic_pattern(json::array({value("v0", "relu", {kAcc})}));
+  wide["epilogue_chain"]["element"] = "float64";
+  EXPECT_NE(reason(wide).find("reads and writes float32, float16 or bfloat16"), std::string::npos) << reason(wide);
   // A malformed payload is an error, not a skip.
   json broken = synthetic_pattern(json::array({value("v0", "relu", {kAcc})}));
   broken["epilogue_chain"].erase("values");
@@ -446,6 +446,61 @@ TEST(EpilogueEmit, UnsupportedChainsAreSkipReasonsNotCrashes) {
   // A skipped plan cannot be emitted.
   ChainPlan skipped = plan_chain_epilogue(synthetic_pattern(add2, {{"l0", {128, 1}}, {"l1", {128, 1}}}));
   EXPECT_THROW(emit_chain_variant_source(sm90_variant(skipped), skipped), std::invalid_argument);
+}
+
+// ---- 16-bit chains --------------------------------------------------------------------------------
+
+// `pattern` with its GEMM and chain in `dtype` (discover gives leaves, E and D one dtype).
+json as_dtype(json pattern, const std::string& dtype) {
+  for (const char* key : {"element_a", "element_b", "element_d"}) pattern["gemm"][key] = dtype;
+  pattern["epilogue_chain"]["element"] = dtype;
+  return pattern;
+}
+
+// A 16-bit chain runs on the variants of its own I/O type: the same float functor, the
+// Config reading and writing the 16-bit type (leaves included), 16-byte units of 8
+// elements for the leaves, and no fp32-I/O variant may take it.
+TEST(EpilogueEmit, SixteenBitChainsRunOnSixteenBitIoVariants) {
+  const json values = json::array({value("v0", "add", {kAcc, leaf("l0")}), value("v1", "mul", {vref("v0"), leaf("l1")}),
+                                   value("v2", "gelu", {vref("v1")}, {{"approximate", "tanh"}})});
+  const json leaves = {{"l0", {128, 1}}, {"l1", {0, 1}}};
+  const ChainPlan plan = plan_chain_epilogue(as_dtype(synthetic_pattern(values, leaves), "bfloat16"));
+  ASSERT_TRUE(plan.skip_reason.empty()) << plan.skip_reason;
+  EXPECT_EQ(plan.element, IoType::BF16);
+  const ChainPlan fp32 = plan_chain_epilogue(synthetic_pattern(values, leaves));
+  EXPECT_EQ(fp32.element, IoType::F32);
+  EXPECT_EQ(emit_chain_functor(plan), emit_chain_functor(fp32)) << "the functor computes in float either way";
+
+  GemmVariant v = sm90_variant(plan, MathMode::BF16);
+  v.io = IoType::BF16;
+  const std::string source = emit_chain_variant_source(v, plan);
+  check_golden(v.name(), source);
+  EXPECT_EQ(v.name(), "gemm_sm90_bf16_bf16_128x128x64_c1x1_coop_persistent_sauto_tt_none_evt0123abcd");
+  EXPECT_NE(source.find("fact::gemm_sm90::MathBf16, /*A, B, C, D in memory*/ cutlass::bfloat16_t,"),
+            std::string::npos);
+  EXPECT_NE(source.find("fact::epilogue_chain::Leaf<0, fact::epilogue_chain::Matrix>"), std::string::npos);
+  GemmVariant fp32_io = v;
+  fp32_io.io = IoType::F32;
+  EXPECT_THROW(emit_chain_variant_source(fp32_io, plan), std::invalid_argument);
+  EXPECT_THROW(emit_chain_variant_source(v, fp32), std::invalid_argument);
+
+  // ld 132 is 16-byte aligned for fp32 rows, not for 16-bit ones.
+  const json misaligned = {{"l0", {132, 1}}, {"l1", {0, 1}}};
+  EXPECT_TRUE(plan_chain_epilogue(synthetic_pattern(values, misaligned)).skip_reason.empty());
+  const std::string why = plan_chain_epilogue(as_dtype(synthetic_pattern(values, misaligned), "float16")).skip_reason;
+  EXPECT_NE(why.find("ld 132 / batch stride 0: the C source is read by TMA and needs multiples of 8"),
+            std::string::npos)
+      << why;
+
+  // The enumeration of the chained bf16 pattern: sm90 bf16-I/O variants only, each with the key.
+  const GemmProblemDesc problem = gemm_problem_from_json(as_dtype(synthetic_pattern(values, leaves), "bfloat16")["gemm"]);
+  const Enumeration fused = chain_variants(enumerate_gemm_variants(problem, 1e-2, "sm90a", VariantSet::Default), plan);
+  ASSERT_FALSE(fused.variants.empty()) << fused.reason;
+  for (const auto& f : fused.variants) {
+    EXPECT_EQ(f.io, IoType::BF16) << f.name();
+    EXPECT_EQ(f.chain_key, plan.key8) << f.name();
+    EXPECT_NO_THROW(emit_chain_variant_source(f, plan)) << f.name();
+  }
 }
 
 // ---- variants -----------------------------------------------------------------------------------

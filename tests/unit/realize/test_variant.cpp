@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <set>
+#include <tuple>
 
 #include "fact/variant.hpp"
 
@@ -395,6 +396,164 @@ TEST(Variant, IllegalSplitConfigsHaveAReason) {
   auto recorded = parse_variant_name("gemm_sm90split_bf16x6_f32_128x128x32_c1x1_coop_dp_s4_tt_none");
   ASSERT_TRUE(recorded.has_value());
   EXPECT_TRUE(variant_illegal_reason(*recorded, p).has_value());
+}
+
+// ---- 16-bit I/O -------------------------------------------------------------------------
+
+GemmProblemDesc sixteen_bit(const std::string& dtype, OperandLayout la = OperandLayout::Row,
+                            OperandLayout lb = OperandLayout::Col, int64_t n = 4096, int64_t k = 0) {
+  GemmProblemDesc p = square(la, lb, n, k);
+  p.element_a = p.element_b = p.element_d = dtype;
+  p.epilogue = EpilogueKind::Bias;
+  return p;
+}
+
+// fp16 / bf16 problems get sm90 variants that read and write their own type (the name's
+// 4th field), at either tolerance class: three tiles by default; every fp32-I/O candidate
+// of the other families is skipped with the dtype as its reason.
+TEST(Variant, SixteenBitProblemsEnumerateSixteenBitIoVariants) {
+  for (const auto& [dtype, io, tok] : {std::tuple{"float16", IoType::F16, "f16"}, std::tuple{"bfloat16", IoType::BF16, "bf16"}})
+    for (double tol : {1e-2, 1e-4}) {
+      SCOPED_TRACE(std::string(dtype) + " at " + std::to_string(tol));
+      const auto p = sixteen_bit(dtype);
+      ASSERT_EQ(problem_io_type(p), io);
+      const auto e = enumerate_gemm_variants(p, tol, "sm90a", VariantSet::Default);
+      const std::string t = tok;
+      EXPECT_EQ(names(e), (std::set<std::string>{
+                              "gemm_sm90_" + t + "_" + t + "_128x256x64_c1x1_coop_persistent_sauto_tt_bias",
+                              "gemm_sm90_" + t + "_" + t + "_256x128x64_c1x1_coop_persistent_sauto_tt_bias",
+                              "gemm_sm90_" + t + "_" + t + "_128x128x64_c1x1_pingpong_persistent_sauto_tt_bias"}));
+      for (const auto& v : e.variants) {
+        EXPECT_EQ(v.io, io);
+        EXPECT_EQ(v.math, *io_native_math(io));
+      }
+      bool split_skipped = false, sm80_skipped = false;
+      for (const auto& s : e.skipped) {
+        EXPECT_NE(s.reason.find(std::string("this problem's A, B and D are ") + dtype), std::string::npos)
+            << s.name << ": " << s.reason;
+        split_skipped |= s.name.rfind("gemm_sm90split_", 0) == 0;
+        sm80_skipped |= s.name.rfind("gemm_sm80_", 0) == 0;
+      }
+      EXPECT_TRUE(split_skipped && sm80_skipped);
+      // Large K over few output tiles: stream-K and split-K instead.
+      const auto large_k = enumerate_gemm_variants(sixteen_bit(dtype, OperandLayout::Row, OperandLayout::Col, 256, 524288),
+                                                   tol, "sm90a", VariantSet::Default);
+      ASSERT_EQ(large_k.variants.size(), 2u);
+      EXPECT_EQ(large_k.variants[0].scheduler, SchedulerKind::StreamK);
+      EXPECT_EQ(large_k.variants[1].scheduler, SchedulerKind::SplitK);
+      // "all" is a superset, every name round-trips, and only 16-bit I/O sm90 variants are legal.
+      const auto all = enumerate_gemm_variants(p, tol, "sm90a", VariantSet::All);
+      EXPECT_GT(all.variants.size(), 20u);
+      const auto all_names = names(all);
+      for (const auto& name : names(e)) EXPECT_TRUE(all_names.count(name)) << name;
+      for (const auto& v : all.variants) {
+        EXPECT_EQ(v.arch, KernelArch::Sm90) << v.name();
+        EXPECT_EQ(v.io, io) << v.name();
+        const auto parsed = parse_variant_name(v.name());
+        ASSERT_TRUE(parsed.has_value()) << v.name();
+        EXPECT_EQ(parsed->io, io);
+        EXPECT_EQ(parsed->name(), v.name());
+      }
+    }
+}
+
+// The 4th field tells 16-bit I/O from fp32 I/O with a 16-bit math mode (which converts
+// fp32 operands in a pre-pass): two kernels, two names, neither runs the other's problem.
+TEST(Variant, SixteenBitIoIsItsOwnIdentity) {
+  const auto io16 = parse_variant_name("gemm_sm90_f16_f16_128x256x64_c1x1_coop_persistent_sauto_tt_bias");
+  const auto io32 = parse_variant_name("gemm_sm90_f16_f32_128x256x64_c1x1_coop_persistent_sauto_tt_bias");
+  ASSERT_TRUE(io16 && io32);
+  EXPECT_EQ(io16->io, IoType::F16);
+  EXPECT_EQ(io32->io, IoType::F32);
+  EXPECT_EQ(io16->math, io32->math);
+  EXPECT_FALSE(*io16 == *io32);
+  EXPECT_FALSE(parse_variant_name("gemm_sm90_f16_f8_128x256x64_c1x1_coop_persistent_sauto_tt_bias").has_value());
+  const auto fp32 = [] {
+    auto p = square(OperandLayout::Row, OperandLayout::Col);
+    p.epilogue = EpilogueKind::Bias;
+    return p;
+  }();
+  const auto half = sixteen_bit("float16");
+  EXPECT_FALSE(variant_illegal_reason(*io16, half).has_value());
+  EXPECT_FALSE(variant_illegal_reason(*io32, fp32).has_value());
+  EXPECT_NE(variant_illegal_reason(*io16, fp32).value_or("").find("reads and writes float16 (f16 I/O)"),
+            std::string::npos);
+  EXPECT_NE(variant_illegal_reason(*io32, half).value_or("").find("A, B and D are float16"), std::string::npos);
+  // bf16 data is not f16 data, and 16-bit I/O multiplies in its own type.
+  EXPECT_NE(variant_illegal_reason(*io16, sixteen_bit("bfloat16")).value_or("").find("are bfloat16"),
+            std::string::npos);
+  GemmVariant wrong_math = *io16;
+  wrong_math.math = MathMode::BF16x3;
+  EXPECT_NE(variant_illegal_reason(wrong_math, half).value_or("").find("math of its own type (f16)"),
+            std::string::npos);
+  // Mixed element types have no variant at all.
+  auto mixed = half;
+  mixed.element_d = "float32";
+  EXPECT_FALSE(problem_io_type(mixed).has_value());
+  EXPECT_NE(variant_illegal_reason(*io16, mixed).value_or("").find("one element type for A, B and D"),
+            std::string::npos);
+  // 16-bit I/O is sm90's only.
+  for (KernelArch arch : {KernelArch::Sm80, KernelArch::Sm90Split}) {
+    auto other = parse_variant_name(arch == KernelArch::Sm80 ? "gemm_sm80_tf32x3_f32_128x128x16_c1x1_mstage_dp_s4_tt_bias"
+                                                             : "gemm_sm90split_bf16_f32_128x128x32_c1x1_pre_dp_s8_tt_bias");
+    ASSERT_TRUE(other.has_value());
+    other->io = IoType::F16;
+    EXPECT_NE(variant_illegal_reason(*other, half).value_or("").find("sm90 family (CUTLASS 3.x) only"),
+              std::string::npos)
+        << other->name();
+  }
+  const auto a100 = enumerate_gemm_variants(half, 1e-2, "sm80", VariantSet::Default);
+  EXPECT_TRUE(a100.variants.empty());
+  EXPECT_NE(a100.reason.find("float16"), std::string::npos) << a100.reason;
+}
+
+// A 16-bit I/O variant rounds no operand: admitted at both tolerance classes, and never
+// held back for an accuracy probe; the same math on fp32 I/O is relaxed-only.
+TEST(Variant, SixteenBitIoIsAdmittedAtEveryTolerance) {
+  const auto io16 = *parse_variant_name("gemm_sm90_bf16_bf16_128x256x64_c1x1_coop_persistent_sauto_tt_none");
+  const auto io32 = *parse_variant_name("gemm_sm90_bf16_f32_128x256x64_c1x1_coop_persistent_sauto_tt_none");
+  EXPECT_TRUE(variant_admitted(io16, ToleranceClass::Fp32Faithful));
+  EXPECT_TRUE(variant_admitted(io16, ToleranceClass::Relaxed));
+  EXPECT_FALSE(variant_admitted(io32, ToleranceClass::Fp32Faithful));
+  EXPECT_TRUE(variant_admitted(io32, ToleranceClass::Relaxed));
+}
+
+// One alignment check for every element size: 16 bytes are 8 fp16 / bf16 elements, so an
+// extent that fp32 variants accept (a multiple of 4) can still rule out 16-bit I/O.
+TEST(Variant, SixteenBitAlignmentCountsEightElementUnits) {
+  auto k1020 = sixteen_bit("float16", OperandLayout::Row, OperandLayout::Col, 1024, 1020);
+  auto e = enumerate_gemm_variants(k1020, 1e-2, "sm90a", VariantSet::Default);
+  EXPECT_TRUE(e.variants.empty());
+  EXPECT_NE(e.reason.find("k (A's rows) = 1020 is not a multiple of 8 (16-byte rows)"), std::string::npos)
+      << e.reason;
+  auto fp32 = k1020;
+  fp32.element_a = fp32.element_b = fp32.element_d = "float32";
+  bool fp32_sm90 = false;
+  for (const auto& v : enumerate_gemm_variants(fp32, 1e-2, "sm90a", VariantSet::Default).variants)
+    fp32_sm90 |= v.arch == KernelArch::Sm90;
+  EXPECT_TRUE(fp32_sm90) << "k = 1020 is 16-byte aligned for fp32";
+  auto ld_d = sixteen_bit("bfloat16", OperandLayout::Row, OperandLayout::Col, 1024);
+  ld_d.ld_d = 1028;
+  const auto v = *parse_variant_name("gemm_sm90_bf16_bf16_128x256x64_c1x1_coop_persistent_sauto_tt_bias");
+  EXPECT_NE(variant_illegal_reason(v, ld_d).value_or("").find("ld of D = 1028 is not a multiple of 8"),
+            std::string::npos);
+  auto c = sixteen_bit("bfloat16", OperandLayout::Row, OperandLayout::Col, 1024);
+  c.epilogue = EpilogueKind::C, c.ld_e = 1036;
+  auto vc = v;
+  vc.epilogue = EpilogueKind::C;
+  EXPECT_NE(variant_illegal_reason(vc, c).value_or("").find("ld of C = 1036 is not a multiple of 8"),
+            std::string::npos);
+  // MN-major operands are fine for 16-bit wgmma (unlike tf32), and contiguous in m / n.
+  auto nn = sixteen_bit("float16", OperandLayout::Col, OperandLayout::Row, 1024);
+  EXPECT_EQ(enumerate_gemm_variants(nn, 1e-2, "sm90a", VariantSet::Default).variants.size(), 3u);
+  nn.m = 1020, nn.ld_a = 1020, nn.ld_d = 1024;
+  EXPECT_NE(enumerate_gemm_variants(nn, 1e-2, "sm90a", VariantSet::Default).reason.find("m (A's columns) = 1020"),
+            std::string::npos);
+  // TMA reads the operands as they are: an operand shared across the batch is not taken.
+  auto shared_b = sixteen_bit("float16", OperandLayout::Row, OperandLayout::Col, 1024);
+  shared_b.batch = 4, shared_b.batch_stride_a = 1024 * 1024, shared_b.batch_stride_d = 1024 * 1024;
+  EXPECT_NE(enumerate_gemm_variants(shared_b, 1e-2, "sm90a", VariantSet::Default).reason.find("non-zero batch strides"),
+            std::string::npos);
 }
 
 TEST(Variant, ToleranceClasses) {
