@@ -1,5 +1,7 @@
-// FACT LayerNorm template (hand-written: CUTLASS has no LayerNorm primitive).
-//   y[r, :] = (x[r, :] - mean) / sqrt(var + eps) * weight + bias     over the last dim
+// FACT LayerNorm / RMSNorm template (hand-written: CUTLASS has no normalisation primitive).
+//   LayerNorm: y[r, :] = (x[r, :] - mean) / sqrt(var + eps) * weight + bias   over the last dim
+//   RMSNorm:   y[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * weight
+// (Config's Norm; an RMSNorm is the LayerNorm path with mean 0, one reduction pass, no bias).
 // fp32 math. Each row is held in registers by kThreadsPerRow threads (one warp
 // per row, several rows per CTA; or a whole CTA of 2..8 warps per row), so the
 // mean and the (biased) variance are two exact passes over registers: no
@@ -32,6 +34,7 @@
 namespace fact::layernorm {
 
 enum ResidualMode { kNoResidual = 0, kResidual = 1, kResidualWritesSum = 2 };
+enum NormKind { kLayerNorm = 0, kRmsNorm = 1 };
 
 // Explicitly rounded fp32 arithmetic for the row math. Hazard: with plain operators
 // nvcc may contract a multiply and a following add into one FMA in one kernel and not
@@ -57,9 +60,21 @@ FACT_LN_HD float add_rn(float a, float b) {
 // (valid[i] false for slots past the row end). `reduce(partial, slot)` returns
 // the sum of `partial` over every thread of the row; slot 0 and 1 are the two
 // passes (distinct so a block reduction needs no barrier between them).
-template <int N, class Reduce>
+// kRmsNorm: mean = 0 exactly (so normalize's x - mean is x) and 1/sqrt(mean(x^2) + eps),
+// one pass in slot 1: every thread of a row still calls reduce the same number of times.
+template <int Norm = kLayerNorm, int N, class Reduce>
 FACT_LN_HD void row_statistics(const float (&v)[N], const bool (&valid)[N], int cols, float eps, Reduce&& reduce,
                                float& mean, float& rstd) {
+  if constexpr (Norm == kRmsNorm) {
+    float squares = 0.0f;
+    for (int i = 0; i < N; ++i) {
+      const float d = valid[i] ? v[i] : 0.0f;
+      squares = fmaf(d, d, squares);
+    }
+    mean = 0.0f;
+    rstd = 1.0f / sqrtf(reduce(squares, 1) / static_cast<float>(cols) + eps);
+    return;
+  }
   float sum = 0.0f;
   for (int i = 0; i < N; ++i) sum = add_rn(sum, valid[i] ? v[i] : 0.0f);
   mean = reduce(sum, 0) / static_cast<float>(cols);
@@ -86,12 +101,13 @@ FACT_LN_HD float normalize(float x, float mean, float rstd, const float* weight,
                    bias ? bias[col] : 0.0f);
 }
 
-template <int Cols_, int WarpsPerRow_, int Vec_, int Residual_>
+template <int Cols_, int WarpsPerRow_, int Vec_, int Residual_, int Norm_ = kLayerNorm>
 struct Config {
   static constexpr int kCols = Cols_;
   static constexpr int kWarpsPerRow = WarpsPerRow_;
   static constexpr int kVec = Vec_;
   static constexpr int kResidual = Residual_;
+  static constexpr int kNorm = Norm_;
   static constexpr int kThreadsPerRow = 32 * kWarpsPerRow;
   // One warp per row: 4 rows (128 threads) per CTA. Several warps: one row per CTA.
   static constexpr int kRowsPerBlock = kWarpsPerRow == 1 ? 4 : 1;
@@ -101,6 +117,7 @@ struct Config {
   static_assert(kVec == 1 || kVec == 2 || kVec == 4, "vector width 1, 2 or 4");
   static_assert(kCols % kVec == 0, "a vectorised row splits into whole vectors");
   static_assert(kPerThread <= 64, "row fragment too large for registers");
+  static_assert(kNorm == kLayerNorm || kNorm == kRmsNorm, "LayerNorm or RMSNorm");
 };
 
 #ifdef __CUDACC__
@@ -236,8 +253,8 @@ __global__ void __launch_bounds__(Cfg::kThreadsPerBlock) layernorm_kernel(FactLa
   load_row<Cfg>(p, row, true, lane_in_row, v, valid);
   __shared__ float partials[2 * Cfg::kRowsPerBlock * Cfg::kWarpsPerRow];
   float mean, rstd;
-  row_statistics(v, valid, Cfg::kCols, p.eps, RowReduce<Cfg, Cfg::kRowsPerBlock>{partials, lane_in_row, row_in_block},
-                 mean, rstd);
+  row_statistics<Cfg::kNorm>(v, valid, Cfg::kCols, p.eps,
+                             RowReduce<Cfg, Cfg::kRowsPerBlock>{partials, lane_in_row, row_in_block}, mean, rstd);
 
   float* y = static_cast<float*>(p.y) + row * p.y_row_stride;
 #pragma unroll
@@ -271,6 +288,10 @@ struct Operation {
     if ((Cfg::kResidual != kNoResidual) != (p.residual != nullptr)) {
       why = Cfg::kResidual != kNoResidual ? "this residual variant needs the residual operand"
                                           : "this variant has no residual input, but the problem passes one";
+      return 2;
+    }
+    if (Cfg::kNorm == kRmsNorm && p.bias) {
+      why = "an RMSNorm variant has no bias, but the problem passes one";
       return 2;
     }
     if ((Cfg::kResidual == kResidualWritesSum) != (p.sum != nullptr)) {

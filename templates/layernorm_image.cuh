@@ -1,4 +1,4 @@
-// FACT LayerNorm that writes its output as a GEMM's pre-split A operand (an operand
+// FACT LayerNorm / RMSNorm that writes its output as a GEMM's pre-split A operand (an operand
 // image, docs/CONTRACTS.md §4.1; operand_image.cuh) instead of fp32 y, so the GEMM that
 // reads y skips its A pre-pass and y never makes the round trip through memory.
 //
@@ -113,7 +113,7 @@ __global__ void __cluster_dims__(8, 1, 1)
     bool valid[Cfg::kPerThread];
     load_row<Cfg>(p, row, in_rows, lane_in_row, v, valid);
     float mean, rstd;
-    row_statistics(v, valid, Cfg::kCols, p.eps, reduce, mean, rstd);
+    row_statistics<Cfg::kNorm>(v, valid, Cfg::kCols, p.eps, reduce, mean, rstd);
 #pragma unroll
     for (int c = 0; c < Cfg::kChunks; ++c) {
       const int col = fragment_col<Cfg>(c, lane_in_row);

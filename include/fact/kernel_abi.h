@@ -103,9 +103,11 @@ const char* fact_gemm_image_format(void);
  * next GEMM (role 1); 0 when the variant has no image format. */
 size_t fact_gemm_image_bytes(const FactGemmProblem* problem, int role);
 
-/* ---- LayerNorm libraries (layernorm_* variants; docs/CONTRACTS.md §4) ----
+/* ---- LayerNorm libraries (layernorm_* and rmsnorm_* variants; docs/CONTRACTS.md §4) ----
  * y[r, :] = (x[r, :] - mean) / sqrt(var + eps) * weight + bias over `cols`,
  * mean and (biased) variance in fp32, two passes over the row held in registers.
+ * rmsnorm_* variants: y[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * weight, one
+ * fp32 pass; they refuse a non-null bias.
  * With a residual variant x = x_in + residual (both read), and `sum` receives x
  * when the variant writes it. Rows are `row_stride` elements apart; a row's
  * elements are contiguous. weight / bias are contiguous vectors of `cols`

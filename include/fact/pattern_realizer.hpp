@@ -50,12 +50,15 @@ class PatternRealizer {
 // realize.cpp; any other rule falls back with "no realizer for rule").
 const PatternRealizer* find_pattern_realizer(const std::string& rule);
 
-// ---- LayerNorm (templates/layernorm.cuh) -------------------------------------
+// ---- LayerNorm / RMSNorm (templates/layernorm.cuh) ----------------------------
 
 enum class LayerNormResidual { None, Residual, ResidualWritesSum };
+// Which normalisation (plan payload "layernorm"."norm": "layer" | "rms").
+enum class NormKind { Layer, Rms };
 
-// layernorm_<element>_c<cols>_w<warps per row>_v<vector width>_<x|res|res_sum>
+// <layernorm|rmsnorm>_<element>_c<cols>_w<warps per row>_v<vector width>_<plain|res|res_sum>
 struct LayerNormVariant {
+  NormKind norm = NormKind::Layer;
   std::string element = "f32";
   int cols = 0;
   int warps_per_row = 1;
@@ -73,12 +76,14 @@ constexpr int kLayerNormImageMaxCols = 2048;
 std::vector<std::string> layernorm_image_formats(const LayerNormVariant& v);
 
 struct LayerNormProblemDesc {
+  NormKind norm = NormKind::Layer;
   int64_t rows = 0, cols = 0;
   std::string element = "float32";
   LayerNormResidual residual = LayerNormResidual::None;
   std::vector<int64_t> row_strides;  // of every row-addressed operand (x or a/b, sum, y)
 };
-// Reads a plan pattern's "layernorm" object; throws std::runtime_error naming the bad field.
+// Reads a plan pattern's "layernorm" object ("norm" absent: a plan written before RMSNorm,
+// "layer"); throws std::runtime_error naming the bad field.
 LayerNormProblemDesc layernorm_problem_from_json(const nlohmann::json& layernorm);
 std::optional<std::string> layernorm_illegal_reason(const LayerNormVariant& v, const LayerNormProblemDesc& p);
 struct LayerNormEnumeration {

@@ -163,7 +163,9 @@ Rule make_attention_rule();
 // The GEMM rule extended with the elementwise epilogue chain that follows the GEMM
 // (payload "epilogue_chain"); registered instead of make_gemm_rule(). Rule name "gemm".
 Rule make_gemm_epilogue_rule();
-// layer_norm over the last dim (+ the residual add feeding it). Rule name "layernorm".
+// layer_norm, rms_norm and the written-out RMSNorm (rooted at its square) over the last dim
+// (+ the residual add feeding them); payload "layernorm" with "norm": "layer" | "rms".
+// Rule name "layernorm".
 Rule make_layernorm_rule();
 
 // The elementwise epilogue a GEMM at `gemm_node` would absorb: the covered node ids and
@@ -183,8 +185,11 @@ EpilogueChain find_epilogue_chain(const Graph& g, const Node& gemm_node, std::st
 // writes and re-reads the B*H*Tq*Tk score matrix once per materialised step.
 Workload attention_work(int64_t batch, int64_t heads, int64_t seq_q, int64_t seq_k, int64_t head_dim,
                         int64_t head_dim_v, bool causal, int score_passes, DType dtype);
-// LayerNorm over rows x cols (+ residual: one more input read, the sum optionally written).
-Workload layernorm_work(int64_t rows, int64_t cols, bool affine, bool residual, bool writes_sum, DType dtype);
+// LayerNorm / RMSNorm over rows x cols (+ residual: one more input read, the sum optionally
+// written). eager_passes > 0: eager runs a written-out norm whose ops read and write that
+// many row-sized tensors in all (0: one fused op reading x and writing y).
+Workload layernorm_work(int64_t rows, int64_t cols, bool affine, bool residual, bool writes_sum, DType dtype,
+                        int eager_passes = 0);
 // A GEMM workload plus an elementwise epilogue of `elements` outputs, `ops` ops per
 // element and `leaf_bytes` of extra inputs; eager runs each op as a separate kernel.
 Workload add_epilogue_work(Workload gemm, double elements, double ops_per_element, double leaf_bytes,

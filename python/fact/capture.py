@@ -434,12 +434,29 @@ class IRBuilder:
             inputs = [self._input_name(node, x)] + with_optional(ids, ["weight", "bias"], attrs)
             attrs["eps"] = module.eps
             return "layer_norm", inputs, attrs
+        rms_norm = getattr(nn, "RMSNorm", None)  # torch >= 2.4
+        if rms_norm is not None and isinstance(module, rms_norm) and len(node.args) == 1:
+            ids = params("weight")
+            attrs = {"normalized_shape": list(module.normalized_shape)}
+            inputs = [self._input_name(node, x)] + with_optional(ids, ["weight"], attrs)
+            attrs["eps"] = self._rms_norm_eps(module.eps, x)
+            return "rms_norm", inputs, attrs
         extra = [self.param_id(f"{node.target}.{name}")
                  for name, _ in list(module.named_parameters(recurse=True))
                  + list(module.named_buffers(recurse=True))]
         inputs, attrs = self._other_node(node, extra)
         attrs["module"] = node.target
         return f"other:{_ops.qualified_module_name(type(module))}", inputs, attrs
+
+    def _rms_norm_eps(self, eps, x):
+        """rms_norm's eps, None written out as torch's default: the input dtype's
+        machine epsilon (so the float64 reference keeps the model's eps)."""
+        import torch
+
+        if eps is not None:
+            return eps
+        value = self._value(x)
+        return float(torch.finfo(value.dtype).eps) if _is_tensor(value) and value.is_floating_point() else None
 
     def _input_name(self, node, arg) -> str:
         import torch.fx
@@ -484,6 +501,9 @@ class IRBuilder:
                 inputs, attrs = self._other_node(node)
                 return "other:operator.getitem", inputs, attrs
             inputs, attrs = self._canonical_node(node, op, node.args, node.kwargs, positional)
+            if op == "rms_norm":
+                attrs["eps"] = self._rms_norm_eps(attrs.get("eps"), node.args[0] if node.args else
+                                                  node.kwargs.get("input"))
             return op, inputs, attrs
         op = _ops.METHOD_TABLE.get(node.target)
         if op is None:

@@ -51,6 +51,9 @@ SIGNATURES: dict[str, list[tuple[str, str, object]]] = {
     "softmax": [("input", T, _NO_DEFAULT), ("dim", A, _NO_DEFAULT), ("dtype", A, None)],
     "layer_norm": [("input", T, _NO_DEFAULT), ("normalized_shape", A, _NO_DEFAULT),
                    ("weight", T, None), ("bias", T, None), ("eps", A, 1e-5)],
+    # eps None (torch's default: the input dtype's epsilon) is written out by capture.
+    "rms_norm": [("input", T, _NO_DEFAULT), ("normalized_shape", A, _NO_DEFAULT),
+                 ("weight", T, None), ("eps", A, None)],
     "getitem": [("input", T, _NO_DEFAULT), ("index", A, _NO_DEFAULT)],
     "split": [("input", T, _NO_DEFAULT), ("split_size_or_sections", A, _NO_DEFAULT), ("dim", A, 0)],
     "chunk": [("input", T, _NO_DEFAULT), ("chunks", A, _NO_DEFAULT), ("dim", A, 0)],
@@ -93,6 +96,7 @@ def _function_table():
     put(getattr(torch, "swapaxes", None), "transpose")
     put(getattr(torch, "swapdims", None), "transpose")
     put(getattr(torch, "layer_norm", None), "layer_norm")
+    put(getattr(torch, "rms_norm", None), "rms_norm")
     put(operator.matmul, "matmul")
     put(operator.add, "add")
     put(operator.sub, "sub")
@@ -109,6 +113,7 @@ def _function_table():
     put(F.silu, "silu")
     put(F.softmax, "softmax", _SOFTMAX_F)
     put(F.layer_norm, "layer_norm")
+    put(getattr(F, "rms_norm", None), "rms_norm")
     if hasattr(torch, "special") and hasattr(torch.special, "softmax"):
         put(torch.special.softmax, "softmax")
     return table

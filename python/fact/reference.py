@@ -133,6 +133,8 @@ def _call(op: str, a: dict, promote64: bool):
         return torch.softmax(x, a["dim"], dtype=_dtype_attr(a.get("dtype"), promote64))
     if op == "layer_norm":
         return F.layer_norm(x, list(a["normalized_shape"]), a.get("weight"), a.get("bias"), a.get("eps", 1e-5))
+    if op == "rms_norm":
+        return F.rms_norm(x, list(a["normalized_shape"]), a.get("weight"), a.get("eps"))
     if op == "getitem":
         return x[_decode_index(a["index"])]
     if op == "split":

@@ -5,10 +5,12 @@ identity dropout spelled torch.dropout), so the reference interpreter
 
 Contract: arguments come from the node's attrs {"args": [...], "kwargs": {...}}
 with tensors written as {"tensor": id}; `Tensor.<method>` calls the method on
-the first argument. Dropout runs only as the identity (p = 0 or training
+the node's first input (fact.reference_other.arguments). Dropout runs only as the identity (p = 0 or training
 False): anything else is random and has no reference.
 """
 from __future__ import annotations
+
+from . import reference_other as _other
 
 
 class _Unsupported(ValueError):
@@ -51,17 +53,8 @@ def call(node, env):
     if not supported(node["op"]):
         raise _Unsupported(f"node {node['id']}: op {node['op']!r} has no reference implementation")
     fn = _TABLE[node["op"][len("other:"):]]
-    attrs = node.get("attrs", {}) or {}
-
-    def decode(value):
-        if isinstance(value, dict) and set(value) == {"tensor"}:
-            if value["tensor"] not in env:
-                raise KeyError(f"node {node['id']}: input {value['tensor']!r} has no value")
-            return env[value["tensor"]]
-        if isinstance(value, list):
-            return [decode(v) for v in value]
-        return value
-
-    args = [decode(a) for a in attrs.get("args", [])]
-    kwargs = {k: decode(v) for k, v in (attrs.get("kwargs", {}) or {}).items()}
+    for ident in node.get("inputs", []):
+        if ident not in env:
+            raise KeyError(f"node {node['id']}: input {ident!r} has no value")
+    args, kwargs = _other.arguments(node, env)
     return fn(*args, **kwargs)

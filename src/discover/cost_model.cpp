@@ -102,17 +102,21 @@ Workload attention_work(int64_t batch, int64_t heads, int64_t seq_q, int64_t seq
   return w;
 }
 
-Workload layernorm_work(int64_t rows, int64_t cols, bool affine, bool residual, bool writes_sum, DType dtype) {
+Workload layernorm_work(int64_t rows, int64_t cols, bool affine, bool residual, bool writes_sum, DType dtype,
+                        int eager_passes) {
   Workload w;
   w.dtype = dtype;
   const double n = static_cast<double>(rows) * static_cast<double>(cols);
   const double elem = dtype_bytes(dtype);
+  const double params = affine ? 2.0 * static_cast<double>(cols) * elem : 0.0;
   // x read + y written (+ the second residual operand, + the sum) + weight/bias once.
-  w.bytes = (2.0 + (residual ? 1.0 : 0.0) + (writes_sum ? 1.0 : 0.0)) * n * elem +
-            (affine ? 2.0 * static_cast<double>(cols) * elem : 0.0);
+  w.bytes = (2.0 + (residual ? 1.0 : 0.0) + (writes_sum ? 1.0 : 0.0)) * n * elem + params;
   w.flops = (8.0 + (residual ? 1.0 : 0.0)) * n;
-  // Eager: the add is its own kernel (reads 2, writes 1), then LayerNorm reads it again.
-  w.eager_bytes = residual ? w.bytes + (writes_sum ? 1.0 : 2.0) * n * elem : w.bytes;
+  // Eager: the fused op reads x and writes y once; a written-out norm moves each of its
+  // ops' row-sized operands. The add is its own kernel (reads 2, writes 1), then the
+  // norm reads the sum again.
+  const double norm_bytes = eager_passes > 0 ? eager_passes * n * elem + params : 2.0 * n * elem + params;
+  w.eager_bytes = norm_bytes + (residual ? 3.0 * n * elem : 0.0);
   return w;
 }
 

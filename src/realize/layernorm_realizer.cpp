@@ -1,6 +1,6 @@
-// LayerNorm realizer: the variant space of templates/layernorm.cuh (row length
-// compiled in, warps per row, vector width, residual mode), names, legality per
-// plan payload, enumeration and the thin translation unit per variant.
+// LayerNorm / RMSNorm realizer: the variant space of templates/layernorm.cuh (norm,
+// row length compiled in, warps per row, vector width, residual mode), names, legality
+// per plan payload, enumeration and the thin translation unit per variant.
 #include <array>
 #include <regex>
 #include <stdexcept>
@@ -26,6 +26,24 @@ constexpr std::array<Spelling<LayerNormResidual>, 3> kResidual{{
     {LayerNormResidual::ResidualWritesSum, "res_sum", "fact::layernorm::kResidualWritesSum"},
 }};
 
+// Variant-name prefix, payload "norm" value and C++ constant of each normalisation.
+struct NormSpelling {
+  NormKind value;
+  const char* token;
+  const char* payload;
+  const char* cpp;
+};
+constexpr std::array<NormSpelling, 2> kNorm{{
+    {NormKind::Layer, "layernorm", "layer", "fact::layernorm::kLayerNorm"},
+    {NormKind::Rms, "rmsnorm", "rms", "fact::layernorm::kRmsNorm"},
+}};
+
+const NormSpelling& norm_spelling(NormKind k) {
+  for (const NormSpelling& s : kNorm)
+    if (s.value == k) return s;
+  throw std::logic_error("NormKind missing from kNorm");
+}
+
 const char* residual_token(LayerNormResidual r) {
   const Spelling<LayerNormResidual>* s = find_spelling(kResidual, r);
   return s ? s->token : "?";
@@ -47,7 +65,7 @@ constexpr const char* kSource =
     "\n"
     "using FactConfig = fact::layernorm::Config<\n"
     "    /*cols*/ ${cols}, /*warps per row*/ ${warps}, /*vector width*/ ${vec},\n"
-    "    ${residual}>;\n"
+    "    ${residual}, ${norm}>;\n"
     "${images}"
     "\n"
     "FACT_EXPORT_LAYERNORM(fact::layernorm::Operation<FactConfig>, FactImages, \"${name}\")\n";
@@ -93,23 +111,25 @@ class LayerNormRealizer final : public PatternRealizer {
 }  // namespace
 
 std::string LayerNormVariant::name() const {
-  return fmt::format("layernorm_{}_c{}_w{}_v{}_{}", element, cols, warps_per_row, vec, residual_token(residual));
+  return fmt::format("{}_{}_c{}_w{}_v{}_{}", norm_spelling(norm).token, element, cols, warps_per_row, vec,
+                     residual_token(residual));
 }
 
 std::optional<LayerNormVariant> parse_layernorm_variant_name(const std::string& name) {
-  static const std::regex pattern(R"(layernorm_(f32)_c(\d+)_w(\d+)_v(\d+)_(plain|res|res_sum))");
+  static const std::regex pattern(R"((layernorm|rmsnorm)_(f32)_c(\d+)_w(\d+)_v(\d+)_(plain|res|res_sum))");
   std::smatch m;
   if (!std::regex_match(name, m, pattern)) return std::nullopt;
   LayerNormVariant v;
-  v.element = m[1];
+  v.norm = m[1] == "rmsnorm" ? NormKind::Rms : NormKind::Layer;
+  v.element = m[2];
   try {
-    v.cols = std::stoi(m[2]);
-    v.warps_per_row = std::stoi(m[3]);
-    v.vec = std::stoi(m[4]);
+    v.cols = std::stoi(m[3]);
+    v.warps_per_row = std::stoi(m[4]);
+    v.vec = std::stoi(m[5]);
   } catch (const std::exception&) {
     return std::nullopt;
   }
-  v.residual = *from_token(kResidual, m[5].str());  // the pattern admits only the table's tokens
+  v.residual = *from_token(kResidual, m[6].str());  // the pattern admits only the table's tokens
   if (v.cols <= 0 || (v.warps_per_row != 1 && v.warps_per_row != 2 && v.warps_per_row != 4 && v.warps_per_row != 8) ||
       (v.vec != 1 && v.vec != 2 && v.vec != 4) || v.name() != name)
     return std::nullopt;
@@ -129,6 +149,15 @@ LayerNormProblemDesc layernorm_problem_from_json(const nlohmann::json& ln) {
   };
   LayerNormProblemDesc p;
   try {
+    const std::string norm = ln.value("norm", "layer");
+    const NormSpelling* spelling = nullptr;
+    for (const NormSpelling& s : kNorm)
+      if (norm == s.payload) spelling = &s;
+    if (!spelling)
+      throw std::runtime_error(fmt::format("plan pattern 'layernorm' has norm '{}', not 'layer' or 'rms'", norm));
+    p.norm = spelling->value;
+    if (p.norm == NormKind::Rms && !ln.value("bias", nlohmann::json()).is_null())
+      throw std::runtime_error("plan pattern 'layernorm' is an RMSNorm with a bias");
     p.rows = need(ln, "rows").get<int64_t>();
     p.cols = need(ln, "cols").get<int64_t>();
     p.element = need(ln, "element").get<std::string>();
@@ -151,6 +180,9 @@ LayerNormProblemDesc layernorm_problem_from_json(const nlohmann::json& ln) {
 
 std::optional<std::string> layernorm_illegal_reason(const LayerNormVariant& v, const LayerNormProblemDesc& p) {
   if (p.element != "float32") return fmt::format("layernorm variants exist for float32 only, not {}", p.element);
+  if (v.norm != p.norm)
+    return fmt::format("a {} variant does not compute the pattern's {}", norm_spelling(v.norm).token,
+                       norm_spelling(p.norm).token);
   if (v.cols != p.cols) return fmt::format("compiled for {} columns, the rows have {}", v.cols, p.cols);
   if (v.residual != p.residual)
     return fmt::format("residual mode '{}' does not match the pattern's '{}'", residual_token(v.residual),
@@ -184,6 +216,7 @@ LayerNormEnumeration enumerate_layernorm_variants(const LayerNormProblemDesc& p,
     bool have_one = false;  // default set: the widest legal vector per warp count
     for (int vec : {4, 2, 1}) {
       LayerNormVariant v;
+      v.norm = p.norm;
       v.cols = static_cast<int>(p.cols);
       v.warps_per_row = warps;
       v.vec = vec;
@@ -215,7 +248,8 @@ std::string emit_layernorm_source(const LayerNormVariant& v, const std::string& 
                       {"cols", std::to_string(v.cols)},
                       {"warps", std::to_string(v.warps_per_row)},
                       {"vec", std::to_string(v.vec)},
-                      {"residual", residual_cpp(v.residual)}});
+                      {"residual", residual_cpp(v.residual)},
+                      {"norm", norm_spelling(v.norm).cpp}});
 }
 
 const PatternRealizer& layernorm_realizer() {

@@ -7,7 +7,7 @@
 
 using FactConfig = fact::layernorm::Config<
     /*cols*/ 768, /*warps per row*/ 4, /*vector width*/ 4,
-    fact::layernorm::kResidualWritesSum>;
+    fact::layernorm::kResidualWritesSum, fact::layernorm::kLayerNorm>;
 using FactImages = fact::layernorm::ImageWriters<FactConfig,
     fact::layernorm::ImageFormat<fact::split_gemm::PartsFp16Scaled, 2, 128, 32>,
     fact::layernorm::ImageFormat<fact::split_gemm::PartsBf16, 3, 128, 32>,

@@ -84,7 +84,12 @@ class _FakeOp:
 
 
 class FakeLayerNorm(_FakeOp):
+    """LayerNorm (or, with rms, RMSNorm: x / sqrt(mean(x^2) + eps) * weight) from the
+    problem's pointers; flaw "no_bias" drops the bias, "layer" makes an RMSNorm
+    subtract the mean."""
+
     default_name = "fake_ln"
+    rms = False
 
     def run(self, p, workspace_ptr, workspace_bytes, stream_ptr):
         import numpy as np
@@ -98,13 +103,20 @@ class FakeLayerNorm(_FakeOp):
             x = x + _view(p.residual, [(rows, p.residual_row_stride), (cols, 1)])
             if p.sum:
                 _view(p.sum, [(rows, p.sum_row_stride), (cols, 1)])[...] = x.astype(np.float32)
-        var = x.var(axis=1, keepdims=True)
-        y = (x - x.mean(axis=1, keepdims=True)) / np.sqrt(var + p.eps)
+        if not self.rms or self.flaw == "layer":
+            x = x - x.mean(axis=1, keepdims=True)
+        y = x / np.sqrt((x * x).mean(axis=1, keepdims=True) + p.eps)
         if p.weight:
             y = y * _view(p.weight, [(cols, 1)])
+        assert not (self.rms and p.bias), "an RMSNorm binding passes no bias"
         if p.bias and self.flaw != "no_bias":
             y = y + _view(p.bias, [(cols, 1)])
         _view(p.y, [(rows, p.y_row_stride), (cols, 1)])[...] = y.astype(np.float32)
+
+
+class FakeRmsNorm(FakeLayerNorm):
+    default_name = "fake_rms"
+    rms = True
 
 
 class FakeAttention(_FakeOp):
@@ -208,6 +220,90 @@ def test_worker_verifies_layernorm_candidates(tmp_path):
     assert ok["kb_pass"] and ok["trials"] == worker.MIN_TRIALS and ok["median_ms"] > 0
     assert results["unwritten"]["status"] == "wrong" and "output add" in results["unwritten"]["reason"]
     assert results["no_bias"]["status"] == "wrong" and "output ln" in results["no_bias"]["reason"]
+
+
+class LlamaRMS(torch.nn.Module):
+    """Llama's RMSNorm written out on s = x + r, the sum read again: one rms pattern with
+    the input cast, type_as, the weight and the residual sum."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.rand(32) + 0.5)
+
+    def forward(self, x, r):
+        s = x + r
+        f = s.float()
+        y = (f * torch.rsqrt(f.pow(2).mean(-1, keepdim=True) + 1e-6)).type_as(s) * self.weight
+        return y * s
+
+
+def rms_case(tmp_path):
+    x, r = torch.randn(4, 6, 32), torch.randn(4, 6, 32)
+    model = LlamaRMS()
+    plan, ir_path = discover(capture.capture_module(model, [x, r]), tmp_path)
+    return model, x, r, plan, ir_path, pattern_of(plan, "layernorm")
+
+
+def test_rmsnorm_pattern_reference_keeps_float64_through_the_casts(tmp_path):
+    from fact import reference
+
+    model, x, r, plan, ir_path, rms = rms_case(tmp_path)
+    payload = rms["layernorm"]
+    assert payload["norm"] == "rms" and payload["bias"] is None and payload["residual"]["sum"] is not None
+    assert rms["outputs"] == ["add", rms["layernorm"]["y"]["tensor"]]
+    ir = json.loads(ir_path.read_text())
+    inputs = {"x": x, "r": r, "weight": model.weight.detach()}
+    s, y = reference.run_pattern(ir, rms, inputs)
+    s64, y64 = reference.run_pattern(ir, rms, inputs, promote64=True)
+    assert y.dtype == torch.float32 and y64.dtype == torch.float64, "x.float() of the fp64 reference stays fp64"
+    expected = x.double() + r.double()
+    expected = expected / torch.sqrt(expected.pow(2).mean(-1, keepdim=True) + 1e-6) * model.weight.double()
+    torch.testing.assert_close(y64, expected, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(y, expected.float(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(s, x + r)
+
+
+def test_worker_verifies_rmsnorm_candidates(tmp_path):
+    _, _, _, _, ir_path, rms = rms_case(tmp_path)
+
+    def loader(path):
+        flaw = path.rsplit("/", 1)[-1].split(".")[0]
+        return FakeRmsNorm(name=path, flaw=None if flaw == "ok" else flaw)
+
+    results = run_worker(ir_path, rms, loader, ["ok", "layer", "unwritten"])
+    assert results["ok"]["status"] == "ok", results["ok"]
+    assert results["ok"]["kb_pass"] and results["ok"]["trials"] == worker.MIN_TRIALS
+    assert results["layer"]["status"] == "wrong", results["layer"]
+    assert results["unwritten"]["status"] == "wrong" and "output add" in results["unwritten"]["reason"]
+
+
+def test_runtime_binds_a_written_out_rmsnorm(tmp_path):
+    model, x, r, plan, _, rms = rms_case(tmp_path)
+    expected = model(x, r)
+    fake = FakeRmsNorm()
+    install_with(model, manifest_for(plan, {"layernorm"}), {"layernorm": fake}, strict=True)
+    assert runtime.installed_patterns(model) == [rms["id"]]
+    got = model(x, r)
+    assert fake.runs == 1
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_capture_writes_rms_norm_with_its_eps():
+    class Fused(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm = torch.nn.RMSNorm(32)
+            self.w = torch.nn.Parameter(torch.ones(32))
+
+        def forward(self, x):
+            return torch.nn.functional.rms_norm(self.norm(x), [32], self.w, 1e-6)
+
+    ir = capture.capture_module(Fused(), [torch.randn(4, 32)])
+    nodes = {n["id"]: n for n in ir["nodes"]}
+    assert nodes["norm"]["op"] == "rms_norm" and nodes["rms_norm"]["op"] == "rms_norm"
+    assert nodes["norm"]["attrs"] == {"normalized_shape": [32], "eps": torch.finfo(torch.float32).eps}
+    assert nodes["norm"]["inputs"] == ["x", "norm_weight"]
+    assert nodes["rms_norm"]["attrs"]["eps"] == 1e-6 and nodes["rms_norm"]["inputs"] == ["norm", "w"]
 
 
 def attention_case(tmp_path):

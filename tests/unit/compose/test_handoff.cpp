@@ -246,6 +246,17 @@ TEST(Handoff, LayerNormIntoLinearWithPreWinnerIsHandedOff) {
   EXPECT_NE(md.find("l0 → p0: l0's kernel writes `ln` as p0's pre-split A operand"), std::string::npos) << md;
 }
 
+TEST(Handoff, RmsNormIntoLinearWithPreWinnerIsHandedOff) {
+  LnLinear pair;
+  pair.bound[0]["variant"] = "rmsnorm_f32_c768_w1_v4_plain";
+  pair.bound[0]["layernorm"]["norm"] = "rms";
+  pair.bound[0]["layernorm"]["bias"] = nullptr;
+  const json result = plan_handoffs(pair.ir, pair.bound);
+  ASSERT_EQ(result["handoffs"].size(), 1u) << result.dump(2);
+  EXPECT_EQ(result["handoffs"][0].value("producer_rule", ""), "layernorm");
+  EXPECT_EQ(result["handoffs"][0]["format"], "fact-split-image-v1:f16s:p2:r128:k32:sw64");
+}
+
 TEST(Handoff, LayerNormProducerIsNotALayerNormVariantName) {
   LnLinear pair;
   pair.bound[0]["variant"] = kPre;

@@ -98,5 +98,29 @@ TEST(LayerNormMath, ReductionSlotsSeparateThePasses) {
   EXPECT_EQ(slots, (std::vector<int>{0, 1}));
 }
 
+TEST(LayerNormMath, RmsStatisticsAreOnePassOverSquaresWithMeanZero) {
+  for (double offset : {0.0, 3.0}) {
+    Row r = make_row(offset, 1.0, 5);
+    std::vector<int> slots;
+    float mean = 1, rstd = 0;
+    layernorm::row_statistics<layernorm::kRmsNorm>(r.v, r.valid, kCols, 1e-6f,
+                                                   [&](float value, int slot) {
+                                                     slots.push_back(slot);
+                                                     return value;
+                                                   },
+                                                   mean, rstd);
+    double squares = 0;
+    for (int i = 0; i < kCols; ++i) squares += static_cast<double>(r.v[i]) * r.v[i];
+    const double ref = 1.0 / std::sqrt(squares / kCols + 1e-6);
+    EXPECT_EQ(mean, 0.0f) << "normalize's x - mean must be x exactly";
+    EXPECT_NEAR(rstd, ref, 1e-6 * ref) << "offset " << offset;
+    EXPECT_EQ(slots, (std::vector<int>{1})) << "one pass, the padding slots ignored";
+    // y = x * rstd * w, no bias.
+    std::vector<float> w(kCols, 0.75f);
+    EXPECT_NEAR(layernorm::normalize(r.v[7], mean, rstd, w.data(), nullptr, 7), r.v[7] * ref * 0.75,
+                2e-6 * (1 + std::fabs(r.v[7] * ref)));
+  }
+}
+
 }  // namespace
 }  // namespace fact

@@ -310,9 +310,51 @@ TEST(LayerNormVariants, Sm90LibrariesWriteEveryPreKernelImageFormat) {
   EXPECT_NE(emit_layernorm_source(wide, "sm90a").find("NoImages"), std::string::npos);
 }
 
+TEST(RmsNormVariants, NamesCarryTheNormAndPayloadsPickIt) {
+  auto rms = parse_layernorm_variant_name("rmsnorm_f32_c1024_w4_v4_plain");
+  ASSERT_TRUE(rms.has_value());
+  EXPECT_EQ(rms->norm, NormKind::Rms);
+  EXPECT_EQ(rms->name(), "rmsnorm_f32_c1024_w4_v4_plain");
+  EXPECT_EQ(parse_layernorm_variant_name("layernorm_f32_c1024_w4_v4_plain")->norm, NormKind::Layer);
+  for (const char* bad : {"rmsnorm_f32_c1024_w4_v4", "rms_f32_c1024_w4_v4_plain", "rmsnorm_bf16_c1024_w4_v4_plain"})
+    EXPECT_FALSE(parse_layernorm_variant_name(bad).has_value()) << bad;
+
+  const PatternRealizer& r = *find_pattern_realizer("layernorm");
+  json payload = layernorm_payload(1024, true, true);
+  payload["norm"] = "rms";
+  payload["bias"] = nullptr;
+  json pattern = {{"rule", "layernorm"}, {"layernorm", payload}};
+  RealizerEnumeration e = r.enumerate(pattern, 1e-4, "sm90a", VariantSet::Default);
+  EXPECT_EQ(names_of(e), (std::vector<std::string>{"rmsnorm_f32_c1024_w1_v4_res_sum", "rmsnorm_f32_c1024_w2_v4_res_sum",
+                                                   "rmsnorm_f32_c1024_w4_v4_res_sum", "rmsnorm_f32_c1024_w8_v4_res_sum"}));
+  for (const auto& c : e.candidates) {
+    EXPECT_NE(c.source.find("fact::layernorm::kRmsNorm"), std::string::npos) << c.name;
+    EXPECT_NE(c.source.find("layernorm_image.cuh"), std::string::npos) << "the hand-off writer: " << c.name;
+  }
+  // The registry's warm path never takes a LayerNorm variant for an RMSNorm pattern, nor back.
+  EXPECT_TRUE(r.candidate_named(pattern, "rmsnorm_f32_c1024_w2_v4_res_sum", 1e-4, "sm90a"));
+  EXPECT_FALSE(r.candidate_named(pattern, "layernorm_f32_c1024_w2_v4_res_sum", 1e-4, "sm90a"));
+  EXPECT_EQ(*layernorm_illegal_reason(*parse_layernorm_variant_name("layernorm_f32_c1024_w2_v4_res_sum"),
+                                      layernorm_problem_from_json(payload)),
+            "a layernorm variant does not compute the pattern's rmsnorm");
+  json layer = pattern;
+  layer["layernorm"]["norm"] = "layer";
+  EXPECT_FALSE(r.candidate_named(layer, "rmsnorm_f32_c1024_w2_v4_res_sum", 1e-4, "sm90a"));
+  layer["layernorm"].erase("norm");  // plans written before RMSNorm: LayerNorm
+  EXPECT_EQ(layernorm_problem_from_json(layer["layernorm"]).norm, NormKind::Layer);
+
+  payload["bias"] = "b";
+  EXPECT_THROW(layernorm_problem_from_json(payload), std::runtime_error);
+  payload["bias"] = nullptr;
+  payload["norm"] = "group";
+  EXPECT_THROW(layernorm_problem_from_json(payload), std::runtime_error);
+}
+
 TEST(PatternRealizers, GoldenSources) {
   const std::string ln = "layernorm_f32_c768_w4_v4_res_sum";
   check_golden(ln, emit_layernorm_source(*parse_layernorm_variant_name(ln), "sm90a"));
+  const std::string rms = "rmsnorm_f32_c1024_w4_v4_plain";
+  check_golden(rms, emit_layernorm_source(*parse_layernorm_variant_name(rms), "sm90a"));
   for (const std::string att : {"attention_sm80_tf32x3_f32_32x128_maxk128", "attention_sm90_f16x3_f32_d96_k64_s96_pv64"})
     check_golden(att, emit_attention_source(*parse_attention_variant_name(att)));
 }
