@@ -26,6 +26,14 @@ struct GemmOperand {
   std::string layout;      // "row" | "col" (CONTRACTS.md §2 for what each means for A and B)
   int64_t ld = 0;
   int64_t batch_stride = 0;  // 0 with batch > 1: shared by all batches
+  // The order in which `tensor` lists the operand's last two dims, where it is not the
+  // one `layout` implies ("": a row-major operand's tensor lists (rows, cols), a
+  // column-major one's (cols, rows): the tensor before an absorbed transpose).
+  // "rows_cols": a column-major operand whose tensor is itself the column-major view
+  // (a transpose with other readers, a non-contiguous input); "cols_rows": a row-major
+  // operand bound through an absorbed transpose of a column-major tensor. The kernel
+  // reads only layout and ld; the runtime's stride check follows the tensor's order.
+  std::string order;
 };
 
 struct GemmOutput {

@@ -239,7 +239,13 @@ def operand_layout(gemm: Mapping, role: str, fused: Mapping | None = None):
         ld = int(spec["ld"])
         layout = spec.get("layout", "row")
         rows, cols = {"a": (m, k), "b": (k, n), "d": (m, n)}[role]
-        dims = [(cols, 1), (rows, ld)] if layout == "row" else [(rows, 1), (cols, ld)]
+        row_stride, col_stride = (ld, 1) if layout == "row" else (1, ld)
+        # Innermost first in the order the bound tensor lists its dims: (rows, cols), or
+        # (cols, rows) for a column-major operand bound before an absorbed transpose;
+        # "order" says where the tensor differs from that (docs/CONTRACTS.md §2).
+        order = spec.get("order") or ("rows_cols" if layout == "row" else "cols_rows")
+        dims = [(cols, col_stride), (rows, row_stride)] if order == "rows_cols" else \
+            [(rows, row_stride), (cols, col_stride)]
     batch_stride = int(spec.get("batch_stride", 0))
     if batch > 1 and batch_stride != 0:
         dims.append((batch, batch_stride))

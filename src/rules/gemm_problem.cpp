@@ -30,7 +30,9 @@ std::string GemmProblem::shape_class() const {
 
 json GemmProblem::to_json() const {
   auto operand = [](const GemmOperand& o) {
-    return json{{"tensor", o.tensor}, {"layout", o.layout}, {"ld", o.ld}, {"batch_stride", o.batch_stride}};
+    json j{{"tensor", o.tensor}, {"layout", o.layout}, {"ld", o.ld}, {"batch_stride", o.batch_stride}};
+    if (!o.order.empty()) j["order"] = o.order;
+    return j;
   };
   json ep = {{"kind", epilogue.kind},
              {"tensor", epilogue.kind == "none" ? json(nullptr) : json(epilogue.tensor)},
@@ -89,6 +91,11 @@ GemmOperand operand_from(const json& j, const char* name) {
   }
   out.ld = int_field(o, "ld", where);
   out.batch_stride = int_field(o, "batch_stride", where);
+  if (o.contains("order")) {
+    out.order = string_field(o, "order", where);
+    if (out.order != "rows_cols" && out.order != "cols_rows")
+      throw std::runtime_error(fmt::format("gemm{}: order '{}' is neither 'rows_cols' nor 'cols_rows'", where, out.order));
+  }
   return out;
 }
 

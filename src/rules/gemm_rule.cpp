@@ -123,6 +123,24 @@ std::optional<GemmViews> op_gemm_views(const Graph& g, const Node& node, std::st
   return v;
 }
 
+// GemmOperand::order of an operand bound to `tensor` through `view`: "rows_cols" where a
+// column-major view has the tensor's own last two dims (the tensor itself is the
+// transposed view), "cols_rows" where a row-major view has them swapped, "" otherwise
+// (the order `layout` implies, or a view whose dims do not map one to one).
+std::string unconventional_order(const Tensor& tensor, const OperandView& view, const std::string& layout) {
+  const size_t rt = tensor.shape.size(), rv = view.shape.size();
+  if (rt < 2 || rv < 2 || tensor.strides.size() != rt || view.strides.size() != rv) return "";
+  const std::array<int64_t, 4> own{tensor.shape[rt - 2], tensor.shape[rt - 1], tensor.strides[rt - 2],
+                                   tensor.strides[rt - 1]};
+  const std::array<int64_t, 4> seen{view.shape[rv - 2], view.shape[rv - 1], view.strides[rv - 2],
+                                    view.strides[rv - 1]};
+  const std::array<int64_t, 4> swapped{own[1], own[0], own[3], own[2]};
+  if (own == swapped) return "";  // a square view whose two strides agree: no order to tell
+  if (layout == "col" && seen == own) return "rows_cols";
+  if (layout == "row" && seen == swapped) return "cols_rows";
+  return "";
+}
+
 // The shared path: matmul views -> GemmProblem and the Match that covers `node`.
 MatchOutcome match_gemm_views(const Graph& g, const Node& node, const GemmViews& views) {
   using R = MatchOutcome;
@@ -217,6 +235,7 @@ MatchOutcome match_gemm_views(const Graph& g, const Node& node, const GemmViews&
     op->layout = layout.layout;
     op->ld = layout.ld;
     op->batch_stride = *bs;
+    op->order = unconventional_order(g.tensor(view->tensor), *view, layout.layout);
   }
 
   // Output D must be exactly what the kernel writes: contiguous row-major.

@@ -309,6 +309,33 @@ TEST(GemmRule, MisalignedShapesMatch) {
   EXPECT_EQ(ld34.match->gemm->a.ld, 34);
 }
 
+// Where the bound tensor does not list the operand's dims in the order its layout implies,
+// the binding says so (GemmOperand::order), so that the runtime checks its strides in the
+// tensor's own order; the conventional cases carry no order.
+TEST(GemmRule, OperandOrderFollowsTheBoundTensor) {
+  IrBuilder col_input;  // A is a column-major input: the tensor is the transposed view itself
+  col_input.input("x", {64, 32}, "float32", {1, 64}).input("w", {32, 48});
+  col_input.node("mm", "mm", {"x", "w"}, {64, 48}).output("mm");
+  MatchOutcome own = run_rule(parse_graph(col_input.doc), "mm");
+  ASSERT_TRUE(own.match) << own.reason;
+  EXPECT_EQ(own.match->gemm->a.layout, "col");
+  EXPECT_EQ(own.match->gemm->a.order, "rows_cols");
+  EXPECT_EQ(own.match->gemm->to_json()["a"]["order"], "rows_cols");
+  EXPECT_EQ(own.match->gemm->b.order, "");
+  EXPECT_FALSE(own.match->gemm->to_json()["b"].contains("order"));
+
+  IrBuilder absorbed;  // x.t() of that column-major tensor: row-major A bound through x
+  absorbed.input("x", {32, 64}, "float32", {1, 32}).input("w", {32, 48});
+  absorbed.node("t", "t", {"x"}, {64, 32}, {}, {32, 1});
+  absorbed.node("mm", "mm", {"t", "w"}, {64, 48}).output("mm");
+  MatchOutcome swapped = run_rule(parse_graph(absorbed.doc), "mm");
+  ASSERT_TRUE(swapped.match) << swapped.reason;
+  EXPECT_EQ(swapped.match->gemm->a.tensor, "x");
+  EXPECT_EQ(swapped.match->gemm->a.layout, "row");
+  EXPECT_EQ(swapped.match->gemm->a.order, "cols_rows");
+  EXPECT_EQ(GemmProblem::from_json(swapped.match->gemm->to_json()).a.order, "cols_rows");
+}
+
 TEST(GemmRule, Fp64Rejected) {
   std::string why = rejected(load_graph(test::fixture("fp64_mm.json")), "mm");
   EXPECT_EQ(why, "dtype float64 is not supported (float32, float16, bfloat16)");
