@@ -32,6 +32,7 @@ SUITES = {
         "gen-gemm-sigmoid-scale-residual": "examples/generality/gemm_sigmoid_scale_residual.py",
         "gen-transposed-both": "examples/generality/transposed_both.py",
         "gen-llama-block": "examples/generality/llama_block.py",
+        "gen-llama-block-bf16": "examples/generality/llama_block_bf16.py",
     },
     # Small models (a few MB of inputs) for quick end-to-end checks of the
     # harness and of composed modules with fallback ops.
