@@ -353,6 +353,12 @@ def test_peers_per_suite_and_workload_hooks():
     for name in ("eager-bf16-sdpa", "inductor-default-bf16", "inductor-max-autotune-bf16", "eager-tf32"):
         assert run.record_tolerance(name, None) == 1e-2
     assert run.record_tolerance("inductor-max-autotune", None) == 1e-4
+    # A 16-bit module holds every peer to KernelBench's 1e-2.
+    bf16_block = run.load_example(suites.suite("generality")["gen-llama-block-bf16"])
+    fp32_block = run.load_example(suites.suite("generality")["gen-llama-block"])
+    assert run.sixteen_bit_inputs(bf16_block) and not run.sixteen_bit_inputs(fp32_block)
+    assert run.record_tolerance("inductor-default", None, run.sixteen_bit_inputs(bf16_block)) == 1e-2
+    assert run.record_tolerance("inductor-default", None, run.sixteen_bit_inputs(fp32_block)) == 1e-4
     square = run.load_example(suites.suite("l1-gemm")["l1-square-4096"])
     assert "offers no sdpa_variant(model) hook" in run.missing_hook("eager-bf16-sdpa", square)
     assert run.missing_hook("eager-bf16", square) is None
