@@ -63,11 +63,16 @@ inline std::vector<nlohmann::json> patterns_of(const nlohmann::json& plan, const
   return out;
 }
 
+// The Match `rule` makes at `node_id`; a test failure (and an empty Match) where it rejects.
+inline Match match_at(const Graph& g, const std::string& node_id, const std::string& rule) {
+  MatchOutcome o = run_at(g, node_id, rule);
+  EXPECT_TRUE(o.match) << node_id << ": " << o.reason;
+  return o.match ? *o.match : Match{};
+}
+
 // The Match a pattern of the plan came from, re-run at its root (payloads live on Match).
 inline Match rematch(const Graph& g, const nlohmann::json& pattern) {
-  MatchOutcome o = run_at(g, pattern["root"], pattern["rule"]);
-  EXPECT_TRUE(o.match) << o.reason;
-  return o.match ? *o.match : Match{};
+  return match_at(g, pattern["root"], pattern["rule"]);
 }
 
 inline std::string unmatched_reason(const nlohmann::json& plan, const std::string& node) {

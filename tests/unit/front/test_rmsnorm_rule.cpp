@@ -15,9 +15,7 @@ using nlohmann::json;
 using test3::captured3;
 
 Match rms_match(const Graph& g, const std::string& node) {
-  MatchOutcome o = test3::run_at(g, node, "layernorm");
-  EXPECT_TRUE(o.match) << node << ": " << o.reason;
-  return o.match ? *o.match : Match{};
+  return test3::match_at(g, node, "layernorm");
 }
 
 std::string rms_reason(const Graph& g, const std::string& node) {
